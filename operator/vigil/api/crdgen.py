@@ -88,7 +88,8 @@ def crd(definition: ResourceDefinition) -> dict[str, Any]:
     if definition.spec_validations:
         spec["x-kubernetes-validations"] = definition.spec_validations
     status = model_schema(definition.status_model)
-    spec["description"] = definition.spec_model.__doc__.strip().splitlines()[0] if definition.spec_model.__doc__ else ""
+    doc = definition.spec_model.__doc__ or ""
+    spec["description"] = doc.strip().splitlines()[0] if doc.strip() else ""
     schema = {
         "type": "object",
         "description": definition.description,

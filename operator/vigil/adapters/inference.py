@@ -1,0 +1,209 @@
+"""ONNX Runtime scoring: one session per model digest, checked on load, batched runs.
+
+A model is identified by the SHA-256 of its bytes, so two detectors pointing at
+the same ConfigMap content share one session, and a changed ConfigMap loads a
+new one. Loading verifies the input signature and the feature contract
+(:mod:`vigil.features.contract`) so that a model trained on other features is
+refused with a precise reason instead of scoring garbage.
+"""
+
+from __future__ import annotations
+
+import collections
+import dataclasses
+import hashlib
+import importlib.resources
+import threading
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+import onnxruntime
+
+from vigil import features
+from vigil.api.v1alpha1.detector import BUILTIN_MODEL, Reason
+from vigil.features import contract
+
+
+class ModelError(Exception):
+    """A model that cannot be served, with the condition reason to report."""
+
+    def __init__(self, reason: Reason, message: str) -> None:
+        super().__init__(message)
+        self.reason = reason
+        self.message = message
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelInfo:
+    name: str
+    sha256: str
+    input_signature: str
+    feature_version: str
+    feature_names: tuple[str, ...]
+    window: int
+    min_points: int
+    recommended_threshold: float
+    score_output: str
+    score_column: int | None  # None for a [N] output
+
+
+def digest(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def builtin_bytes(name: str = BUILTIN_MODEL) -> bytes:
+    """The bytes of a model shipped inside the package."""
+    if name != BUILTIN_MODEL:
+        raise ModelError(Reason.MODEL_NOT_FOUND, f"no built-in model named {name!r}; only {BUILTIN_MODEL!r}")
+    resource = importlib.resources.files("vigil") / "models" / f"{name}.onnx"
+    try:
+        return resource.read_bytes()
+    except FileNotFoundError as exc:
+        raise ModelError(Reason.MODEL_NOT_FOUND, f"the built-in model {name!r} is missing from the package") from exc
+
+
+def _shape_text(shape: list[Any]) -> str:
+    return ",".join("N" if not isinstance(d, int) else str(d) for d in shape)
+
+
+def _verify(session: onnxruntime.InferenceSession, sha: str) -> ModelInfo:
+    meta: dict[str, str] = dict(session.get_modelmeta().custom_metadata_map)
+    missing = [key for key in contract.REQUIRED_METADATA if key not in meta]
+    if missing:
+        raise ModelError(
+            Reason.MODEL_SIGNATURE_MISMATCH,
+            f"model metadata lacks {', '.join(missing)}; export it with Vigil's feature contract",
+        )
+    inputs = session.get_inputs()
+    if len(inputs) != 1:
+        raise ModelError(Reason.MODEL_SIGNATURE_MISMATCH, f"model has {len(inputs)} inputs, expected 1")
+    model_input = inputs[0]
+    n_features = len(features.FEATURE_NAMES)
+    signature = f"{model_input.name}: {model_input.type}[{_shape_text(model_input.shape)}]"
+    if model_input.name != contract.INPUT_NAME or model_input.type != "tensor(float)":
+        raise ModelError(
+            Reason.MODEL_SIGNATURE_MISMATCH,
+            f"model input is {signature}; expected {contract.INPUT_NAME}: tensor(float)[N,{n_features}]",
+        )
+    shape = model_input.shape
+    if len(shape) != 2 or (isinstance(shape[1], int) and shape[1] != n_features):
+        raise ModelError(
+            Reason.MODEL_SIGNATURE_MISMATCH,
+            f"model input is {signature}; expected [N,{n_features}] (features v{features.FEATURE_VERSION})",
+        )
+    version = meta[contract.META_FEATURE_VERSION]
+    names = tuple(meta[contract.META_FEATURE_NAMES].split(","))
+    if version != features.FEATURE_VERSION or names != tuple(features.FEATURE_NAMES):
+        raise ModelError(
+            Reason.MODEL_SIGNATURE_MISMATCH,
+            f"model was trained on features v{version} ({len(names)} features); this operator computes "
+            f"v{features.FEATURE_VERSION} ({n_features} features)",
+        )
+    try:
+        window = int(meta[contract.META_WINDOW])
+        min_points = int(meta.get(contract.META_MIN_POINTS, features.MIN_POINTS))
+        threshold = float(meta.get(contract.META_RECOMMENDED_THRESHOLD, "0.5"))
+        column_text = meta.get(contract.META_SCORE_COLUMN, "1")
+    except ValueError as exc:
+        raise ModelError(Reason.MODEL_INVALID, f"bad model metadata: {exc}") from exc
+    if window != features.WINDOW:
+        raise ModelError(
+            Reason.MODEL_SIGNATURE_MISMATCH,
+            f"model window is {window} points; the feature module computes {features.WINDOW}",
+        )
+    if not 0.0 <= threshold <= 1.0:
+        raise ModelError(Reason.MODEL_INVALID, f"recommended threshold {threshold} is outside [0, 1]")
+    output_name = meta.get(contract.META_SCORE_OUTPUT, contract.DEFAULT_SCORE_OUTPUT)
+    outputs = {o.name: o for o in session.get_outputs()}
+    if output_name not in outputs:
+        raise ModelError(
+            Reason.MODEL_SIGNATURE_MISMATCH,
+            f"model has no output {output_name!r} (it has {', '.join(sorted(outputs))})",
+        )
+    out_shape = outputs[output_name].shape
+    column: int | None = int(column_text) if len(out_shape) == 2 else None
+    return ModelInfo(
+        name=meta.get(contract.META_MODEL_NAME, f"sha256:{sha[:12]}"),
+        sha256=sha,
+        input_signature=signature,
+        feature_version=version,
+        feature_names=names,
+        window=window,
+        min_points=min_points,
+        recommended_threshold=threshold,
+        score_output=output_name,
+        score_column=column,
+    )
+
+
+class Scorer:
+    """One loaded model. ``score`` takes a whole batch; call it once per tick per model."""
+
+    def __init__(self, data: bytes) -> None:
+        sha = digest(data)
+        options = onnxruntime.SessionOptions()
+        # The operator scores small batches often; threads would only fight the event loop.
+        options.intra_op_num_threads = 1
+        options.inter_op_num_threads = 1
+        options.log_severity_level = 3
+        try:
+            self._session = onnxruntime.InferenceSession(data, options, providers=["CPUExecutionProvider"])
+        except Exception as exc:  # onnxruntime raises its own Fail/InvalidProtobuf/... types
+            raise ModelError(Reason.MODEL_INVALID, f"not a loadable ONNX model: {str(exc)[:300]}") from exc
+        self.info = _verify(self._session, sha)
+        self._lock = threading.Lock()
+        # Prove the model runs before any detector relies on it.
+        self.score(np.zeros((1, len(features.FEATURE_NAMES)), dtype=np.float32))
+
+    def score(self, rows: npt.NDArray[np.float32]) -> npt.NDArray[np.float64]:
+        """P(anomaly) for each row of features, clipped to [0, 1]."""
+        if rows.shape[0] == 0:
+            return np.empty(0)
+        try:
+            (out,) = self._session.run([self.info.score_output], {contract.INPUT_NAME: rows})
+        except Exception as exc:
+            raise ModelError(Reason.MODEL_INVALID, f"model failed to run: {str(exc)[:300]}") from exc
+        values = np.asarray(out, dtype=np.float64)
+        if self.info.score_column is not None:
+            values = values[:, self.info.score_column]
+        values = values.reshape(-1)
+        if values.shape[0] != rows.shape[0] or not np.all(np.isfinite(values)):
+            raise ModelError(Reason.MODEL_INVALID, "model returned a wrong number of scores or non-finite ones")
+        return np.clip(values, 0.0, 1.0)
+
+
+class ModelCache:
+    """Sessions by digest, least recently used evicted. Load failures are cached too,
+    so a broken ConfigMap costs one load attempt per content, not one per tick."""
+
+    def __init__(self, capacity: int = 16) -> None:
+        self._capacity = capacity
+        self._entries: collections.OrderedDict[str, Scorer | ModelError] = collections.OrderedDict()
+        self._lock = threading.Lock()
+        self.loads = 0
+
+    def get(self, data: bytes, expected_sha256: str | None = None) -> Scorer:
+        sha = digest(data)
+        if expected_sha256 is not None and sha != expected_sha256:
+            raise ModelError(
+                Reason.MODEL_DIGEST_MISMATCH,
+                f"model sha256 is {sha}, but spec.model.sha256 pins {expected_sha256}",
+            )
+        with self._lock:
+            entry = self._entries.get(sha)
+            if entry is not None:
+                self._entries.move_to_end(sha)
+        if entry is None:
+            self.loads += 1
+            try:
+                entry = Scorer(data)
+            except ModelError as exc:
+                entry = exc
+            with self._lock:
+                self._entries[sha] = entry
+                while len(self._entries) > self._capacity:
+                    self._entries.popitem(last=False)
+        if isinstance(entry, ModelError):
+            raise entry
+        return entry
