@@ -18,6 +18,8 @@ from __future__ import annotations
 
 import dataclasses
 import enum
+from collections.abc import Mapping
+from typing import Any
 
 from vigil.api.v1alpha1.detector import MissingDataPolicy, SeriesState
 
@@ -103,7 +105,7 @@ class DetectorVerdict:
 
 
 def summarise(
-    verdicts: dict[object, SeriesVerdict],
+    verdicts: Mapping[Any, SeriesVerdict],
     previous_anomalous_since: float | None,
     now: float,
 ) -> DetectorVerdict:

@@ -1,0 +1,138 @@
+"""Read ``timestamp,value`` CSV files strictly, for ``vigil backtest``.
+
+Real exports are messy: junk values, repeated timestamps (daylight saving),
+clocks that jump backwards. Every such row is reported with its line number;
+by default any of them is an error, and the flags that resolve them (keep the
+last duplicate, sort) still report what they did. Nothing is dropped silently.
+"""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import datetime
+import math
+import pathlib
+
+import numpy as np
+import numpy.typing as npt
+
+FloatArray = npt.NDArray[np.float64]
+MISSING_TOKENS = {"", "nan", "NaN", "NAN", "null", "None", "NA"}
+
+
+class SeriesFileError(ValueError):
+    """A file that cannot be read as a series, with every problem listed."""
+
+
+@dataclasses.dataclass
+class SeriesFile:
+    path: pathlib.Path
+    timestamps: FloatArray  # epoch seconds, strictly increasing
+    values: FloatArray  # NaN = explicitly missing
+    notes: list[str]  # what was resolved (duplicates merged, rows sorted), for the report
+
+
+def parse_timestamp(text: str) -> float:
+    """Epoch seconds from ISO 8601 (naive = UTC), ``YYYY-MM-DD HH:MM:SS``, or epoch s/ms."""
+    text = text.strip()
+    try:
+        number = float(text)
+    except ValueError:
+        pass
+    else:
+        if not math.isfinite(number):
+            raise ValueError(f"timestamp {text!r} is not finite")
+        return number / 1000.0 if number > 1e11 else number
+    moment = datetime.datetime.fromisoformat(text.replace("Z", "+00:00"))
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=datetime.UTC)
+    return moment.timestamp()
+
+
+def read(path: pathlib.Path, duplicates: str = "error", unordered: str = "error", max_listed: int = 10) -> SeriesFile:
+    """Parse one file. ``duplicates``: error|first|last|mean. ``unordered``: error|sort."""
+    problems: list[str] = []
+    times: list[float] = []
+    values: list[float] = []
+    lines: list[int] = []
+    with path.open(newline="", encoding="utf-8-sig") as handle:
+        reader = csv.reader(handle)
+        header = next(reader, None)
+        if header is None:
+            raise SeriesFileError(f"{path}: empty file")
+        names = [h.strip().lower() for h in header]
+        if len(names) < 2 or names[0] != "timestamp" or names[1] != "value":
+            raise SeriesFileError(f"{path}:1: header must be 'timestamp,value', found {','.join(header)!r}")
+        for row in reader:
+            line = reader.line_num
+            if not row or all(not cell.strip() for cell in row):
+                continue  # blank lines carry no sample
+            if len(row) < 2:
+                problems.append(f"{path}:{line}: expected 2 columns, found {len(row)}: {','.join(row)!r}")
+                continue
+            try:
+                stamp = parse_timestamp(row[0])
+            except ValueError:
+                problems.append(f"{path}:{line}: timestamp {row[0]!r} is not a date/time")
+                continue
+            cell = row[1].strip()
+            if cell in MISSING_TOKENS:
+                number = math.nan
+            else:
+                try:
+                    number = float(cell)
+                except ValueError:
+                    problems.append(f"{path}:{line}: value {row[1]!r} is not a number")
+                    continue
+                if math.isinf(number):
+                    problems.append(f"{path}:{line}: value {row[1]!r} is infinite")
+                    continue
+            times.append(stamp)
+            values.append(number)
+            lines.append(line)
+    if problems:
+        shown = problems[:max_listed]
+        more = f"\n... and {len(problems) - max_listed} more" if len(problems) > max_listed else ""
+        raise SeriesFileError(f"{len(problems)} bad row(s), nothing was scored:\n" + "\n".join(shown) + more)
+    if not times:
+        raise SeriesFileError(f"{path}: no data rows")
+
+    t = np.array(times, dtype=np.float64)
+    v = np.array(values, dtype=np.float64)
+    line_no = np.array(lines)
+    notes: list[str] = []
+
+    backwards = np.flatnonzero(np.diff(t) < 0)
+    if backwards.size:
+        where = ", ".join(f"line {line_no[i + 1]}" for i in backwards[:max_listed])
+        if unordered == "error":
+            raise SeriesFileError(
+                f"{path}: timestamps go backwards at {where} ({backwards.size} place(s)); "
+                "fix the file or pass --unordered sort"
+            )
+        order = np.argsort(t, kind="stable")
+        t, v, line_no = t[order], v[order], line_no[order]
+        notes.append(f"sorted: timestamps went backwards at {where}")
+
+    same = np.flatnonzero(np.diff(t) == 0)
+    if same.size:
+        where = ", ".join(f"line {line_no[i + 1]}" for i in same[:max_listed])
+        if duplicates == "error":
+            raise SeriesFileError(
+                f"{path}: {same.size} repeated timestamp(s) at {where}; "
+                "fix the file or pass --duplicates last|first|mean"
+            )
+        unique, start, counts = np.unique(t, return_index=True, return_counts=True)
+        merged = np.empty(unique.size)
+        for i, (s, c) in enumerate(zip(start, counts, strict=True)):
+            group = v[s : s + c]
+            if duplicates == "first":
+                merged[i] = group[0]
+            elif duplicates == "last":
+                merged[i] = group[-1]
+            else:
+                merged[i] = np.nanmean(group) if np.isfinite(group).any() else np.nan
+        notes.append(f"merged {same.size} repeated timestamp(s) ({duplicates}) at {where}")
+        t, v = unique, merged
+    return SeriesFile(path=path, timestamps=t, values=v, notes=notes)

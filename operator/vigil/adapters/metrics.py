@@ -1,0 +1,115 @@
+"""The operator's own Prometheus metrics, on a registry owned by the operator.
+
+Per-series scores are exported for the top-K series of each detector only, so
+the label cardinality is bounded by ``detectors x topK`` no matter how many
+series a query returns. Label sets of series that leave the top-K, and of
+deleted detectors, are removed, so nothing stale lingers on /metrics.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Iterable
+
+import prometheus_client
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+from vigil import __version__
+
+DetectorId = tuple[str, str]  # (namespace, name)
+
+
+@dataclasses.dataclass
+class OperatorMetrics:
+    """Every metric Vigil exports. One instance per operator process (kept in the memo)."""
+
+    registry: CollectorRegistry = dataclasses.field(default_factory=lambda: CollectorRegistry(auto_describe=True))
+
+    def __post_init__(self) -> None:
+        r = self.registry
+        self.build_info = Gauge("vigil_build_info", "Vigil version.", ["version"], registry=r)
+        self.build_info.labels(__version__).set(1)
+        self.detector_score = Gauge(
+            "vigil_detector_score",
+            "Latest anomaly score (0..1) of a series, for the top-K series of each detector.",
+            ["namespace", "detector", "series"],
+            registry=r,
+        )
+        self.detector_max_score = Gauge(
+            "vigil_detector_max_score", "Maximum score over a detector's series.", ["namespace", "detector"],
+            registry=r,
+        )
+        self.detector_anomalous = Gauge(
+            "vigil_detector_anomalous", "1 if any series of the detector is anomalous (after 'for').",
+            ["namespace", "detector"], registry=r,
+        )
+        self.detector_ready = Gauge(
+            "vigil_detector_ready", "1 if the detector's Ready condition is True.", ["namespace", "detector"],
+            registry=r,
+        )
+        self.detector_series = Gauge(
+            "vigil_detector_series", "Series the detector's query returned at the last evaluation.",
+            ["namespace", "detector"], registry=r,
+        )
+        self.detector_last_evaluation = Gauge(
+            "vigil_detector_last_evaluation_timestamp_seconds",
+            "When the detector was last evaluated successfully (Unix time).",
+            ["namespace", "detector"], registry=r,
+        )
+        self.detectors = Gauge("vigil_detectors", "Detectors known to the scheduler.", registry=r)
+        self.evaluations = Counter(
+            "vigil_evaluations_total", "Detector evaluations by result.", ["result"], registry=r
+        )
+        self.evaluation_duration = Histogram(
+            "vigil_evaluation_duration_seconds",
+            "Wall time of one scheduler batch: fetch, features, inference, decisions.",
+            buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
+            registry=r,
+        )
+        self.inference_duration = Histogram(
+            "vigil_inference_duration_seconds", "Wall time of one batched ONNX run.",
+            buckets=(0.0001, 0.0005, 0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1), registry=r,
+        )
+        self.inference_rows = Counter("vigil_inference_rows_total", "Feature rows scored.", registry=r)
+        self.prometheus_errors = Counter(
+            "vigil_prometheus_errors_total", "Failed Prometheus queries by kind.", ["kind"], registry=r
+        )
+        self.model_load_errors = Counter(
+            "vigil_model_load_errors_total", "Models that could not be served, by reason.", ["reason"],
+            registry=r,
+        )
+        self.model_loads = Counter("vigil_model_loads_total", "ONNX sessions created.", registry=r)
+        self.status_writes = Counter(
+            "vigil_status_writes_total", "Status patches sent to the API server, by result.", ["result"],
+            registry=r,
+        )
+        self.events = Counter("vigil_events_total", "Kubernetes Events posted, by reason.", ["reason"], registry=r)
+        self.scheduler_lag = Gauge(
+            "vigil_scheduler_lag_seconds", "How late the newest batch started after it was due.", registry=r
+        )
+        self._exported: dict[DetectorId, set[str]] = {}
+
+    def publish_scores(self, detector: DetectorId, scores: Iterable[tuple[str, float]]) -> None:
+        """Set the per-series gauges of one detector and drop the ones no longer listed."""
+        namespace, name = detector
+        current = set()
+        for series, score in scores:
+            self.detector_score.labels(namespace, name, series).set(score)
+            current.add(series)
+        for gone in self._exported.get(detector, set()) - current:
+            self.detector_score.remove(namespace, name, gone)
+        self._exported[detector] = current
+
+    def forget(self, detector: DetectorId) -> None:
+        """Remove every series of a deleted detector."""
+        self.publish_scores(detector, [])
+        self._exported.pop(detector, None)
+        for gauge in (self.detector_max_score, self.detector_anomalous, self.detector_ready,
+                      self.detector_series, self.detector_last_evaluation):
+            try:
+                gauge.remove(*detector)
+            except KeyError:
+                pass
+
+    def exposition(self) -> bytes:
+        return prometheus_client.generate_latest(self.registry)

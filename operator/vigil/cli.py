@@ -1,0 +1,180 @@
+"""The ``vigil`` command: run the operator, print CRDs, backtest a model, show the version.
+
+Imports are lazy per subcommand so ``vigil --help`` and ``vigil crds`` stay fast
+and never load onnxruntime or kopf.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import pathlib
+import sys
+from collections.abc import Sequence
+
+from vigil import __version__
+
+
+def _env(name: str, default: str | None = None) -> str | None:
+    return os.environ.get(name, default)
+
+
+def _add_run(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = sub.add_parser("run", help="run the operator", description="Run the Vigil operator. Credentials: "
+                       "in-cluster service account, else KUBECONFIG (or --kubeconfig).")
+    scope = p.add_mutually_exclusive_group()
+    scope.add_argument("-n", "--namespace", action="append", default=[],
+                       help="watch this namespace (repeatable); default: all namespaces "
+                            "[env VIGIL_NAMESPACES, comma-separated]")
+    scope.add_argument("-A", "--all-namespaces", action="store_true", help="watch all namespaces (default)")
+    p.add_argument("--prometheus-url", default=_env("VIGIL_PROMETHEUS_URL"),
+                   help="default Prometheus URL for detectors without spec.prometheus.url "
+                        "[env VIGIL_PROMETHEUS_URL]")
+    p.add_argument("--kubeconfig", default=None, help="kubeconfig file (sets KUBECONFIG)")
+    p.add_argument("--log-format", choices=["plain", "full", "json"], default=_env("VIGIL_LOG_FORMAT", "full"),
+                   help="log format [env VIGIL_LOG_FORMAT, default full]")
+    p.add_argument("--log-level", choices=["debug", "info", "warning", "error"],
+                   default=_env("VIGIL_LOG_LEVEL", "info"), help="log level [env VIGIL_LOG_LEVEL, default info]")
+    p.add_argument("--http-host", default=_env("VIGIL_HTTP_HOST", "0.0.0.0"),
+                   help="address for /metrics, /healthz, /readyz [env VIGIL_HTTP_HOST, default 0.0.0.0]")
+    p.add_argument("--http-port", type=int, default=int(_env("VIGIL_HTTP_PORT", "8080") or 8080),
+                   help="port for /metrics, /healthz, /readyz [env VIGIL_HTTP_PORT, default 8080]")
+    p.add_argument("--prometheus-concurrency", type=int, default=8,
+                   help="Prometheus queries in flight at most (default 8)")
+    p.add_argument("--prometheus-timeout", type=float, default=15.0,
+                   help="seconds before a query times out (default 15)")
+    p.add_argument("--min-interval", type=float, default=1.0,
+                   help="smallest spec.interval accepted, in seconds (default 1)")
+    p.add_argument("--heartbeat", type=float, default=300.0,
+                   help="seconds between status writes when only scores changed (default 300)")
+    p.add_argument("--model-refresh", type=float, default=60.0,
+                   help="seconds between re-reads of model ConfigMaps (default 60)")
+    p.add_argument("--batch-limit", type=int, default=1000, help="most detectors per evaluation batch")
+
+
+def _add_crds(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = sub.add_parser("crds", help="print or write the CustomResourceDefinitions")
+    p.add_argument("-o", "--output", type=pathlib.Path, help="write one file per CRD into this folder")
+
+
+def _add_backtest(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = sub.add_parser("backtest", help="score CSV series offline, exactly as the operator would live",
+                       description="Score timestamp,value CSV files causally with the operator's own feature "
+                                   "and decision code.")
+    p.add_argument("inputs", nargs="+", type=pathlib.Path, help="CSV files or folders of CSV files")
+    p.add_argument("--model", type=pathlib.Path, help="ONNX model (default: the built-in model)")
+    p.add_argument("--threshold", type=float, help="score threshold (default: the model's recommended one)")
+    p.add_argument("--for", dest="for_points", type=int, default=0,
+                   help="points a series must stay above the threshold before it is anomalous (default 0)")
+    p.add_argument("--missing-data", choices=["ignore", "alert"], default="ignore")
+    p.add_argument("--step", help="grid step (e.g. 5m); default: the median spacing of each file")
+    p.add_argument("--duplicates", choices=["error", "last", "first", "mean"], default="error",
+                   help="what to do with repeated timestamps (default: error)")
+    p.add_argument("--unordered", choices=["error", "sort"], default="error",
+                   help="what to do when timestamps go backwards (default: error)")
+    p.add_argument("-o", "--output", type=pathlib.Path, required=True,
+                   help="output CSV (one input) or folder (several inputs)")
+    p.add_argument("--plot", type=pathlib.Path, help="PNG of series, scores and detections (needs [plot] extra)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="vigil", description="Vigil: AIOps auto-remediation operator.")
+    sub = p.add_subparsers(dest="command", required=True)
+    _add_run(sub)
+    _add_crds(sub)
+    _add_backtest(sub)
+    sub.add_parser("version", help="print the version and the built-in model")
+    return p
+
+
+def _run(args: argparse.Namespace) -> int:
+    import asyncio
+    import logging
+
+    import kopf
+
+    from vigil.handlers import build_registry
+    from vigil.settings import OperatorConfig
+
+    if args.kubeconfig:
+        os.environ["KUBECONFIG"] = str(args.kubeconfig)
+    namespaces = tuple(args.namespace) or tuple(
+        n.strip() for n in (_env("VIGIL_NAMESPACES") or "").split(",") if n.strip()
+    )
+    config = OperatorConfig(
+        namespaces=namespaces,
+        all_namespaces=not namespaces,
+        prometheus_url=args.prometheus_url,
+        prometheus_concurrency=args.prometheus_concurrency,
+        prometheus_timeout=args.prometheus_timeout,
+        min_interval=args.min_interval,
+        heartbeat=args.heartbeat,
+        model_refresh=args.model_refresh,
+        batch_limit=args.batch_limit,
+        http_host=args.http_host,
+        http_port=args.http_port,
+        log_format=args.log_format,
+        log_level=args.log_level,
+    )
+    kopf.configure(
+        debug=args.log_level == "debug",
+        quiet=args.log_level in ("warning", "error"),
+        log_format={"plain": kopf.LogFormat.PLAIN, "full": kopf.LogFormat.FULL, "json": kopf.LogFormat.JSON}[
+            args.log_format
+        ],
+    )
+    if args.log_level == "error":
+        logging.getLogger().setLevel(logging.ERROR)
+    registry = build_registry(config)
+    asyncio.run(kopf.operator(
+        registry=registry,
+        clusterwide=config.all_namespaces,
+        namespaces=list(config.namespaces),
+        standalone=True,
+        memo=kopf.Memo(),
+    ))
+    return 0
+
+
+def _crds(args: argparse.Namespace) -> int:
+    from vigil.api import crdgen
+
+    if args.output:
+        for path in crdgen.write(args.output):
+            print(path)
+    else:
+        sys.stdout.write(crdgen.render_all())
+    return 0
+
+
+def _version(args: argparse.Namespace) -> int:
+    print(f"vigil {__version__}")
+    try:
+        from vigil.adapters import inference
+
+        data = inference.builtin_bytes()
+        scorer = inference.Scorer(data)
+        print(f"built-in model: {scorer.info.name} sha256:{scorer.info.sha256} "
+              f"input {scorer.info.input_signature} features v{scorer.info.feature_version}")
+    except Exception as exc:
+        print(f"built-in model: unavailable ({exc})")
+        return 1
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    if args.command == "run":
+        return _run(args)
+    if args.command == "crds":
+        return _crds(args)
+    if args.command == "backtest":
+        from vigil import backtest
+
+        return backtest.main(args)
+    return _version(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,237 @@
+"""Evaluate a batch of due detectors: fetch, assess, score in one run per model, decide.
+
+Returns one :class:`~vigil.domain.status.Outcome` per detector; writing status,
+Events and metrics is the scheduler's job. Failures are sorted into the three
+kinds the status distinguishes: the user's configuration is wrong
+(CONFIG_ERROR, Ready=False), Prometheus is failing (SOURCE_FAILURE, Degraded,
+verdict kept), or all is well (EVALUATED).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import logging
+import math
+import time
+from typing import Any
+
+import numpy as np
+
+from vigil import features
+from vigil.adapters import inference, prometheus
+from vigil.adapters.metrics import OperatorMetrics
+from vigil.api.v1alpha1.detector import AnomalyDetectorSpec, ModelStatus, Reason
+from vigil.domain import detection, durations, history
+from vigil.domain.detection import Availability
+from vigil.domain.history import GridHistory, SeriesKey
+from vigil.domain.status import Outcome, OutcomeKind
+from vigil.engine import models, scoring
+from vigil.engine.registry import DetectorEntry
+
+logger = logging.getLogger(__name__)
+
+
+@dataclasses.dataclass(frozen=True)
+class EngineSettings:
+    default_prometheus_url: str | None
+    min_interval: float = 1.0
+
+
+@dataclasses.dataclass
+class _Plan:
+    entry: DetectorEntry
+    spec: AnomalyDetectorSpec
+    url: str
+    step: float
+    scorer: inference.Scorer
+    model: ModelStatus
+    rule: detection.Rule
+    fetch: history.FetchRange | None = None
+    outcome: Outcome | None = None
+    scorable: list[SeriesKey] = dataclasses.field(default_factory=list)
+    availability: dict[SeriesKey, Availability] = dataclasses.field(default_factory=dict)
+
+
+def _config_error(entry: DetectorEntry, now: float, reason: Reason, message: str,
+                  model: ModelStatus | None = None) -> Outcome:
+    return Outcome(OutcomeKind.CONFIG_ERROR, reason, message, now, entry.generation, model=model)
+
+
+def intervals(spec: AnomalyDetectorSpec) -> tuple[float, float, float | None, float]:
+    """(interval, step, lookback or None, for) in seconds, parsed from the spec."""
+    interval = durations.parse(spec.interval)
+    step = durations.parse(spec.step) if spec.step else interval
+    lookback = durations.parse(spec.lookback) if spec.lookback else None
+    return interval, step, lookback, durations.parse(spec.for_)
+
+
+def grid_capacity(step: float, lookback: float | None) -> int:
+    return max(features.WINDOW, math.ceil(lookback / step) + 1 if lookback else 0)
+
+
+async def _plan(entry: DetectorEntry, now: float, settings: EngineSettings,
+                resolver: models.ModelResolver) -> _Plan | Outcome:
+    spec = entry.spec
+    if spec is None:
+        return _config_error(entry, now, Reason.INVALID_SPEC, entry.spec_error or "spec is missing")
+    if spec.paused:
+        return Outcome(OutcomeKind.PAUSED, Reason.PAUSED, "spec.paused is true", now, entry.generation)
+    try:
+        interval, step, lookback, for_seconds = intervals(spec)
+    except ValueError as exc:
+        return _config_error(entry, now, Reason.INVALID_SPEC, str(exc))
+    if interval < settings.min_interval:
+        return _config_error(entry, now, Reason.INVALID_SPEC,
+                             f"interval {spec.interval} is below the operator's minimum "
+                             f"{durations.format(settings.min_interval)} (--min-interval)")
+    if step < 1 or step != int(step):
+        return _config_error(entry, now, Reason.INVALID_SPEC,
+                             f"step {spec.step or spec.interval} must be a whole number of seconds")
+    need = (features.WINDOW - 1) * step
+    if lookback is not None and lookback < need:
+        return _config_error(entry, now, Reason.INVALID_SPEC,
+                             f"lookback {spec.lookback} is shorter than the model needs: "
+                             f"{features.WINDOW} points at step {durations.format(step)} = {durations.format(need)}")
+    capacity = grid_capacity(step, lookback)
+    if capacity > history.PROMETHEUS_MAX_POINTS:
+        return _config_error(entry, now, Reason.INVALID_SPEC,
+                             f"lookback/step gives {capacity} points; Prometheus serves at most "
+                             f"{history.PROMETHEUS_MAX_POINTS} per series and query")
+    url = (spec.prometheus.url if spec.prometheus else None) or settings.default_prometheus_url
+    if not url:
+        return _config_error(entry, now, Reason.INVALID_SPEC,
+                             "no Prometheus URL: set spec.prometheus.url or run the operator with --prometheus-url")
+    try:
+        scorer = await resolver.resolve(entry.namespace, spec.model, now)
+    except inference.ModelError as exc:
+        return _config_error(entry, now, exc.reason, exc.message)
+    threshold = spec.threshold if spec.threshold is not None else scorer.info.recommended_threshold
+    rule = detection.Rule(threshold=threshold, for_seconds=for_seconds, missing=spec.missing_data)
+
+    identity = (spec.query, step, capacity, url)
+    if entry.grid is None or entry.grid_identity != identity:
+        if entry.grid_identity is not None and entry.grid_identity[0] != spec.query:
+            entry.verdicts = {}  # a different query means different series
+        entry.grid = GridHistory(step=step, capacity=capacity)
+        entry.grid_identity = identity
+    return _Plan(entry=entry, spec=spec, url=url, step=step, scorer=scorer,
+                 model=models.model_status(scorer, spec.model), rule=rule)
+
+
+async def evaluate(
+    entries: list[DetectorEntry],
+    now: float,
+    settings: EngineSettings,
+    source: prometheus.PrometheusSource,
+    resolver: models.ModelResolver,
+    metrics: OperatorMetrics,
+) -> list[tuple[DetectorEntry, Outcome]]:
+    """Evaluate every entry at ``now``. Mutates their histories and verdicts."""
+    planned = [await _plan(entry, now, settings, resolver) for entry in entries]
+    results: list[tuple[DetectorEntry, Outcome]] = []
+    plans: list[_Plan] = []
+    for entry, item in zip(entries, planned, strict=True):
+        if isinstance(item, Outcome):
+            results.append((entry, item))
+        else:
+            plans.append(item)
+
+    # 1. Fetch everything concurrently; the source's thread pool bounds the concurrency.
+    for plan in plans:
+        assert plan.entry.grid is not None
+        plan.fetch = plan.entry.grid.next_fetch(now)
+    fetched = await asyncio.gather(
+        *(source.query_range(p.url, p.spec.query, p.fetch.start, p.fetch.end, p.step)  # type: ignore[union-attr]
+          for p in plans),
+        return_exceptions=True,
+    )
+
+    # 2. Merge and assess; gather the windows to score, grouped by model.
+    by_model: dict[str, list[tuple[_Plan, SeriesKey]]] = {}
+    for plan, answer in zip(plans, fetched, strict=True):
+        entry = plan.entry
+        grid = entry.grid
+        assert grid is not None and plan.fetch is not None
+        if isinstance(answer, prometheus.SourceError):
+            metrics.prometheus_errors.labels(answer.kind.value).inc()
+            if answer.kind == prometheus.SourceErrorKind.INVALID_QUERY:
+                plan.outcome = _config_error(entry, now, Reason.INVALID_QUERY, answer.message, plan.model)
+            else:
+                reason = {
+                    prometheus.SourceErrorKind.TIMEOUT: Reason.PROMETHEUS_TIMEOUT,
+                    prometheus.SourceErrorKind.UNAVAILABLE: Reason.PROMETHEUS_UNAVAILABLE,
+                }.get(answer.kind, Reason.PROMETHEUS_ERROR)
+                plan.outcome = Outcome(OutcomeKind.SOURCE_FAILURE, reason, answer.message, now, entry.generation)
+            continue
+        if isinstance(answer, BaseException):
+            logger.exception("unexpected failure querying for %s/%s", *entry.id, exc_info=answer)
+            metrics.prometheus_errors.labels("internal").inc()
+            plan.outcome = Outcome(OutcomeKind.SOURCE_FAILURE, Reason.PROMETHEUS_ERROR,
+                                   f"internal error: {answer!r}"[:500], now, entry.generation)
+            continue
+        grid.merge(plan.fetch, answer)
+        entry.labels = dict(grid.labels)
+        for key in grid.values:
+            window = grid.window(key, features.WINDOW)
+            state = scoring.assess(window, plan.scorer.info.min_points)
+            plan.availability[key] = state
+            if state == Availability.SCORED:
+                plan.scorable.append(key)
+                by_model.setdefault(plan.scorer.info.sha256, []).append((plan, key))
+
+    # 3. One batched feature extraction and one onnxruntime run per model.
+    scores: dict[tuple[int, SeriesKey], float] = {}
+    failed_models: dict[str, inference.ModelError] = {}
+    loop = asyncio.get_running_loop()
+    for sha, rows in by_model.items():
+        scorer = rows[0][0].scorer
+        windows = np.stack([p.entry.grid.window(k, features.WINDOW) for p, k in rows])  # type: ignore[union-attr]
+        started = time.perf_counter()
+        try:
+            values = await loop.run_in_executor(None, _score, scorer, windows)
+        except inference.ModelError as exc:
+            failed_models[sha] = exc
+            metrics.model_load_errors.labels(exc.reason.value).inc()
+            continue
+        metrics.inference_duration.observe(time.perf_counter() - started)
+        metrics.inference_rows.inc(len(rows))
+        for (plan, key), value in zip(rows, values.tolist(), strict=True):
+            scores[(id(plan), key)] = value
+
+    # 4. Decide.
+    for plan in plans:
+        entry = plan.entry
+        if plan.outcome is None and plan.scorer.info.sha256 in failed_models:
+            error = failed_models[plan.scorer.info.sha256]
+            plan.outcome = _config_error(entry, now, error.reason, error.message, plan.model)
+        if plan.outcome is not None:
+            results.append((entry, plan.outcome))
+            continue
+        verdicts: dict[SeriesKey, detection.SeriesVerdict] = {}
+        for key, state in plan.availability.items():
+            verdicts[key] = detection.decide(
+                entry.verdicts.get(key), state, scores.get((id(plan), key)), plan.rule, now
+            )
+        if not verdicts and plan.rule.missing.value == "alert":
+            # An empty answer is missing data too: track it as the series with no labels.
+            verdicts[()] = detection.decide(entry.verdicts.get(()), Availability.MISSING, None, plan.rule, now)
+        entry.verdicts = verdicts
+        summary = detection.summarise(verdicts, _previous_since(entry), now)
+        message = (f"scored {summary.scored_series} of {len(verdicts)} series with {plan.model.name} "
+                   f"(threshold {plan.rule.threshold:g})")
+        results.append((entry, Outcome(
+            OutcomeKind.EVALUATED, Reason.EVALUATING, message, now, entry.generation,
+            verdict=summary, series=verdicts, labels=entry.labels, model=plan.model,
+            threshold=plan.rule.threshold, for_seconds=plan.rule.for_seconds,
+        )))
+    return results
+
+
+def _previous_since(entry: DetectorEntry) -> float | None:
+    since = entry.current.anomalous_since
+    return since.timestamp() if since is not None and entry.current.anomalous else None
+
+
+def _score(scorer: inference.Scorer, windows: Any) -> Any:
+    return scorer.score(features.extract_batch(windows))

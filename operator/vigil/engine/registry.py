@@ -1,0 +1,148 @@
+"""The scheduler's view of the AnomalyDetector objects, fed by kopf watch events."""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime
+import hashlib
+import math
+from typing import Any
+
+import pydantic
+
+from vigil.api.v1alpha1.detector import AnomalyDetectorSpec, AnomalyDetectorStatus, SeriesState
+from vigil.domain import detection, durations, history
+from vigil.domain.history import GridHistory, SeriesKey
+
+DetectorId = tuple[str, str]  # (namespace, name)
+
+
+@dataclasses.dataclass
+class DetectorEntry:
+    """One detector: what the user asked for, and what the engine remembers about it."""
+
+    namespace: str
+    name: str
+    uid: str
+    generation: int | None
+    spec: AnomalyDetectorSpec | None
+    spec_error: str | None
+    #: The last status we know is on the server (read from the object, then what we wrote).
+    written: AnomalyDetectorStatus
+    #: The newest composed status; differs from ``written`` by what was not worth a write yet.
+    current: AnomalyDetectorStatus
+    last_write: float | None = None
+    next_due: float = 0.0
+    grid: GridHistory | None = None
+    grid_identity: tuple[Any, ...] | None = None
+    verdicts: dict[SeriesKey, detection.SeriesVerdict] = dataclasses.field(default_factory=dict)
+    labels: dict[SeriesKey, dict[str, str]] = dataclasses.field(default_factory=dict)
+
+    @property
+    def id(self) -> DetectorId:
+        return (self.namespace, self.name)
+
+    @property
+    def involved(self) -> dict[str, Any]:
+        return {
+            "apiVersion": "vigil.dev/v1alpha1",
+            "kind": "AnomalyDetector",
+            "namespace": self.namespace,
+            "name": self.name,
+            "uid": self.uid,
+        }
+
+    def phase(self, interval: float) -> float:
+        """A stable offset in [0, interval) that spreads detectors over the interval."""
+        digest = hashlib.sha256(self.uid.encode()).digest()
+        return (int.from_bytes(digest[:8], "big") / 2**64) * interval
+
+    def schedule_after(self, now: float, interval: float) -> None:
+        """Next due time: the next point of this detector's phase grid after ``now``."""
+        phase = self.phase(interval)
+        self.next_due = math.floor((now - phase) / interval + 1) * interval + phase
+
+
+def _seed_verdicts(status: AnomalyDetectorStatus, for_seconds: float) -> dict[SeriesKey, detection.SeriesVerdict]:
+    """Restore series verdicts from the stored status, so a restart does not reset 'for' timers.
+
+    Like Prometheus restoring alert state: a series that was Anomalous stays Anomalous
+    if it is still above the threshold at the first evaluation after a restart.
+    """
+    seeded = {}
+    for series in status.series:
+        if series.since is None:
+            continue
+        since = series.since.timestamp()
+        pending_since: float | None = None
+        if series.state == SeriesState.PENDING:
+            pending_since = since
+        elif series.state == SeriesState.ANOMALOUS or (series.state == SeriesState.MISSING and series.anomalous):
+            pending_since = since - for_seconds
+        seeded[history.series_key(series.labels)] = detection.SeriesVerdict(
+            state=series.state, since=since, anomalous=series.anomalous,
+            pending_since=pending_since, score=series.score,
+        )
+    return seeded
+
+
+class Registry:
+    """Detectors by (namespace, name). Only the engine's task touches it (single event loop)."""
+
+    def __init__(self) -> None:
+        self.entries: dict[DetectorId, DetectorEntry] = {}
+
+    def upsert(self, body: dict[str, Any], now: float) -> DetectorEntry:
+        """Track a new or changed object. A new generation is evaluated at once."""
+        meta = body.get("metadata", {})
+        key = (meta.get("namespace", "default"), meta["name"])
+        generation = meta.get("generation")
+        entry = self.entries.get(key)
+        if entry is not None and entry.uid == meta.get("uid") and entry.generation == generation:
+            return entry  # our own status write, or a metadata-only change
+        spec: AnomalyDetectorSpec | None = None
+        error: str | None = None
+        try:
+            spec = AnomalyDetectorSpec.model_validate(body.get("spec") or {})
+        except pydantic.ValidationError as exc:
+            error = "; ".join(
+                f"spec.{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors()
+            )
+        try:
+            stored = AnomalyDetectorStatus.model_validate(body.get("status") or {})
+        except pydantic.ValidationError:
+            stored = AnomalyDetectorStatus()
+        if entry is None or entry.uid != meta.get("uid"):
+            entry = DetectorEntry(
+                namespace=key[0], name=key[1], uid=meta.get("uid", ""), generation=generation,
+                spec=spec, spec_error=error, written=stored, current=stored,
+            )
+            if spec is not None:
+                try:
+                    for_seconds = durations.parse(spec.for_)
+                except ValueError:
+                    for_seconds = 0.0
+                entry.verdicts = _seed_verdicts(stored, for_seconds)
+                entry.labels = {history.series_key(s.labels): dict(s.labels) for s in stored.series}
+            self.entries[key] = entry
+        else:
+            entry.generation = generation
+            entry.spec = spec
+            entry.spec_error = error
+        entry.next_due = now  # evaluate new and changed detectors right away
+        return entry
+
+    def remove(self, namespace: str, name: str) -> DetectorEntry | None:
+        return self.entries.pop((namespace, name), None)
+
+    def due(self, now: float, limit: int) -> list[DetectorEntry]:
+        ready = [e for e in self.entries.values() if e.next_due <= now]
+        ready.sort(key=lambda e: e.next_due)
+        return ready[:limit]
+
+    def next_due(self) -> float | None:
+        return min((e.next_due for e in self.entries.values()), default=None)
+
+
+def utc(epoch: float) -> datetime.datetime:
+    return datetime.datetime.fromtimestamp(epoch, tz=datetime.UTC)

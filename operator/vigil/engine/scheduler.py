@@ -1,0 +1,201 @@
+"""The central scheduler: one loop evaluates every due detector in batches.
+
+Each detector runs on its own interval but at a stable phase derived from its
+uid, so thousands of detectors created at once spread evenly over the interval
+instead of stampeding Prometheus every minute. The loop sleeps until the next
+detector is due (or until a kopf handler wakes it for a new or changed spec).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable
+from typing import Any
+
+from vigil.adapters import kube, prometheus
+from vigil.adapters.metrics import OperatorMetrics
+from vigil.api.v1alpha1 import detector as api
+from vigil.api.v1alpha1.common import API_VERSION
+from vigil.api.v1alpha1.detector import AnomalyDetectorStatus, ConditionType
+from vigil.domain import conditions, history
+from vigil.domain import status as statuses
+from vigil.domain.status import Outcome, OutcomeKind
+from vigil.engine import evaluation, models
+from vigil.engine.registry import DetectorEntry, Registry, utc
+
+logger = logging.getLogger(__name__)
+
+#: Retry period for detectors whose spec cannot even be parsed.
+_CONFIG_RETRY = 60.0
+
+
+def status_patch(status: AnomalyDetectorStatus) -> dict[str, Any]:
+    """The merge patch that makes the stored status equal ``status``.
+
+    Top-level fields that are now empty are sent as ``null``, which a merge patch
+    turns into a deletion; otherwise an old ``anomalousSince`` would linger.
+    """
+    full = status.model_dump(by_alias=True, mode="json", exclude_none=False)
+    compact = status.to_wire()
+    return {key: compact.get(key) for key in full}
+
+
+class Engine:
+    """Owns the registry and runs the evaluation loop. Lives in the kopf memo."""
+
+    def __init__(
+        self,
+        settings: evaluation.EngineSettings,
+        source: prometheus.PrometheusSource,
+        resolver: models.ModelResolver,
+        kube_client: kube.KubeClient,
+        metrics: OperatorMetrics,
+        clock: Callable[[], float] = time.time,
+        max_sleep: float = 1.0,
+        batch_limit: int = 1000,
+        heartbeat: float = 300.0,
+        write_concurrency: int = 8,
+    ) -> None:
+        self.settings = settings
+        self.source = source
+        self.resolver = resolver
+        self.kube = kube_client
+        self.metrics = metrics
+        self.clock = clock
+        self.max_sleep = max_sleep
+        self.batch_limit = batch_limit
+        self.heartbeat = heartbeat
+        self.registry = Registry()
+        self.last_loop = clock()
+        #: Set while this replica may act (always, unless leader election holds it back).
+        self.active = asyncio.Event()
+        self.active.set()
+        self._wake = asyncio.Event()
+        self._writes = asyncio.Semaphore(write_concurrency)
+
+    # --- fed by kopf handlers -------------------------------------------------------------
+
+    def upsert(self, body: dict[str, Any]) -> None:
+        before = len(self.registry.entries)
+        self.registry.upsert(body, self.clock())
+        if len(self.registry.entries) != before:
+            self.metrics.detectors.set(len(self.registry.entries))
+        self._wake.set()
+
+    def remove(self, namespace: str, name: str) -> None:
+        if self.registry.remove(namespace, name) is not None:
+            self.metrics.forget((namespace, name))
+            self.metrics.detectors.set(len(self.registry.entries))
+
+    # --- the loop ----------------------------------------------------------------------------
+
+    async def run(self, stop: asyncio.Event) -> None:
+        logger.info("evaluation engine started")
+        while not stop.is_set():
+            self.last_loop = self.clock()
+            if self.active.is_set():
+                try:
+                    await self.tick()
+                except Exception:  # never let one bad batch stop all detection
+                    logger.exception("evaluation batch failed")
+            await self._sleep(stop)
+        logger.info("evaluation engine stopped")
+
+    async def _sleep(self, stop: asyncio.Event) -> None:
+        upcoming = self.registry.next_due()
+        delay = self.max_sleep if upcoming is None else max(0.0, min(self.max_sleep, upcoming - self.clock()))
+        self._wake.clear()
+        waiters = [asyncio.ensure_future(stop.wait()), asyncio.ensure_future(self._wake.wait())]
+        try:
+            await asyncio.wait(waiters, timeout=delay, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for waiter in waiters:
+                waiter.cancel()
+
+    async def tick(self) -> int:
+        """Evaluate what is due now. Returns how many detectors were evaluated."""
+        now = self.clock()
+        due = self.registry.due(now, self.batch_limit)
+        if not due:
+            return 0
+        self.metrics.scheduler_lag.set(max(0.0, now - min(e.next_due for e in due)))
+        started = time.perf_counter()
+        results = await evaluation.evaluate(due, now, self.settings, self.source, self.resolver, self.metrics)
+        await asyncio.gather(*(self._apply(entry, outcome, now) for entry, outcome in results))
+        self.metrics.evaluation_duration.observe(time.perf_counter() - started)
+        return len(due)
+
+    async def _apply(self, entry: DetectorEntry, outcome: Outcome, now: float) -> None:
+        if self.registry.entries.get(entry.id) is not entry:
+            return  # deleted while being evaluated
+        self._reschedule(entry, now)
+        spec = entry.spec
+        top_k = spec.top_k if spec is not None else 10
+        new = statuses.compose(entry.current, outcome, top_k)
+        entry.current = new
+        self.metrics.evaluations.labels(outcome.kind.value).inc()
+        self._publish(entry, outcome, new)
+        if not statuses.needs_write(entry.written, new, entry.last_write, now, self.heartbeat):
+            return
+        events = statuses.events_between(entry.written, new)
+        async with self._writes:
+            try:
+                await self.kube.patch_status(
+                    API_VERSION, api.PLURAL, entry.namespace, entry.name, status_patch(new)
+                )
+            except kube.KubeError as exc:
+                self.metrics.status_writes.labels("error").inc()
+                if exc.status == 404:
+                    self.remove(entry.namespace, entry.name)
+                else:
+                    logger.error("status write for %s/%s failed: %s", entry.namespace, entry.name, exc)
+                return
+            except Exception as exc:  # network trouble: keep the old 'written', retry next tick
+                self.metrics.status_writes.labels("error").inc()
+                logger.warning("status write for %s/%s failed: %r", entry.namespace, entry.name, exc)
+                return
+            self.metrics.status_writes.labels("ok").inc()
+            entry.written = new
+            entry.last_write = now
+            for event in events:
+                await self._post_event(entry, event, now)
+
+    async def _post_event(self, entry: DetectorEntry, event: statuses.EventSpec, now: float) -> None:
+        try:
+            await self.kube.post_event(entry.involved, event.type, event.reason, event.message, utc(now))
+            self.metrics.events.labels(event.reason).inc()
+        except Exception as exc:  # an Event is best effort: the status already says it
+            logger.warning("event %s for %s/%s not posted: %r", event.reason, *entry.id, exc)
+
+    def _reschedule(self, entry: DetectorEntry, now: float) -> None:
+        interval = _CONFIG_RETRY
+        if entry.spec is not None:
+            try:
+                interval = max(self.settings.min_interval, evaluation.intervals(entry.spec)[0])
+            except ValueError:
+                pass
+        entry.schedule_after(now, interval)
+
+    def _publish(self, entry: DetectorEntry, outcome: Outcome, new: AnomalyDetectorStatus) -> None:
+        ns, name = entry.id
+        m = self.metrics
+        m.detector_ready.labels(ns, name).set(1 if conditions.is_true(new.conditions, ConditionType.READY) else 0)
+        if outcome.kind == OutcomeKind.SOURCE_FAILURE:
+            return  # keep the last scores; the Degraded condition tells the story
+        m.detector_anomalous.labels(ns, name).set(1 if new.anomalous else 0)
+        if outcome.kind != OutcomeKind.EVALUATED:
+            m.publish_scores(entry.id, [])
+            return
+        m.detector_last_evaluation.labels(ns, name).set(outcome.now)
+        m.detector_series.labels(ns, name).set(len(outcome.series))
+        if new.score is not None:
+            m.detector_max_score.labels(ns, name).set(new.score)
+        top_k = entry.spec.top_k if entry.spec is not None else 10
+        ranked = sorted(
+            ((history.format_key(k), v.score) for k, v in outcome.series.items() if v.score is not None),
+            key=lambda item: -item[1],
+        )[:top_k]
+        m.publish_scores(entry.id, ranked)
+

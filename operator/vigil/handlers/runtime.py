@@ -1,0 +1,25 @@
+"""The operator's long-lived objects, built at startup and kept in kopf's memo (no globals)."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+
+from vigil.adapters import inference, kube, prometheus, web
+from vigil.adapters.metrics import OperatorMetrics
+from vigil.engine.scheduler import Engine
+from vigil.settings import OperatorConfig
+
+
+@dataclasses.dataclass
+class Runtime:
+    config: OperatorConfig
+    metrics: OperatorMetrics
+    source: prometheus.PrometheusSource
+    models: inference.ModelCache
+    kube: kube.KubeClient
+    engine: Engine
+    web: web.WebEndpoint
+    stop: asyncio.Event
+    tasks: list[asyncio.Task[None]] = dataclasses.field(default_factory=list)
+    started: bool = False

@@ -1,0 +1,54 @@
+"""Operator settings: one dataclass, one docstring per field, filled from flags and env.
+
+Every field maps to a ``vigil run`` flag (and the Helm chart's values); the
+README's flag table is written from the same help texts.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+
+@dataclasses.dataclass(frozen=True)
+class OperatorConfig:
+    namespaces: tuple[str, ...] = ()
+    """Namespaces to watch. Empty with ``all_namespaces`` means the whole cluster."""
+
+    all_namespaces: bool = True
+    """Watch every namespace (needs a ClusterRole)."""
+
+    prometheus_url: str | None = None
+    """Default Prometheus base URL for detectors without ``spec.prometheus.url``."""
+
+    prometheus_concurrency: int = 8
+    """At most this many Prometheus queries in flight at once."""
+
+    prometheus_timeout: float = 15.0
+    """Seconds before a Prometheus query counts as timed out (client and server side)."""
+
+    min_interval: float = 1.0
+    """Smallest ``spec.interval`` accepted; smaller ones give Ready=False/InvalidSpec."""
+
+    heartbeat: float = 300.0
+    """Seconds between status writes when nothing significant changed (scores, timestamps)."""
+
+    model_refresh: float = 60.0
+    """Seconds between re-reads of a model ConfigMap."""
+
+    batch_limit: int = 1000
+    """Most detectors evaluated in one scheduler batch."""
+
+    http_host: str = "0.0.0.0"
+    """Address of the HTTP endpoint serving /metrics, /healthz and /readyz."""
+
+    http_port: int = 8080
+    """Port of that endpoint. 0 picks a free port (tests)."""
+
+    log_format: str = "full"
+    """plain, full or json."""
+
+    log_level: str = "info"
+    """debug, info, warning or error."""
+
+    liveness_timeout: float = 60.0
+    """/healthz fails when the evaluation loop has not turned for this many seconds."""
