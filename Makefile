@@ -1,0 +1,44 @@
+# Developer entry points. `make test` and `make demo` work from a fresh clone on Debian/Ubuntu
+# with Python 3.11: scripts/bootstrap.sh creates .venv and installs Prometheus through apt.
+VENV ?= .venv
+PY := $(VENV)/bin/python
+export VENV
+
+.PHONY: help bootstrap test demo lint typecheck crds train bench e2e clean
+
+help:
+	@echo "make demo      - local sandbox: real Prometheus + emulated Kubernetes API + vigil run"
+	@echo "make test      - the test suite (real Prometheus, emulated Kubernetes API, moto)"
+	@echo "make lint      - ruff + mypy"
+	@echo "make crds      - regenerate crds/ and the chart's CRDs from the pydantic models"
+	@echo "make train     - retrain the built-in model (needs ../shared/data/nab)"
+	@echo "make bench     - benchmarks (detection quality needs ../shared/data/nab)"
+	@echo "make e2e       - kind end-to-end test (needs Docker and kind)"
+
+bootstrap:
+	@bash scripts/bootstrap.sh dev
+
+test: bootstrap
+	$(PY) -m pytest
+
+demo: bootstrap
+	$(PY) -m vigil.sandbox.demo
+
+lint: bootstrap
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/mypy
+
+typecheck: lint
+
+crds: bootstrap
+	$(VENV)/bin/vigil crds -o crds
+
+train: bootstrap
+	$(PY) -m model.train
+
+bench: bootstrap
+	$(PY) bench/inference.py
+	$(PY) bench/detection.py
+
+clean:
+	rm -rf $(VENV) build *.egg-info .pytest_cache .mypy_cache .ruff_cache demo-out

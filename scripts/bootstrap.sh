@@ -1,0 +1,73 @@
+#!/usr/bin/env bash
+# Prepare a fresh Debian/Ubuntu machine for `make test` / `make demo`:
+#   - a Python >= 3.11 with venv (installs python3-venv through apt if it is missing),
+#   - the project in .venv with the requested extras,
+#   - Prometheus and promtool on PATH (Debian package `prometheus`, run as a plain process, no systemd).
+# Anything that cannot be installed is reported with what to do, and the script fails.
+set -euo pipefail
+
+extras="${1:-dev}"
+venv="${VENV:-.venv}"
+python="${PYTHON:-}"
+
+say() { printf 'bootstrap: %s\n' "$*" >&2; }
+
+as_root() {
+  if [ "$(id -u)" = 0 ]; then "$@"
+  elif command -v sudo >/dev/null 2>&1; then sudo "$@"
+  else return 1
+  fi
+}
+
+apt_install() {
+  command -v apt-get >/dev/null 2>&1 || return 1
+  say "installing with apt-get: $*"
+  export DEBIAN_FRONTEND=noninteractive
+  as_root apt-get update -qq >/dev/null || return 1
+  as_root apt-get install -y -qq --no-install-recommends "$@" >/dev/null || return 1
+}
+
+if [ -z "$python" ]; then
+  for candidate in python3.11 python3.12 python3.13 python3; do
+    if command -v "$candidate" >/dev/null 2>&1 &&
+       "$candidate" -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else 1)' 2>/dev/null; then
+      python="$candidate"; break
+    fi
+  done
+fi
+if [ -z "$python" ]; then
+  say "Python 3.11 or newer is required (python3.11 not found). On Debian/Ubuntu: apt-get install python3.11 python3.11-venv"
+  exit 1
+fi
+
+if [ ! -x "$venv/bin/python" ]; then
+  if ! "$python" -m venv "$venv" >/dev/null 2>&1; then
+    rm -rf "$venv"
+    version=$("$python" -c 'import sys; print(f"{sys.version_info[0]}.{sys.version_info[1]}")')
+    apt_install "python${version}-venv" || apt_install python3-venv || {
+      say "cannot create a virtualenv: install python3-venv (apt-get install python${version}-venv) and retry"
+      exit 1
+    }
+    "$python" -m venv "$venv"
+  fi
+fi
+
+stamp="$venv/.installed-$extras"
+if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
+  say "installing vigil-operator[$extras] into $venv"
+  "$venv/bin/python" -m pip install -q --upgrade pip >/dev/null
+  "$venv/bin/python" -m pip install -q -e ".[$extras]"
+  touch "$stamp"
+fi
+
+if ! command -v prometheus >/dev/null 2>&1 || ! command -v promtool >/dev/null 2>&1; then
+  apt_install prometheus || {
+    say "Prometheus is not on PATH and could not be installed automatically."
+    say "Install the 'prometheus' package (it provides prometheus and promtool, version 2.42 or newer), or put"
+    say "both binaries from https://prometheus.io/download/ on PATH, then run this again."
+    exit 1
+  }
+  # The Debian package may start a service where an init system exists; Vigil runs its own processes.
+  as_root service prometheus stop >/dev/null 2>&1 || true
+fi
+say "ready: $("$venv/bin/python" --version), $(prometheus --version 2>&1 | head -n 1)"
