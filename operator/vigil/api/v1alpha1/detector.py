@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import datetime
 import enum
-from typing import Annotated
+from typing import Annotated, Any
 
 from pydantic import Field
 
@@ -213,7 +213,7 @@ class AnomalyDetectorStatus(Model):
     consecutive_failures: int = Field(default=0, ge=0, description="Failed evaluations in a row.")
 
 
-PRINTER_COLUMNS = [
+PRINTER_COLUMNS: list[dict[str, Any]] = [
     {"name": "Score", "type": "number", "jsonPath": ".status.score", "format": "float"},
     {"name": "Anomalous", "type": "boolean", "jsonPath": ".status.anomalous"},
     {"name": "Ready", "type": "string", "jsonPath": '.status.conditions[?(@.type=="Ready")].status'},

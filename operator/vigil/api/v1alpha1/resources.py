@@ -5,7 +5,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
-from vigil.api.v1alpha1 import common, detector
+from vigil.api.v1alpha1 import action, common, detector, policy
 from vigil.api.v1alpha1.common import Model
 
 
@@ -44,5 +44,33 @@ ANOMALY_DETECTOR = ResourceDefinition(
     "reports the verdict in status, in Events and on the operator's /metrics.",
 )
 
+REMEDIATION_POLICY = ResourceDefinition(
+    kind=policy.KIND,
+    plural=policy.PLURAL,
+    singular=policy.SINGULAR,
+    short_names=policy.SHORT_NAMES,
+    categories=policy.CATEGORIES,
+    spec_model=policy.RemediationPolicySpec,
+    status_model=policy.RemediationPolicyStatus,
+    printer_columns=policy.PRINTER_COLUMNS,
+    spec_validations=policy.SPEC_VALIDATIONS,
+    description="Turns anomalies (from AnomalyDetectors or Alertmanager) into guarded, audited AWS actions: "
+    "an escalation ladder with dry-run, approval, cooldown, rate limit, blast radius and a tag allow-guard.",
+)
+
+REMEDIATION_ACTION = ResourceDefinition(
+    kind=action.KIND,
+    plural=action.PLURAL,
+    singular=action.SINGULAR,
+    short_names=action.SHORT_NAMES,
+    categories=action.CATEGORIES,
+    spec_model=action.RemediationActionSpec,
+    status_model=action.RemediationActionStatus,
+    printer_columns=action.PRINTER_COLUMNS,
+    spec_validations=action.SPEC_VALIDATIONS,
+    description="One decision of a RemediationPolicy: the audit record and the unit of approval. Approve with "
+    "`kubectl annotate ra NAME vigil.dev/approve=true` or `vigil approve NAME`.",
+)
+
 #: All kinds served by the operator, in a stable order (CRD files are named after them).
-ALL: list[ResourceDefinition] = [ANOMALY_DETECTOR]
+ALL: list[ResourceDefinition] = [ANOMALY_DETECTOR, REMEDIATION_POLICY, REMEDIATION_ACTION]

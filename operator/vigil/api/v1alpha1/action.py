@@ -1,0 +1,168 @@
+"""The ``RemediationAction`` resource: one per decision, the audit trail and the unit of approval.
+
+The operator creates these; humans approve or reject them
+(``kubectl annotate ra NAME vigil.dev/approve=true`` or ``vigil approve NAME``).
+The intent is written to status *before* AWS is called, which is what makes
+an interrupted action resumable without repeating it.
+"""
+
+from __future__ import annotations
+
+import datetime
+import enum
+from typing import Any
+
+from pydantic import Field
+
+from vigil.api.v1alpha1.common import CONDITIONS_FIELD_EXTRA, Condition, Model
+from vigil.api.v1alpha1.policy import Step
+
+KIND = "RemediationAction"
+PLURAL = "remediationactions"
+SINGULAR = "remediationaction"
+SHORT_NAMES = ["ra"]
+CATEGORIES = ["vigil"]
+
+APPROVE_ANNOTATION = "vigil.dev/approve"
+REJECT_ANNOTATION = "vigil.dev/reject"
+ACTOR_ANNOTATION = "vigil.dev/decided-by"
+POLICY_LABEL = "vigil.dev/policy"
+INCIDENT_LABEL = "vigil.dev/incident"
+
+
+class ActionPhase(enum.StrEnum):
+    PENDING_APPROVAL = "PendingApproval"
+    APPROVED = "Approved"
+    EXECUTING = "Executing"
+    SUCCEEDED = "Succeeded"
+    FAILED = "Failed"
+    REJECTED = "Rejected"
+    EXPIRED = "Expired"
+    SKIPPED = "Skipped"
+    DRY_RUN = "DryRun"
+
+    @property
+    def terminal(self) -> bool:
+        return self in TERMINAL_PHASES
+
+    @property
+    def in_flight(self) -> bool:
+        return self in (ActionPhase.PENDING_APPROVAL, ActionPhase.APPROVED, ActionPhase.EXECUTING)
+
+
+TERMINAL_PHASES = frozenset({
+    ActionPhase.SUCCEEDED, ActionPhase.FAILED, ActionPhase.REJECTED, ActionPhase.EXPIRED,
+    ActionPhase.SKIPPED, ActionPhase.DRY_RUN,
+})
+
+
+class SkipReason(enum.StrEnum):
+    COOLDOWN_ACTIVE = "CooldownActive"
+    RATE_LIMITED = "RateLimited"
+    BLAST_RADIUS_EXCEEDED = "BlastRadiusExceeded"
+    DETECTOR_STALE = "DetectorStale"
+    MISSING_DATA = "MissingData"
+    PAUSED = "Paused"
+    TARGET_NOT_MANAGED = "TargetNotManaged"
+    NO_TARGETS = "NoTargets"
+    AT_BOUND = "AtBound"
+    NOT_FOUND = "NotFound"
+
+
+class ErrorClass(enum.StrEnum):
+    RECOVERABLE = "Recoverable"
+    TERMINAL = "Terminal"
+
+
+class PolicyRef(Model):
+    name: str
+    uid: str
+
+
+class Reason(Model):
+    """Why the operator decided to act: the evidence, frozen at decision time."""
+
+    source: str = Field(description="detector or alertmanager.")
+    detector: str | None = None
+    alert: dict[str, str] | None = Field(default=None, description="Labels of the triggering alert.")
+    series: list[dict[str, str]] = Field(default_factory=list, max_length=50, description="Anomalous series labels.")
+    score: float | None = Field(default=None, ge=0.0, le=1.0)
+    threshold: float | None = Field(default=None, ge=0.0, le=1.0)
+    anomalous_since: datetime.datetime | None = None
+    time: datetime.datetime = Field(description="When the decision was taken.")
+
+
+class Target(Model):
+    kind: str = Field(description="AutoScalingGroup, Instance or TargetGroup.")
+    id: str = Field(min_length=1, max_length=2048)
+    group: str | None = Field(default=None, description="The Auto Scaling Group an instance belongs to.")
+
+
+class RemediationActionSpec(Model):
+    """One decision of a RemediationPolicy. Written once by the operator; not meant to be edited."""
+
+    policy_ref: PolicyRef
+    incident: str = Field(description="Groups the steps taken for one incident.")
+    step_index: int = Field(ge=0)
+    step: Step
+    targets: list[Target] = Field(default_factory=list, max_length=100)
+    reason: Reason
+    dry_run: bool = False
+    approval_required: bool = False
+    region: str
+    role_arn: str | None = None
+
+
+class Intent(Model):
+    """What the operator is about to do in AWS, recorded before the call (the resume point)."""
+
+    operation: str = Field(description="AWS API operation, e.g. SetDesiredCapacity.")
+    parameters: dict[str, Any] = Field(default_factory=dict, json_schema_extra={
+        "x-kubernetes-preserve-unknown-fields": True})
+    recorded_at: datetime.datetime
+    attempt: int = Field(default=1, ge=1)
+
+
+class Decision(Model):
+    """Who approved or rejected, and when, as far as the API tells."""
+
+    by: str
+    at: datetime.datetime
+    via: str = Field(description="annotation or cli.")
+
+
+class RemediationActionStatus(Model):
+    phase: ActionPhase | None = None
+    conditions: list[Condition] = Field(default_factory=list, max_length=8, json_schema_extra=CONDITIONS_FIELD_EXTRA)
+    message: str | None = Field(default=None, max_length=4096)
+    skip_reason: SkipReason | None = None
+    created_at: datetime.datetime | None = None
+    expires_at: datetime.datetime | None = Field(default=None, description="Approval deadline.")
+    decision: Decision | None = None
+    started_at: datetime.datetime | None = None
+    completed_at: datetime.datetime | None = None
+    intent: Intent | None = None
+    aws_request_ids: list[str] = Field(default_factory=list, max_length=50)
+    before: dict[str, Any] | None = Field(default=None, json_schema_extra={
+        "x-kubernetes-preserve-unknown-fields": True}, description="Observed AWS state before the action.")
+    after: dict[str, Any] | None = Field(default=None, json_schema_extra={
+        "x-kubernetes-preserve-unknown-fields": True}, description="AWS state after (or planned, in dry-run).")
+    attempts: int = Field(default=0, ge=0)
+    next_attempt_at: datetime.datetime | None = None
+    error_class: ErrorClass | None = None
+    error_code: str | None = None
+    notified: list[str] = Field(default_factory=list, max_length=8, description="Channels notified.")
+
+
+PRINTER_COLUMNS: list[dict[str, Any]] = [
+    {"name": "Policy", "type": "string", "jsonPath": ".spec.policyRef.name"},
+    {"name": "Step", "type": "string", "jsonPath": ".spec.step.name"},
+    {"name": "Phase", "type": "string", "jsonPath": ".status.phase"},
+    {"name": "Dry-Run", "type": "boolean", "jsonPath": ".spec.dryRun"},
+    {"name": "Message", "type": "string", "jsonPath": ".status.message", "priority": 1},
+    {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"},
+]
+
+SPEC_VALIDATIONS: list[dict[str, str]] = [
+    {"rule": "self == oldSelf", "message": "spec is immutable: it is the audit record of a decision"},
+]
