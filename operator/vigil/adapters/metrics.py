@@ -87,6 +87,31 @@ class OperatorMetrics:
         self.scheduler_lag = Gauge(
             "vigil_scheduler_lag_seconds", "How late the newest batch started after it was due.", registry=r
         )
+        # Remediation.
+        self.actions = Counter(
+            "vigil_actions_total", "RemediationActions that reached a terminal phase.",
+            ["namespace", "policy", "kind", "phase"], registry=r,
+        )
+        self.actions_in_flight = Gauge(
+            "vigil_actions_in_flight", "RemediationActions pending approval, approved or executing.",
+            ["namespace", "policy"], registry=r,
+        )
+        self.aws_errors = Counter(
+            "vigil_aws_errors_total", "AWS API errors by operation and class (Recoverable/Terminal).",
+            ["operation", "error_class"], registry=r,
+        )
+        self.notifications = Counter(
+            "vigil_notifications_total", "Notifications sent, by channel and result.", ["channel", "result"],
+            registry=r,
+        )
+        self.policy_action_allowed = Gauge(
+            "vigil_policy_action_allowed", "1 if the policy's ActionAllowed condition is True.",
+            ["namespace", "policy"], registry=r,
+        )
+        self.leader = Gauge("vigil_leader", "1 while this replica holds the leader Lease and may act.", registry=r)
+        self.alerts_received = Counter(
+            "vigil_alertmanager_alerts_received_total", "Alerts received on POST /alertmanager.", registry=r
+        )
         self._exported: dict[DetectorId, set[str]] = {}
 
     def publish_scores(self, detector: DetectorId, scores: Iterable[tuple[str, float]]) -> None:

@@ -84,6 +84,7 @@ def compose(previous: AnomalyDetectorStatus, outcome: Outcome, top_k: int) -> An
         status.last_evaluation_time = now
         status.series_count = len(outcome.series)
         status.anomalous_series = verdict.anomalous_series
+        status.missing_series = verdict.missing_series
         status.series = top_series(outcome.series, outcome.labels, top_k)
         status.model = outcome.model
         status.threshold = outcome.threshold
@@ -101,6 +102,7 @@ def compose(previous: AnomalyDetectorStatus, outcome: Outcome, top_k: int) -> An
         status.series = []
         status.series_count = None
         status.anomalous_series = None
+        status.missing_series = None
         status.model = outcome.model
         status.consecutive_failures = previous.consecutive_failures + 1
         status.observed_generation = gen
@@ -186,6 +188,7 @@ def significant(status: AnomalyDetectorStatus) -> object:
         status.threshold,
         status.series_count,
         status.anomalous_series,
+        status.missing_series,
         status.model.model_dump() if status.model else None,
         tuple(
             sorted(

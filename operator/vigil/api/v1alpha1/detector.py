@@ -208,6 +208,9 @@ class AnomalyDetectorStatus(Model):
     last_evaluation_time: datetime.datetime | None = Field(default=None)
     series_count: int | None = Field(default=None, ge=0, description="Series the query returned.")
     anomalous_series: int | None = Field(default=None, ge=0, description="How many are anomalous.")
+    missing_series: int | None = Field(
+        default=None, ge=0, description="How many had no value at the evaluation time (stale or absent)."
+    )
     series: list[SeriesStatus] = Field(default_factory=list, max_length=50, description="Top-K series.")
     model: ModelStatus | None = Field(default=None)
     consecutive_failures: int = Field(default=0, ge=0, description="Failed evaluations in a row.")

@@ -1,0 +1,52 @@
+"""The escalation ladder: which step of an incident, if any, is due now.
+
+One incident = one stretch of time during which the trigger fires. The first
+step is due at once; each next step is due when the previous one succeeded
+(or was dry-run) and the trigger still fires ``after`` it completed. A failed,
+rejected or expired step stops the ladder: it needs a human, and climbing on
+past an error would stack changes nobody reviewed.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+from collections.abc import Sequence
+
+from vigil.api.v1alpha1.action import ActionPhase
+from vigil.domain.remediation.guards import ActionRecord
+
+_ADVANCE = frozenset({ActionPhase.SUCCEEDED, ActionPhase.DRY_RUN})
+_STOP = frozenset({ActionPhase.FAILED, ActionPhase.REJECTED, ActionPhase.EXPIRED})
+
+
+@dataclasses.dataclass(frozen=True)
+class NextStep:
+    index: int | None  # the step due now, or None
+    wait_until: float | None  # when to look again, if a step will become due
+    message: str
+
+
+def incident_id(policy_uid: str, started: float) -> str:
+    """A short, stable id for an incident (fits a label value and object names)."""
+    return hashlib.sha256(f"{policy_uid}/{started:.0f}".encode()).hexdigest()[:10]
+
+
+def next_step(records: Sequence[ActionRecord], afters: Sequence[float], now: float) -> NextStep:
+    """``records``: this incident's actions, excluding Skipped ones. ``afters``: each step's delay."""
+    if not records:
+        return NextStep(0, None, "first step of the incident")
+    last = max(records, key=lambda r: (r.step_index, r.created))
+    if last.phase.in_flight:
+        return NextStep(None, None, f"step {last.step_index + 1} ({last.name}) is {last.phase.value}")
+    if last.phase in _STOP:
+        return NextStep(None, None, f"step {last.step_index + 1} ({last.name}) ended {last.phase.value}; "
+                                    "the ladder stops until the incident ends")
+    following = last.step_index + 1
+    if following >= len(afters):
+        return NextStep(None, None, "all steps of the ladder have run")
+    due = (last.completed or now) + afters[following]
+    if now < due:
+        return NextStep(None, due, f"step {following + 1} is due in {due - now:.0f}s if still anomalous")
+    return NextStep(following, None, f"step {following + 1}: still anomalous {afters[following]:.0f}s after "
+                                      f"step {last.step_index + 1}")
