@@ -37,6 +37,8 @@ class DetectorEntry:
     grid_identity: tuple[Any, ...] | None = None
     verdicts: dict[SeriesKey, detection.SeriesVerdict] = dataclasses.field(default_factory=dict)
     labels: dict[SeriesKey, dict[str, str]] = dataclasses.field(default_factory=dict)
+    #: The object's own metadata.labels (RemediationPolicy.detectorSelector matches them).
+    object_labels: dict[str, str] = dataclasses.field(default_factory=dict)
 
     @property
     def id(self) -> DetectorId:
@@ -99,6 +101,7 @@ class Registry:
         generation = meta.get("generation")
         entry = self.entries.get(key)
         if entry is not None and entry.uid == meta.get("uid") and entry.generation == generation:
+            entry.object_labels = dict(meta.get("labels") or {})
             return entry  # our own status write, or a metadata-only change
         spec: AnomalyDetectorSpec | None = None
         error: str | None = None
@@ -125,7 +128,9 @@ class Registry:
                 entry.verdicts = _seed_verdicts(stored, for_seconds)
                 entry.labels = {history.series_key(s.labels): dict(s.labels) for s in stored.series}
             self.entries[key] = entry
+            entry.object_labels = dict(meta.get("labels") or {})
         else:
+            entry.object_labels = dict(meta.get("labels") or {})
             entry.generation = generation
             entry.spec = spec
             entry.spec_error = error
