@@ -1,0 +1,27 @@
+"""Features: series windows → model inputs, and the ONNX metadata contract.
+
+No I/O, no scikit-learn, no onnxruntime: numpy only. Training (``model/``) and
+serving (the engine) both call this package, so they cannot disagree.
+"""
+
+from vigil.features.window import (
+    FEATURE_NAMES,
+    FEATURE_VERSION,
+    MIN_POINTS,
+    WINDOW,
+    extract_batch,
+    extract_series,
+    valid_mask,
+    windows_of,
+)
+
+__all__ = [
+    "FEATURE_NAMES",
+    "FEATURE_VERSION",
+    "MIN_POINTS",
+    "WINDOW",
+    "extract_batch",
+    "extract_series",
+    "valid_mask",
+    "windows_of",
+]

@@ -1,0 +1,252 @@
+"""Window → features: the only feature code, shared by training and serving.
+
+Contract: numpy only, no I/O, no clock, no model runtime. ``model/`` imports this
+module to build training rows and the operator's engine calls it once per tick, so
+a model can never see features computed two different ways.
+
+A window is the last ``WINDOW`` points of one series, oldest → newest, NaN where a
+point is missing. It is split into a *reference* part (all but the last ``RECENT``
+points) and a *recent* part. The reference supplies a robust location (median)
+and scale (MAD), so every feature compares the present with the past of the same
+window only: causal by construction, and no per-series global statistics.
+
+Every feature is invariant to ``a * x + b`` for ``a > 0``, so one model serves CPU
+percent, bytes per second and request counts alike. Ratios whose denominator is
+zero (flatlines are common in metrics) map to 0 when the numerator is 0 too and to
+the clip bound otherwise, and all outputs are clipped, so the model never sees
+inf or NaN.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import numpy.typing as npt
+
+F64 = npt.NDArray[np.float64]
+F32 = npt.NDArray[np.float32]
+Bool = npt.NDArray[np.bool_]
+
+#: Bumped whenever a feature's definition changes; the ONNX metadata must match.
+FEATURE_VERSION = "window-v1"
+
+#: Points of history one score needs, including the current point. 96 points is
+#: 8 hours of 5-minute samples; see the window study in the model card.
+WINDOW = 96
+
+#: The newest points, compared with the rest of the window (30 minutes at 5 min).
+RECENT = 6
+
+#: Fewest non-missing points in the window needed to score; fewer = warming up.
+MIN_POINTS = WINDOW // 2
+
+#: Bound on robust z-scores and other unbounded ratios.
+Z_CLIP = 20.0
+#: Bound on log ratios of volatilities (e**5 ~ 150x).
+LOG_CLIP = 5.0
+
+# Consistency constants that make MAD and the mean absolute deviation estimate
+# the standard deviation of Gaussian data, so z-scores read in familiar units.
+_MAD_TO_SD = 1.4826
+_MEAN_AD_TO_SD = 1.2533
+
+#: Feature names, in model input column order. Each measures how unusual the present
+#: is, two-sided (a drop is as unusual as a rise), and is 0 for a flat window, so a
+#: model may be constrained to be non-decreasing in all of them: then a flatline
+#: gets the lowest score the model can give.
+FEATURE_NAMES: tuple[str, ...] = (
+    "absz_last",
+    "absz_recent_mean",
+    "absz_recent_max",
+    "absz_diff_last",
+    "rank_extremeness",
+    "abs_range_pos",
+    "z_excess_last",
+    "recent_outside_frac",
+    "abs_log_vol_ratio",
+    "absz_half_shift",
+)
+
+#: One line per feature, for the model card and the docs.
+FEATURE_DESCRIPTIONS: dict[str, str] = {
+    "absz_last": "|robust z-score| of the current point against the reference (median, MAD)",
+    "absz_recent_mean": f"|robust z-score| of the mean of the last {RECENT} points",
+    "absz_recent_max": f"largest |robust z-score| among the last {RECENT} points",
+    "absz_diff_last": "|last first difference| over the median |first difference| of the reference",
+    "rank_extremeness": "2 * |percentile rank of the current point among the reference - 0.5| (0..1)",
+    "abs_range_pos": "|current point - reference mid-range| over half the reference range (> 1 = new extreme)",
+    "z_excess_last": "how far the current point lies beyond the reference min/max, over the reference scale",
+    "recent_outside_frac": f"fraction of the last {RECENT} points outside the reference min/max",
+    "abs_log_vol_ratio": f"|log ratio| of mean |first difference| over the last {RECENT} steps to the reference's",
+    "absz_half_shift": "|median of the newer half - median of the older half| over the reference scale",
+}
+
+
+def extract_batch(windows: npt.ArrayLike) -> F32:
+    """Features of N windows at once.
+
+    ``windows`` is float [N, WINDOW], oldest → newest, NaN = missing. The caller
+    guarantees the last column is finite and each row has at least ``MIN_POINTS``
+    finite values. Returns float32 [N, len(FEATURE_NAMES)], all finite.
+    """
+    x = np.ascontiguousarray(windows, dtype=np.float64)
+    if x.ndim != 2 or x.shape[1] != WINDOW:
+        raise ValueError(f"expected windows of shape [N, {WINDOW}], got {x.shape}")
+    return compute(x, RECENT)
+
+
+def compute(x: F64, recent: int) -> F32:
+    """Features of windows of any width > 2 * ``recent``; :func:`extract_batch` fixes the width.
+
+    Kept separate so the training pipeline can study other window widths with the
+    exact same code. Rows are independent: no statistic mixes two rows.
+    """
+    n_rows, width = x.shape
+    if width <= 2 * recent:
+        raise ValueError(f"window width {width} must exceed 2 * recent = {2 * recent}")
+    out = np.empty((n_rows, len(FEATURE_NAMES)), dtype=np.float64)
+    if n_rows == 0:
+        return out.astype(np.float32)
+
+    ref = x[:, : width - recent]
+    rec = x[:, width - recent :]
+    last = x[:, -1]
+
+    # Robust location and scale of the reference part.
+    ref_sorted = np.sort(ref, axis=1)  # NaN sorts last
+    n_ref = np.isfinite(ref).sum(axis=1)
+    med = _median_of_sorted(ref_sorted, n_ref)
+    dev = np.abs(ref - med[:, None])
+    mad = _median_of_sorted(np.sort(dev, axis=1), n_ref)
+    scale = np.where(mad > 0, _MAD_TO_SD * mad, _MEAN_AD_TO_SD * _nanmean(dev))
+
+    rec_dev = np.abs(rec - med[:, None])
+    out[:, 0] = _safe_ratio(np.abs(last - med), scale, Z_CLIP)
+    out[:, 1] = _safe_ratio(np.abs(_nanmean(rec - med[:, None])), scale, Z_CLIP)
+    out[:, 2] = _safe_ratio(np.max(np.where(np.isfinite(rec_dev), rec_dev, 0.0), axis=1), scale, Z_CLIP)
+
+    # First differences: the last step against the typical step of the reference.
+    ref_diff = np.abs(np.diff(ref, axis=1))
+    n_diff = np.isfinite(ref_diff).sum(axis=1)
+    diff_mean = _nanmean(ref_diff)
+    diff_median = _median_of_sorted(np.sort(ref_diff, axis=1), n_diff)
+    diff_scale = np.where(diff_median > 0, diff_median, diff_mean)
+    prev = _previous_finite(x)
+    step = np.where(np.isfinite(prev), np.abs(last - prev), 0.0)
+    out[:, 3] = _safe_ratio(step, diff_scale, Z_CLIP)
+
+    # Where the current point sits among the reference points, and beyond them.
+    below = (ref < last[:, None]).sum(axis=1)
+    tied = (ref == last[:, None]).sum(axis=1)
+    out[:, 4] = np.abs((below + 0.5 * tied) / np.maximum(n_ref, 1) - 0.5) * 2.0
+    lo = ref_sorted[:, 0]
+    hi = np.take_along_axis(ref_sorted, np.maximum(n_ref - 1, 0)[:, None], axis=1)[:, 0]
+    out[:, 5] = _safe_ratio(np.abs(last - 0.5 * (lo + hi)), 0.5 * (hi - lo), Z_CLIP)
+    excess = np.maximum(np.maximum(last - hi, lo - last), 0.0)
+    out[:, 6] = _safe_ratio(excess, scale, Z_CLIP)
+    outside = ((rec > hi[:, None]) | (rec < lo[:, None])).sum(axis=1)
+    out[:, 7] = outside / np.maximum(np.isfinite(rec).sum(axis=1), 1)
+
+    # Volatility now against volatility before (mean |first difference|): a burst of
+    # noise and a flatline are both unusual.
+    rec_vol = _nanmean(np.abs(np.diff(x[:, width - recent - 1 :], axis=1)))
+    out[:, 8] = np.abs(_safe_log_ratio(rec_vol, diff_mean, LOG_CLIP))
+
+    # Slow level shift: newer half against older half of the whole window.
+    half = width // 2
+    older, newer = x[:, :half], x[:, half:]
+    med_old = _median_of_sorted(np.sort(older, axis=1), np.isfinite(older).sum(axis=1))
+    med_new = _median_of_sorted(np.sort(newer, axis=1), np.isfinite(newer).sum(axis=1))
+    shift = np.where(np.isfinite(med_old), np.abs(med_new - med_old), 0.0)
+    out[:, 9] = _safe_ratio(shift, scale, Z_CLIP)
+
+    np.nan_to_num(out, copy=False, nan=0.0, posinf=Z_CLIP, neginf=-Z_CLIP)
+    return out.astype(np.float32)
+
+
+def windows_of(values: npt.ArrayLike, width: int = WINDOW) -> F64:
+    """Read-only [T, width] view: row t is the window ending at t, left-padded with NaN."""
+    v = np.asarray(values, dtype=np.float64)
+    if v.ndim != 1:
+        raise ValueError(f"expected a 1-d series, got shape {v.shape}")
+    if len(v) == 0:
+        return np.empty((0, width), dtype=np.float64)
+    padded = np.concatenate([np.full(width - 1, np.nan), v])
+    return np.lib.stride_tricks.sliding_window_view(padded, width)
+
+
+def valid_mask(values: npt.ArrayLike, width: int = WINDOW, min_points: int = MIN_POINTS) -> Bool:
+    """valid[t]: values[t] is finite and the window ending at t has >= min_points finite values."""
+    v = np.asarray(values, dtype=np.float64)
+    finite = np.isfinite(v)
+    counts = np.cumsum(finite, dtype=np.int64)
+    in_window = counts - np.concatenate([np.zeros(width, dtype=np.int64), counts[:-width]])[: len(v)]
+    valid: Bool = finite & (in_window >= min_points)
+    return valid
+
+
+def extract_series(values: npt.ArrayLike) -> tuple[F32, Bool]:
+    """Features for every point of a whole series, each from ``values[: t + 1]`` only.
+
+    Returns ``(X, valid)``: X float32 [T, F] and valid bool [T] as in :func:`valid_mask`.
+    Valid rows equal :func:`extract_batch` of the window ending at t; invalid rows are 0.
+    """
+    return series_features(values, WINDOW, RECENT, MIN_POINTS)
+
+
+def series_features(values: npt.ArrayLike, width: int, recent: int, min_points: int) -> tuple[F32, Bool]:
+    """:func:`extract_series` for any window geometry (used by the window study in training)."""
+    windows = windows_of(values, width)
+    valid = valid_mask(values, width, min_points)
+    out = np.zeros((len(windows), len(FEATURE_NAMES)), dtype=np.float32)
+    rows = np.flatnonzero(valid)
+    for start in range(0, len(rows), _CHUNK):
+        idx = rows[start : start + _CHUNK]
+        out[idx] = compute(np.ascontiguousarray(windows[idx]), recent)
+    return out, valid
+
+
+_CHUNK = 8192
+
+
+def _median_of_sorted(s: F64, n: npt.NDArray[np.int64]) -> F64:
+    """Row medians of rows sorted with NaN last, given each row's finite count (NaN if 0)."""
+    lo = np.maximum((n - 1) // 2, 0)
+    hi = n // 2
+    a = np.take_along_axis(s, lo[:, None], axis=1)[:, 0]
+    b = np.take_along_axis(s, np.minimum(hi, s.shape[1] - 1)[:, None], axis=1)[:, 0]
+    return np.where(n > 0, 0.5 * (a + b), np.nan)
+
+
+def _nanmean(a: F64) -> F64:
+    """Row means over finite values, NaN for rows without any (and without warnings)."""
+    finite = np.isfinite(a)
+    n = finite.sum(axis=1)
+    total = np.where(finite, a, 0.0).sum(axis=1)
+    return np.where(n > 0, total / np.maximum(n, 1), np.nan)
+
+
+def _safe_ratio(num: F64, den: F64, bound: float) -> F64:
+    """num / den clipped to ±bound; 0 / 0 = 0 and x / 0 = ±bound (flatlines)."""
+    ok = den > 0
+    ratio = np.divide(num, den, out=np.zeros_like(num), where=ok)
+    ratio = np.where(ok, ratio, np.sign(num) * bound)
+    return np.clip(ratio, -bound, bound)
+
+
+def _safe_log_ratio(num: F64, den: F64, bound: float) -> F64:
+    """log(num / den) for non-negative inputs clipped to ±bound; 0 / 0 and missing = 0."""
+    both = (num > 0) & (den > 0)
+    ratio = np.divide(num, den, out=np.ones_like(num), where=both)
+    logs = np.log(ratio)
+    logs = np.where(both, logs, np.where(num > 0, bound, np.where(den > 0, -bound, 0.0)))
+    logs = np.where(np.isnan(num) | np.isnan(den), 0.0, logs)
+    return np.clip(logs, -bound, bound)
+
+
+def _previous_finite(x: F64) -> F64:
+    """Per row, the last finite value before the last column (NaN if none)."""
+    body = x[:, :-1]
+    cols = np.where(np.isfinite(body), np.arange(body.shape[1]), -1)
+    idx = cols.max(axis=1)
+    picked = np.take_along_axis(body, np.maximum(idx, 0)[:, None], axis=1)[:, 0]
+    return np.where(idx >= 0, picked, np.nan)
