@@ -50,6 +50,26 @@ def _add_run(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument("--model-refresh", type=float, default=60.0,
                    help="seconds between re-reads of model ConfigMaps (default 60)")
     p.add_argument("--batch-limit", type=int, default=1000, help="most detectors per evaluation batch")
+    p.add_argument("--leader-election", action=argparse.BooleanOptionalAction,
+                   default=(_env("VIGIL_LEADER_ELECTION", "true") or "true").lower() != "false",
+                   help="hold a Lease so only one replica evaluates and acts (default on) [env VIGIL_LEADER_ELECTION]")
+    p.add_argument("--leader-election-namespace",
+                   default=_env("VIGIL_LEADER_ELECTION_NAMESPACE") or _env("POD_NAMESPACE") or "default",
+                   help="namespace of the Lease [env VIGIL_LEADER_ELECTION_NAMESPACE, else POD_NAMESPACE, "
+                        "else default]")
+    p.add_argument("--leader-election-name", default=_env("VIGIL_LEADER_ELECTION_NAME", "vigil-leader"),
+                   help="name of the Lease [env VIGIL_LEADER_ELECTION_NAME, default vigil-leader]")
+    p.add_argument("--lease-duration", type=float, default=15.0,
+                   help="seconds a standby waits after the leader's last renewal (default 15)")
+    p.add_argument("--identity", default=_env("POD_NAME", ""), help="identity in the Lease [env POD_NAME, "
+                   "default hostname]")
+    p.add_argument("--aws-endpoint-url", default=_env("VIGIL_AWS_ENDPOINT_URL"),
+                   help="send AWS calls to this endpoint (moto, LocalStack) [env VIGIL_AWS_ENDPOINT_URL]")
+    p.add_argument("--aws-max-attempts", type=int, default=3,
+                   help="boto3 standard-retry attempts per AWS call (default 3)")
+    p.add_argument("--alertmanager-token-file", default=_env("VIGIL_ALERTMANAGER_TOKEN_FILE"),
+                   help="file with the bearer token POST /alertmanager requires (mount it from a Secret); "
+                        "unset: no auth [env VIGIL_ALERTMANAGER_TOKEN_FILE]")
 
 
 def _add_crds(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -78,12 +98,24 @@ def _add_backtest(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
+def _add_decisions(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    for verb, text in (("approve", "approve a RemediationAction waiting for approval"),
+                       ("reject", "reject a RemediationAction waiting for approval")):
+        p = sub.add_parser(verb, help=text, description=f"{text.capitalize()}. Records who (--by, else the "
+                           "kubeconfig user) in the vigil.dev/decided-by annotation.")
+        p.add_argument("name", help="RemediationAction name (kubectl get ra)")
+        p.add_argument("-n", "--namespace", default=None, help="namespace (default: the kubeconfig's)")
+        p.add_argument("--kubeconfig", default=None, help="kubeconfig file (default: KUBECONFIG)")
+        p.add_argument("--by", default=None, help="who decides (default: the kubeconfig user)")
+
+
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="vigil", description="Vigil: AIOps auto-remediation operator.")
     sub = p.add_subparsers(dest="command", required=True)
     _add_run(sub)
     _add_crds(sub)
     _add_backtest(sub)
+    _add_decisions(sub)
     sub.add_parser("version", help="print the version and the built-in model")
     return p
 
@@ -116,6 +148,14 @@ def _run(args: argparse.Namespace) -> int:
         http_port=args.http_port,
         log_format=args.log_format,
         log_level=args.log_level,
+        leader_election=args.leader_election,
+        leader_election_namespace=args.leader_election_namespace,
+        leader_election_name=args.leader_election_name,
+        lease_duration=args.lease_duration,
+        identity=args.identity,
+        aws_endpoint_url=args.aws_endpoint_url,
+        aws_max_attempts=args.aws_max_attempts,
+        alertmanager_token_file=args.alertmanager_token_file,
     )
     kopf.configure(
         debug=args.log_level == "debug",
@@ -169,6 +209,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _run(args)
     if args.command == "crds":
         return _crds(args)
+    if args.command in ("approve", "reject"):
+        from vigil import decisions
+
+        return decisions.main(args)
     if args.command == "backtest":
         from vigil import backtest
 

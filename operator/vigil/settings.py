@@ -52,3 +52,27 @@ class OperatorConfig:
 
     liveness_timeout: float = 60.0
     """/healthz fails when the evaluation loop has not turned for this many seconds."""
+
+    leader_election: bool = True
+    """Hold a Lease so that only one replica evaluates and acts (active/passive HA)."""
+
+    leader_election_namespace: str = "default"
+    """Namespace of the Lease (the chart sets the release namespace)."""
+
+    leader_election_name: str = "vigil-leader"
+    """Name of the Lease."""
+
+    lease_duration: float = 15.0
+    """Seconds a standby waits after the last renewal before taking over."""
+
+    identity: str = ""
+    """This replica's identity in the Lease (default: hostname, i.e. the pod name)."""
+
+    aws_endpoint_url: str | None = None
+    """Send AWS API calls here instead of AWS (moto, LocalStack, a VPC endpoint)."""
+
+    aws_max_attempts: int = 3
+    """boto3 standard-mode attempts per call; the engine retries across ticks on top."""
+
+    alertmanager_token_file: str | None = None
+    """File holding the bearer token Alertmanager must send (mount it from a Secret). None: no auth."""

@@ -84,6 +84,13 @@ class Engine:
             self.metrics.detectors.set(len(self.registry.entries))
         self._wake.set()
 
+    def wake_all(self) -> None:
+        """Evaluate every detector now (e.g. on becoming leader: the standby's statuses are old)."""
+        now = self.clock()
+        for entry in self.registry.entries.values():
+            entry.next_due = now
+        self._wake.set()
+
     def remove(self, namespace: str, name: str) -> None:
         if self.registry.remove(namespace, name) is not None:
             self.metrics.forget((namespace, name))

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import kopf
 
-from vigil.handlers import detectors, lifecycle
+from vigil.handlers import detectors, lifecycle, remediation
 from vigil.settings import OperatorConfig
 
 
@@ -17,4 +17,5 @@ def build_registry(config: OperatorConfig) -> kopf.OperatorRegistry:
     registry = kopf.OperatorRegistry()
     lifecycle.register(registry, config)
     detectors.register(registry)
+    remediation.register(registry)
     return registry

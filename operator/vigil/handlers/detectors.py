@@ -21,14 +21,14 @@ def register(registry: kopf.OperatorRegistry) -> None:
     def detector_event(type: str | None, body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
         runtime: Runtime | None = getattr(memo, "runtime", None)
         if runtime is None:
-            raise kopf.TemporaryError("operator is still starting", delay=1)
+            return  # startup handlers run before watching starts; this cannot happen in practice
         if type == "DELETED":
             runtime.engine.remove(body.metadata.namespace or "default", body.metadata.name or "")
         else:
-            runtime.engine.upsert(_plain(body))
+            runtime.engine.upsert(plain(body))
 
 
-def _plain(body: kopf.Body) -> dict[str, Any]:
+def plain(body: kopf.Body) -> dict[str, Any]:
     """A plain-dict copy, so the engine never holds kopf's live views."""
     return {
         "metadata": dict(body.metadata),

@@ -4,13 +4,16 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import socket
 from typing import Any
 
 import kopf
 
-from vigil.adapters import inference, kube, prometheus, web
+from vigil.adapters import alertmanager, aws, inference, kube, notify, prometheus, web
 from vigil.adapters.metrics import OperatorMetrics
 from vigil.engine import evaluation, models
+from vigil.engine.leader import LeaderElector
+from vigil.engine.remediation.engine import RemediationEngine
 from vigil.engine.scheduler import Engine
 from vigil.handlers.runtime import Runtime
 from vigil.settings import OperatorConfig
@@ -44,6 +47,9 @@ def register(registry: kopf.OperatorRegistry, config: OperatorConfig) -> None:
         settings.watching.client_timeout = 330
         settings.networking.request_timeout = 60
 
+        # Discovery is enough to find our resources; scanning CRDs would need cluster-wide RBAC.
+        settings.scanning.disabled = True
+
         metrics = OperatorMetrics()
         source = prometheus.PrometheusSource(
             concurrency=config.prometheus_concurrency, timeout=config.prometheus_timeout
@@ -56,18 +62,53 @@ def register(registry: kopf.OperatorRegistry, config: OperatorConfig) -> None:
             source, resolver, kube_client, metrics,
             batch_limit=config.batch_limit, heartbeat=config.heartbeat,
         )
+        aws_clients = aws.ClientCache(endpoint_url=config.aws_endpoint_url, max_attempts=config.aws_max_attempts)
+        remediation = RemediationEngine(
+            engine.registry, kube_client, aws_clients.get, notify.Notifier(kube_client), None, metrics,
+        )
+        alerts = alertmanager.AlertStore(on_change=remediation.wake)
+        remediation.alerts = alerts
         stop = asyncio.Event()
+        endpoint = web.WebEndpoint(metrics, lambda: engine.last_loop, config.liveness_timeout,
+                                   lambda: memo.runtime.started, config.http_host, config.http_port)
+        token = (alertmanager.token_from_file(config.alertmanager_token_file)
+                 if config.alertmanager_token_file else (lambda: None))
+        alertmanager.register(endpoint, alerts, token)
+
+        def lead(leader: bool) -> None:
+            metrics.leader.set(1 if leader else 0)
+            for gate in (engine.active, remediation.active):
+                if leader:
+                    gate.set()
+                else:
+                    gate.clear()
+            if leader:
+                engine.wake_all()
+                remediation.wake()
+
+        elector = None
+        if config.leader_election:
+            elector = LeaderElector(
+                kube_client, config.leader_election_namespace, config.leader_election_name,
+                config.identity or socket.gethostname(), lead, lease_duration=config.lease_duration,
+            )
+            lead(False)
+        else:
+            metrics.leader.set(1)
         runtime = Runtime(config=config, metrics=metrics, source=source, models=cache, kube=kube_client,
-                          engine=engine, web=web.WebEndpoint(
-                              metrics, lambda: engine.last_loop, config.liveness_timeout,
-                              lambda: runtime.started, config.http_host, config.http_port),
-                          stop=stop)
+                          engine=engine, remediation=remediation, aws=aws_clients, alerts=alerts, web=endpoint,
+                          leader=elector, stop=stop)
         memo.runtime = runtime
-        await runtime.web.start()
+        await endpoint.start()
         runtime.tasks.append(asyncio.create_task(engine.run(stop), name="vigil-engine"))
+        runtime.tasks.append(asyncio.create_task(remediation.run(stop), name="vigil-remediation"))
+        if elector is not None:
+            runtime.tasks.append(asyncio.create_task(elector.run(stop), name="vigil-leader"))
         runtime.started = True
-        logger.info("vigil started: http on port %s, default Prometheus %s", runtime.web.port,
-                    config.prometheus_url or "(none; detectors must set spec.prometheus.url)")
+        logger.info("vigil started: http on port %s, default Prometheus %s, leader election %s", endpoint.port,
+                    config.prometheus_url or "(none; detectors must set spec.prometheus.url)",
+                    f"on (lease {config.leader_election_namespace}/{config.leader_election_name})"
+                    if elector else "off (this replica always acts)")
 
     @kopf.on.cleanup(registry=registry)
     async def cleanup(memo: kopf.Memo, **_: Any) -> None:
@@ -83,3 +124,5 @@ def register(registry: kopf.OperatorRegistry, config: OperatorConfig) -> None:
         await runtime.web.stop()
         await runtime.kube.close()
         runtime.source.close()
+        runtime.remediation.close()
+        runtime.aws.close()

@@ -293,8 +293,9 @@ class RemediationPolicyStatus(Model):
     cooldown_until: datetime.datetime | None = None
     actions_in_window: int | None = Field(default=None, ge=0, description="Actions counted by the rate limit.")
     in_flight: int | None = Field(default=None, ge=0, description="Actions pending approval or executing.")
-    escalation_step: int | None = Field(default=None, ge=0, description="Next step of the current incident.")
+    incident: str | None = Field(default=None, description="Id of the open incident (label vigil.dev/incident).")
     incident_since: datetime.datetime | None = None
+    escalation_step: int | None = Field(default=None, ge=0, description="Next step of the current incident.")
     last_action: LastAction | None = None
     matched_detectors: list[str] = Field(default_factory=list, max_length=100)
     recoverable_errors: int = Field(default=0, ge=0, description="AWS throttling/5xx seen in a row.")

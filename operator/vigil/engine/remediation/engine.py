@@ -1,0 +1,970 @@
+"""The remediation loop: reconcile policies, drive actions, keep the audit trail.
+
+Ordering rules that make the trail trustworthy:
+
+* every decision is written to the API (a RemediationAction) before anything
+  is done about it, and its name is deterministic, so a retried create after a
+  crash finds the first one instead of making a second;
+* an action's *intent* is written to its status with a compare-and-swap on
+  ``resourceVersion`` before AWS is called: if another replica moved the action
+  first, the write fails and this replica backs off;
+* after a restart an Executing action is verified against AWS before anything
+  is re-issued.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import dataclasses
+import datetime
+import functools
+import logging
+import time
+from collections.abc import Callable, Sequence
+from typing import Any, TypeVar
+
+from vigil.adapters import kube
+from vigil.adapters.metrics import OperatorMetrics
+from vigil.api.v1alpha1 import action as api_action
+from vigil.api.v1alpha1 import policy as api_policy
+from vigil.api.v1alpha1.action import (
+    ActionPhase,
+    ErrorClass,
+    RemediationActionSpec,
+    RemediationActionStatus,
+    SkipReason,
+    Target,
+)
+from vigil.api.v1alpha1.common import API_VERSION, ConditionStatus
+from vigil.api.v1alpha1.detector import ConditionType as DetectorCondition
+from vigil.api.v1alpha1.policy import (
+    PolicyConditionType,
+    PolicyPhase,
+    PolicyReason,
+    RemediationPolicySpec,
+    RemediationPolicyStatus,
+)
+from vigil.domain import conditions, durations, selectors
+from vigil.domain import notifications as notes
+from vigil.domain.remediation import approvals, guards, ladder, plans, triggers
+from vigil.domain.remediation.triggers import TriggerResult, TriggerState
+from vigil.engine.registry import DetectorEntry, Registry
+from vigil.engine.remediation import executors
+from vigil.engine.remediation.state import ActionEntry, ObjectId, PolicyEntry, newer, to_time
+
+logger = logging.getLogger(__name__)
+T = TypeVar("T")
+
+_SUCCESSFUL = frozenset({ActionPhase.SUCCEEDED, ActionPhase.DRY_RUN})
+_EVENT_TYPES = {
+    notes.EventKind.ACTION_PROPOSED: "Normal",
+    notes.EventKind.APPROVAL_REQUESTED: "Normal",
+    notes.EventKind.ACTION_EXECUTED: "Normal",
+    notes.EventKind.ACTION_SKIPPED: "Normal",
+    notes.EventKind.ACTION_FAILED: "Warning",
+    notes.EventKind.ACTION_REJECTED: "Normal",
+    notes.EventKind.ACTION_EXPIRED: "Warning",
+}
+
+
+def _utc(epoch: float) -> datetime.datetime:
+    return datetime.datetime.fromtimestamp(round(epoch, 3), tz=datetime.UTC)
+
+
+@dataclasses.dataclass(frozen=True)
+class Refusal:
+    """A step that will not run now, and why (recorded as a Skipped action)."""
+
+    reason: SkipReason
+    message: str
+    targets: list[Target] = dataclasses.field(default_factory=list)
+
+
+def action_name(policy: str, incident: str, step: int, skip: SkipReason | None = None) -> str:
+    """Deterministic, so that re-creating after a crash hits AlreadyExists instead of duplicating."""
+    suffix = f"-{incident}-s{step + 1}" + (f"-skip-{skip.value.lower()}" if skip else "")
+    return policy[: 253 - len(suffix)] + suffix
+
+
+def step_label(step: api_policy.Step, index: int) -> str:
+    return step.name or f"step-{index + 1}"
+
+
+class RemediationEngine:
+    def __init__(
+        self,
+        detectors: Registry,
+        kube_client: kube.KubeClient,
+        aws_for: Callable[[str, str | None], executors.Aws],
+        notifier: Any,
+        alerts: Any,
+        metrics: OperatorMetrics,
+        clock: Callable[[], float] = time.time,
+        max_sleep: float = 1.0,
+        aws_workers: int = 8,
+    ) -> None:
+        self.detectors = detectors
+        self.kube = kube_client
+        self.aws_for = aws_for
+        self.notifier = notifier
+        self.alerts = alerts
+        self.metrics = metrics
+        self.clock = clock
+        self.max_sleep = max_sleep
+        self.policies: dict[ObjectId, PolicyEntry] = {}
+        self.actions: dict[ObjectId, ActionEntry] = {}
+        self.active = asyncio.Event()
+        self.active.set()
+        self._wake = asyncio.Event()
+        self._pool = concurrent.futures.ThreadPoolExecutor(max_workers=aws_workers, thread_name_prefix="vigil-aws")
+        self._triggers: dict[ObjectId, TriggerResult] = {}
+
+    # --- fed by kopf handlers -------------------------------------------------------------
+
+    def upsert_policy(self, body: dict[str, Any]) -> None:
+        fresh = PolicyEntry.from_body(body)
+        known = self.policies.get(fresh.id)
+        if known is not None and known.uid == fresh.uid:
+            known.spec, known.spec_error, known.labels = fresh.spec, fresh.spec_error, fresh.labels
+            known.generation = fresh.generation
+        else:
+            self.policies[fresh.id] = fresh
+        self.wake()
+
+    def remove_policy(self, namespace: str, name: str) -> None:
+        self.policies.pop((namespace, name), None)
+        self._triggers.pop((namespace, name), None)
+        for gauge in (self.metrics.policy_action_allowed, self.metrics.actions_in_flight):
+            try:
+                gauge.remove(namespace, name)
+            except KeyError:
+                pass
+
+    def upsert_action(self, body: dict[str, Any]) -> None:
+        meta = body.get("metadata", {})
+        key = (meta.get("namespace", "default"), meta.get("name", ""))
+        if newer(body, self.actions.get(key)):
+            self.actions[key] = ActionEntry.from_body(body)
+            self.wake()
+
+    def remove_action(self, namespace: str, name: str) -> None:
+        self.actions.pop((namespace, name), None)
+
+    def wake(self) -> None:
+        self._wake.set()
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=False, cancel_futures=True)
+
+    # --- loop --------------------------------------------------------------------------------
+
+    async def run(self, stop: asyncio.Event) -> None:
+        logger.info("remediation engine started")
+        while not stop.is_set():
+            if self.active.is_set():
+                try:
+                    await self.tick()
+                except Exception:
+                    logger.exception("remediation tick failed")
+            self._wake.clear()
+            waiters = [asyncio.ensure_future(stop.wait()), asyncio.ensure_future(self._wake.wait())]
+            try:
+                await asyncio.wait(waiters, timeout=self.max_sleep, return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                for waiter in waiters:
+                    waiter.cancel()
+        logger.info("remediation engine stopped")
+
+    async def tick(self) -> None:
+        now = self.clock()
+        for entry in list(self.policies.values()):
+            try:
+                await self._reconcile(entry, now)
+            except Exception:
+                logger.exception("reconciling policy %s/%s failed", *entry.id)
+        for action in list(self.actions.values()):
+            if action.phase is not None and action.phase.terminal:
+                continue
+            try:
+                await self._progress(action, now)
+            except Exception:
+                logger.exception("progressing action %s/%s failed", *action.id)
+        for entry in list(self.policies.values()):
+            await self._prune(entry)
+            await self._reregister(entry, now)
+
+    async def _aws(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._pool, functools.partial(fn, *args, **kwargs))
+
+    # --- policies ------------------------------------------------------------------------------
+
+    def _matched(self, entry: PolicyEntry, spec: RemediationPolicySpec) -> list[DetectorEntry]:
+        found = []
+        for detector in self.detectors.entries.values():
+            if detector.namespace != entry.namespace:
+                continue
+            if detector.name in spec.detectors or (
+                spec.detector_selector is not None and selectors.matches(spec.detector_selector,
+                                                                         detector.object_labels)):
+                found.append(detector)
+        return sorted(found, key=lambda d: d.name)
+
+    @staticmethod
+    def _signal(detector: DetectorEntry) -> triggers.DetectorSignal:
+        status = detector.current
+        interval = 60.0
+        if detector.spec is not None:
+            try:
+                interval = durations.parse(detector.spec.interval)
+            except ValueError:
+                pass
+        return triggers.DetectorSignal(
+            name=detector.name,
+            ready=conditions.is_true(status.conditions, DetectorCondition.READY),
+            degraded=conditions.is_true(status.conditions, DetectorCondition.DEGRADED),
+            anomalous=status.anomalous,
+            anomalous_since=status.anomalous_since.timestamp() if status.anomalous_since else None,
+            score=status.score,
+            threshold=status.threshold,
+            last_evaluation=status.last_evaluation_time.timestamp() if status.last_evaluation_time else None,
+            interval=interval,
+            series=tuple(triggers.SeriesSignal(s.labels, s.score, s.anomalous, s.state) for s in status.series),
+            missing_series=status.missing_series or 0,
+        )
+
+    def _alerts(self, spec: RemediationPolicySpec, now: float) -> list[triggers.AlertSignal]:
+        if self.alerts is None or spec.alert_selector is None:
+            return []
+        # An alert is believed until its expiry (endsAt, or a bounded time after it was last re-sent).
+        return [triggers.AlertSignal(a.labels, (a.starts_at or a.received_at).timestamp(), a.expires_at.timestamp())
+                for a in self.alerts.matching(spec.alert_selector, _utc(now))]
+
+    def actions_of(self, entry: PolicyEntry) -> list[ActionEntry]:
+        return [a for a in self.actions.values() if a.namespace == entry.namespace and a.policy == entry.name]
+
+    async def _reconcile(self, entry: PolicyEntry, now: float) -> None:
+        status = entry.written.model_copy(deep=True)
+        spec = entry.spec
+        gen = entry.generation
+
+        def put(kind: PolicyConditionType, value: ConditionStatus, reason: PolicyReason, message: str) -> None:
+            status.conditions = conditions.set_condition(status.conditions, kind, value, reason, message,
+                                                         _utc(now), gen)
+
+        if spec is None:
+            put(PolicyConditionType.READY, ConditionStatus.FALSE, PolicyReason.INVALID_SPEC,
+                entry.spec_error or "invalid spec")
+            status.phase = PolicyPhase.INVALID
+            status.observed_generation = gen
+            await self._write_policy(entry, status)
+            return
+
+        detectors = self._matched(entry, spec)
+        status.matched_detectors = [d.name for d in detectors][:100]
+        if not detectors and spec.alert_selector is None:
+            put(PolicyConditionType.READY, ConditionStatus.FALSE, PolicyReason.NO_DETECTORS,
+                f"no AnomalyDetector in namespace {entry.namespace} matches the policy")
+        else:
+            put(PolicyConditionType.READY, ConditionStatus.TRUE, PolicyReason.VALID,
+                f"watching {len(detectors)} detector(s)" + (" and alerts" if spec.alert_selector else ""))
+
+        max_staleness = durations.parse(spec.trigger.max_staleness) if spec.trigger.max_staleness else None
+        result = triggers.evaluate([self._signal(d) for d in detectors], self._alerts(spec, now),
+                                   durations.parse(spec.trigger.for_), spec.trigger.min_score, max_staleness, now)
+        self._triggers[entry.id] = result
+
+        if result.state == TriggerState.FIRING and not status.incident:
+            status.incident = ladder.incident_id(entry.uid, now)
+            status.incident_since = _utc(now)
+            status.escalation_step = 0
+        elif result.state == TriggerState.QUIET and status.incident:
+            entry.skips = {s for s in entry.skips if s[0] != status.incident}
+            status.incident = None
+            status.incident_since = None
+            status.escalation_step = None
+
+        actions = self.actions_of(entry)
+        records = [a.record() for a in actions]
+        incident_records = [r for r in records if status.incident and r.incident == status.incident
+                            and r.phase != ActionPhase.SKIPPED]
+        afters = [durations.parse(step.after) for step in spec.actions]
+        next_step = ladder.next_step(incident_records, afters, now) if status.incident else None
+        verdict = self._guard(spec, records, result, incident_records, now)
+
+        if status.incident and next_step is not None:
+            status.escalation_step = next_step.index if next_step.index is not None else status.escalation_step
+            if next_step.index is not None:
+                if not verdict.allowed:
+                    reason = {
+                        PolicyReason.PAUSED: SkipReason.PAUSED,
+                        PolicyReason.COOLDOWN_ACTIVE: SkipReason.COOLDOWN_ACTIVE,
+                        PolicyReason.RATE_LIMITED: SkipReason.RATE_LIMITED,
+                        PolicyReason.DETECTOR_STALE: SkipReason.DETECTOR_STALE,
+                    }.get(verdict.reason)
+                    if reason is not None:
+                        await self._record_skip(entry, spec, status.incident, next_step.index, reason,
+                                                verdict.message, result, [], now)
+                elif result.state == TriggerState.FIRING and now >= entry.aws_backoff_until:
+                    degraded = await self._propose(entry, spec, status.incident, next_step.index, result, actions,
+                                                   now)
+                    if degraded is not None:
+                        status.recoverable_errors += 1
+                        put(PolicyConditionType.DEGRADED, ConditionStatus.TRUE, PolicyReason.AWS_RETRYING, degraded)
+
+        verdict = self._guard(spec, [a.record() for a in self.actions_of(entry)], result, incident_records, now)
+        put(PolicyConditionType.ACTION_ALLOWED, ConditionStatus.TRUE if verdict.allowed else ConditionStatus.FALSE,
+            verdict.reason, verdict.message)
+        if not any(c.type == PolicyConditionType.DEGRADED for c in status.conditions):
+            put(PolicyConditionType.DEGRADED, ConditionStatus.FALSE, PolicyReason.AS_EXPECTED, "")
+        cooldown = guards.cooldown(records, durations.parse(spec.cooldown), now)
+        status.cooldown_until = _utc(cooldown.until) if cooldown.until else None
+        if spec.rate_limit is not None:
+            window = durations.parse(spec.rate_limit.window)
+            status.actions_in_window = len(guards.taken_in_window(records, window, now))
+        in_flight = [a for a in self.actions_of(entry) if a.record().phase.in_flight]
+        status.in_flight = len(in_flight)
+        status.phase = self._phase(spec, status, in_flight, cooldown)
+        status.observed_generation = gen
+        latest = max(self.actions_of(entry), key=lambda a: a.created, default=None)
+        if latest is not None and latest.spec is not None:
+            status.last_action = api_policy.LastAction(
+                name=latest.name, step=latest.spec.step_index, phase=(latest.record().phase.value),
+                time=_utc(latest.created))
+        self.metrics.policy_action_allowed.labels(*entry.id).set(1 if verdict.allowed else 0)
+        self.metrics.actions_in_flight.labels(*entry.id).set(len(in_flight))
+        await self._write_policy(entry, status)
+
+    def _guard(self, spec: RemediationPolicySpec, records: Sequence[guards.ActionRecord], result: TriggerResult,
+               incident_records: Sequence[guards.ActionRecord], now: float) -> guards.GuardVerdict:
+        if spec.paused:
+            return guards.GuardVerdict(False, PolicyReason.PAUSED, "spec.paused is true")
+        if result.state == TriggerState.STALE:
+            return guards.GuardVerdict(False, PolicyReason.DETECTOR_STALE, result.message)
+        pending = [r for r in records if r.phase == ActionPhase.PENDING_APPROVAL]
+        if pending:
+            return guards.GuardVerdict(False, PolicyReason.AWAITING_APPROVAL,
+                                       f"{pending[0].name} waits for approval")
+        if not incident_records:
+            verdict = guards.cooldown(records, durations.parse(spec.cooldown), now)
+            if not verdict.allowed:
+                return verdict
+        if spec.rate_limit is not None:
+            verdict = guards.rate_limit(records, spec.rate_limit.max_actions,
+                                        durations.parse(spec.rate_limit.window), now)
+            if not verdict.allowed:
+                return verdict
+        return guards.ALLOWED
+
+    @staticmethod
+    def _phase(spec: RemediationPolicySpec, status: RemediationPolicyStatus, in_flight: list[ActionEntry],
+               cooldown: guards.GuardVerdict) -> PolicyPhase:
+        if spec.paused:
+            return PolicyPhase.PAUSED
+        if any(a.record().phase == ActionPhase.PENDING_APPROVAL for a in in_flight):
+            return PolicyPhase.AWAITING_APPROVAL
+        if in_flight:
+            return PolicyPhase.ACTING
+        if status.incident:
+            return PolicyPhase.TRIGGERED
+        if not cooldown.allowed:
+            return PolicyPhase.COOLDOWN
+        return PolicyPhase.IDLE
+
+    async def _write_policy(self, entry: PolicyEntry, status: RemediationPolicyStatus) -> None:
+        if status.to_wire() == entry.written.to_wire():
+            return
+        full = status.model_dump(by_alias=True, mode="json", exclude_none=False)
+        compact = status.to_wire()
+        patch = {key: compact.get(key) for key in full}
+        try:
+            await self.kube.patch_status(API_VERSION, api_policy.PLURAL, entry.namespace, entry.name, patch)
+        except kube.KubeError as exc:
+            if exc.status == 404:
+                self.remove_policy(entry.namespace, entry.name)
+            else:
+                logger.warning("status write for policy %s/%s failed: %s", *entry.id, exc)
+            return
+        entry.written = status
+
+    # --- proposals -----------------------------------------------------------------------------
+
+    async def _propose(self, entry: PolicyEntry, spec: RemediationPolicySpec, incident: str, index: int,
+                       result: TriggerResult, actions: list[ActionEntry], now: float) -> str | None:
+        """Decide the targets of step ``index`` and record the decision. Returns a Degraded message on a
+        Recoverable AWS error (nothing recorded; retried later), else None."""
+        from vigil.adapters import aws as aws_adapter
+
+        name = action_name(entry.name, incident, index)
+        if (entry.namespace, name) in self.actions:
+            return None
+        step = spec.actions[index]
+        try:
+            chosen = await self._targets(entry, spec, step, result, actions)
+        except aws_adapter.AwsError as exc:
+            self.metrics.aws_errors.labels(exc.operation or "describe", exc.error_class.value).inc()
+            if exc.error_class == ErrorClass.RECOVERABLE:
+                entry.aws_backoff_until = now + approvals.backoff(entry.written.recoverable_errors + 1)
+                return f"AWS {exc.code} while observing for {step_label(step, index)}; retrying"
+            await self._create_action(entry, spec, incident, index, [], result, now,
+                                      failed=(exc, f"cannot observe AWS: {exc.code}: {exc.message}"))
+            return None
+        entry.aws_backoff_until = 0.0
+        if isinstance(chosen, Refusal):
+            await self._record_skip(entry, spec, incident, index, chosen.reason, chosen.message, result,
+                                    chosen.targets, now)
+            return None
+        targets, remarks = chosen
+        if remarks:
+            await self._event(entry.involved, "Normal", "TargetsReduced", "; ".join(remarks))
+        await self._create_action(entry, spec, incident, index, targets, result, now)
+        return None
+
+    async def _targets(self, entry: PolicyEntry, spec: RemediationPolicySpec, step: api_policy.Step,
+                       result: TriggerResult, actions: list[ActionEntry]) -> tuple[list[Target], list[str]] | Refusal:
+        """Resolve, check against the tag allow-guard and the blast radius. Raises AwsError."""
+        from vigil.adapters import aws as aws_adapter
+
+        aws = self.aws_for(spec.aws.region, spec.aws.role_arn)
+        guard = spec.target_guard
+        tag = f"{guard.tag_key}={guard.tag_value}"
+        evidence = result.evidence
+        scale = step.scale_auto_scaling_group
+        if scale is not None:
+            group = await self._aws(aws.describe_group, scale.name)
+            if not aws_adapter.has_tag(group.tags, guard.tag_key, guard.tag_value):
+                return Refusal(SkipReason.TARGET_NOT_MANAGED, f"Auto Scaling Group {scale.name} lacks tag {tag}")
+            plan = plans.plan_scale(scale, group.desired, group.min_size, group.max_size)
+            if isinstance(plan, plans.Skip):
+                return Refusal(plan.reason, plan.message)
+            if plan.scale_in and (evidence is None or not evidence.complete):
+                return Refusal(SkipReason.MISSING_DATA,
+                               "scale-in refused: some series of the detector had no data at its last evaluation")
+            return [Target(kind="AutoScalingGroup", id=scale.name)], []
+
+        ids = plans.resolve_instances(self._instance_targets(step), list(evidence.series) if evidence else [])
+        if isinstance(ids, plans.Skip):
+            return Refusal(ids.reason, ids.message)
+        if step.deregister_target is not None:
+            target_group = await self._aws(aws.describe_target_group, step.deregister_target.target_group_arn)
+            if not aws_adapter.has_tag(target_group.tags, guard.tag_key, guard.tag_value):
+                return Refusal(SkipReason.TARGET_NOT_MANAGED, f"target group lacks tag {tag}")
+        found = await self._aws(aws.describe_instances, ids)
+        missing = [i for i in ids if i not in found]
+        untagged = [i for i in ids if i in found and not aws_adapter.has_tag(found[i].tags, guard.tag_key,
+                                                                             guard.tag_value)]
+        usable = [i for i in ids if i in found and i not in untagged]
+        if not usable:
+            if untagged:
+                return Refusal(SkipReason.TARGET_NOT_MANAGED, f"instances lack tag {tag}: {', '.join(untagged)}")
+            return Refusal(SkipReason.NOT_FOUND, f"instances not found: {', '.join(missing)}")
+        wanted = [(i, found[i].group) for i in usable]
+        groups = sorted({g for _, g in wanted if g})
+        sizes = await self._aws(aws.group_sizes, groups) if groups else {}
+        radius = spec.blast_radius
+        allowed, verdict = guards.blast_radius(
+            wanted, [a.record() for a in actions], sizes,
+            radius.max_instances if radius else None, radius.max_percent if radius else None)
+        if not allowed:
+            return Refusal(SkipReason.BLAST_RADIUS_EXCEEDED, verdict.message,
+                           [Target(kind="Instance", id=i, group=g) for i, g in wanted])
+        remarks = []
+        if untagged:
+            remarks.append(f"refused untagged {', '.join(untagged)}")
+        if missing:
+            remarks.append(f"not found {', '.join(missing)}")
+        if verdict.message != guards.ALLOWED.message:
+            remarks.append(verdict.message)
+        return [Target(kind="Instance", id=i, group=g) for i, g in allowed], remarks
+
+    @staticmethod
+    def _kind(step: api_policy.Step) -> str:
+        for kind in api_policy.STEP_KINDS:
+            attribute = {"scaleAutoScalingGroup": step.scale_auto_scaling_group,
+                         "replaceInstance": step.replace_instance, "rebootInstances": step.reboot_instances,
+                         "runCommand": step.run_command, "deregisterTarget": step.deregister_target}[kind]
+            if attribute is not None:
+                return kind
+        raise ValueError("step has no kind")
+
+    @staticmethod
+    def _instance_targets(step: api_policy.Step) -> api_policy.InstanceTargets:
+        for value in (step.replace_instance, step.reboot_instances, step.run_command, step.deregister_target):
+            if value is not None:
+                return value.targets
+        raise ValueError("not an instance step")
+
+    def _reason(self, result: TriggerResult, now: float) -> api_action.Reason:
+        evidence = result.evidence
+        if evidence is None:
+            return api_action.Reason(source="none", time=_utc(now))
+        return api_action.Reason(
+            source=evidence.source, detector=evidence.detector,
+            alert=dict(evidence.alert) if evidence.alert else None,
+            series=[dict(s) for s in evidence.series][:50], score=evidence.score, threshold=evidence.threshold,
+            anomalous_since=_utc(evidence.since) if evidence.since else None, time=_utc(now),
+        )
+
+    async def _record_skip(self, entry: PolicyEntry, spec: RemediationPolicySpec, incident: str, index: int,
+                           reason: SkipReason, message: str, result: TriggerResult, targets: list[Target],
+                           now: float) -> None:
+        mark = (incident, index, reason.value)
+        if mark in entry.skips:
+            return
+        entry.skips.add(mark)
+        await self._create_action(entry, spec, incident, index, targets, result, now, skip=(reason, message))
+
+    async def _create_action(
+        self, entry: PolicyEntry, spec: RemediationPolicySpec, incident: str, index: int, targets: list[Target],
+        result: TriggerResult, now: float, skip: tuple[SkipReason, str] | None = None,
+        failed: tuple[Any, str] | None = None,
+    ) -> None:
+        step = spec.actions[index]
+        if step.name is None:
+            step = step.model_copy(update={"name": step_label(step, index)})
+        name = action_name(entry.name, incident, index, skip[0] if skip else None)
+        action_spec = RemediationActionSpec(
+            policy_ref=api_action.PolicyRef(name=entry.name, uid=entry.uid), incident=incident, step_index=index,
+            step=step, targets=targets, reason=self._reason(result, now), dry_run=spec.dry_run,
+            approval_required=spec.approval.required and skip is None and failed is None,
+            region=spec.aws.region, role_arn=spec.aws.role_arn,
+        )
+        body = {
+            "apiVersion": API_VERSION, "kind": api_action.KIND,
+            "metadata": {
+                "name": name, "namespace": entry.namespace,
+                "labels": {api_action.POLICY_LABEL: entry.name[:63], api_action.INCIDENT_LABEL: incident,
+                           "app.kubernetes.io/managed-by": "vigil"},
+                "ownerReferences": [{"apiVersion": API_VERSION, "kind": api_policy.KIND, "name": entry.name,
+                                     "uid": entry.uid, "controller": True, "blockOwnerDeletion": True}],
+            },
+            "spec": action_spec.to_wire(),
+        }
+        try:
+            created = await self.kube.request(
+                "POST", f"/apis/{API_VERSION}/namespaces/{entry.namespace}/{api_action.PLURAL}", body)
+        except kube.KubeError as exc:
+            if exc.status == 409:
+                return  # recorded before a restart; the watch will bring it
+            logger.error("cannot record action %s/%s: %s", entry.namespace, name, exc)
+            return
+        action = ActionEntry.from_body(created)
+        self.actions[action.id] = action
+        status = RemediationActionStatus(created_at=_utc(now))
+        if skip is not None:
+            status.phase, status.skip_reason, status.message = ActionPhase.SKIPPED, skip[0], skip[1]
+            status.completed_at = _utc(now)
+            await self._write_action(action, status)
+            self._count_terminal(action, entry)
+            await self._announce(action, notes.EventKind.ACTION_SKIPPED, f"{skip[0].value}: {skip[1]}")
+            return
+        if failed is not None:
+            error, text = failed
+            status.phase, status.message, status.completed_at = ActionPhase.FAILED, text, _utc(now)
+            status.error_class, status.error_code = error.error_class, error.code
+            await self._write_action(action, status)
+            self._count_terminal(action, entry)
+            await self._announce(action, notes.EventKind.ACTION_FAILED, text)
+            return
+        await self._initialise(action, entry, now, status)
+
+    async def _initialise(self, action: ActionEntry, entry: PolicyEntry | None, now: float,
+                          status: RemediationActionStatus | None = None) -> None:
+        assert action.spec is not None
+        status = status or action.status.model_copy(deep=True)
+        status.created_at = status.created_at or _utc(action.created or now)
+        if action.spec.approval_required:
+            timeout = durations.parse(entry.spec.approval.timeout) if entry and entry.spec else 1800.0
+            status.phase = ActionPhase.PENDING_APPROVAL
+            status.expires_at = _utc((to_time(status.created_at) or now) + timeout)
+            status.message = "waiting for approval"
+            await self._write_action(action, status)
+            await self._announce(action, notes.EventKind.APPROVAL_REQUESTED, self._describe_proposal(action))
+        else:
+            status.phase = ActionPhase.APPROVED
+            status.message = "approved by policy (no approval required)"
+            status.decision = api_action.Decision(by="policy", at=_utc(now), via="policy")
+            await self._write_action(action, status)
+            await self._announce(action, notes.EventKind.ACTION_PROPOSED, self._describe_proposal(action))
+
+    @staticmethod
+    def _describe_proposal(action: ActionEntry) -> str:
+        assert action.spec is not None
+        targets = ", ".join(t.id for t in action.spec.targets) or "no targets"
+        reason = action.spec.reason
+        why = f"detector {reason.detector} score {reason.score}" if reason.detector else f"alert {reason.alert}"
+        mode = " (dry-run)" if action.spec.dry_run else ""
+        return f"{action.spec.step.name}{mode} on {targets} because {why}"
+
+    # --- actions -------------------------------------------------------------------------------
+
+    async def _progress(self, action: ActionEntry, now: float) -> None:
+        entry = self.policies.get((action.namespace, action.policy))
+        if action.spec is None or entry is None:
+            return
+        if action.phase is None:
+            await self._initialise(action, entry, now)
+            return
+        if action.phase == ActionPhase.PENDING_APPROVAL and not await self._approval(action, entry, now):
+            return
+        next_attempt = to_time(action.status.next_attempt_at)
+        if next_attempt is not None and now < next_attempt:
+            return
+        if entry.spec is not None and entry.spec.paused:
+            return  # approved actions wait while the policy is paused
+        if action.phase == ActionPhase.APPROVED:
+            await self._execute(action, entry, now)
+        elif action.phase == ActionPhase.EXECUTING:
+            await self._resume(action, entry, now)
+
+    async def _approval(self, action: ActionEntry, entry: PolicyEntry, now: float) -> bool:
+        """Apply a human's decision or the expiry. Returns True when the action is now Approved."""
+        assert action.spec is not None
+        created = to_time(action.status.created_at) or action.created
+        expires = to_time(action.status.expires_at)
+        timeout = (expires - created) if expires is not None else 1800.0
+        decision = approvals.decide(action.annotations, action.managed_fields, created, timeout,
+                                    entry.written.incident == action.incident, now)
+        if decision.outcome == approvals.Outcome.PENDING:
+            return False
+        status = action.status.model_copy(deep=True)
+        if decision.outcome == approvals.Outcome.APPROVED:
+            status.phase = ActionPhase.APPROVED
+            status.decision = api_action.Decision(by=decision.by, at=_utc(decision.at or now), via=decision.via)
+            status.message = decision.message
+            if await self._write_action(action, status, cas=True):
+                await self._event(action.involved, "Normal", "ActionApproved", decision.message)
+                return True
+            return False
+        status.completed_at = _utc(now)
+        if decision.outcome == approvals.Outcome.REJECTED:
+            status.phase = ActionPhase.REJECTED
+            status.decision = api_action.Decision(by=decision.by, at=_utc(decision.at or now), via=decision.via)
+            kind = notes.EventKind.ACTION_REJECTED
+        else:
+            status.phase = ActionPhase.EXPIRED
+            kind = notes.EventKind.ACTION_EXPIRED
+        status.message = decision.message
+        if await self._write_action(action, status, cas=True):
+            self._count_terminal(action, entry)
+            await self._announce(action, kind, decision.message)
+        return False
+
+    def _data_complete(self, entry: PolicyEntry) -> bool:
+        result = self._triggers.get(entry.id)
+        return bool(result and result.state == TriggerState.FIRING and result.evidence and result.evidence.complete)
+
+    async def _execute(self, action: ActionEntry, entry: PolicyEntry, now: float) -> None:
+        from vigil.adapters import aws as aws_adapter
+
+        assert action.spec is not None
+        executor = executors.EXECUTORS[executors.step_kind(action.spec)]
+        aws = self.aws_for(action.spec.region, action.spec.role_arn)
+        try:
+            prepared = await self._aws(executor.prepare, aws, action.spec)
+        except aws_adapter.AwsError as exc:
+            await self._aws_failure(action, entry, exc, now)
+            return
+        status = action.status.model_copy(deep=True)
+        if isinstance(prepared, plans.Skip):
+            await self._finish_skipped(action, entry, status, prepared.reason, prepared.message, now)
+            return
+        if prepared.scale_in and not self._data_complete(entry):
+            await self._finish_skipped(action, entry, status, SkipReason.MISSING_DATA,
+                                       "scale-in refused: the detector's data is not complete and fresh now", now)
+            return
+        status.before = prepared.before
+        status.intent = api_action.Intent(operation=prepared.operation, parameters=prepared.parameters,
+                                          recorded_at=_utc(now), attempt=status.attempts + 1)
+        if action.spec.dry_run:
+            try:
+                allowed, check = await self._aws(executor.dry_run, aws, prepared)
+            except aws_adapter.AwsError as exc:
+                await self._aws_failure(action, entry, exc, now)
+                return
+            status.phase = ActionPhase.DRY_RUN
+            status.after = prepared.planned_after
+            status.completed_at = _utc(now)
+            change = plans.describe_change(prepared.before, prepared.planned_after)
+            status.message = (f"dry run: would call {prepared.operation}"
+                              + (f" ({change})" if change else "")
+                              + f"; permission check: {'allowed' if allowed else 'DENIED'}: {check}")
+            if await self._write_action(action, status, cas=True):
+                self._count_terminal(action, entry)
+                await self._announce(action, notes.EventKind.ACTION_EXECUTED, status.message)
+            return
+        # The intent is durable before AWS hears of it; the CAS makes this replica the only executor.
+        status.phase = ActionPhase.EXECUTING
+        status.started_at = status.started_at or _utc(now)
+        status.attempts += 1
+        status.message = f"calling {prepared.operation}"
+        status.error_class = None
+        status.error_code = None
+        status.next_attempt_at = None
+        if not await self._write_action(action, status, cas=True):
+            return
+        await self._call(action, entry, executor, aws, now)
+
+    async def _call(self, action: ActionEntry, entry: PolicyEntry, executor: executors.Executor,
+                    aws: executors.Aws, now: float) -> None:
+        from vigil.adapters import aws as aws_adapter
+
+        intent = action.status.intent
+        assert intent is not None
+        try:
+            called = await self._aws(executor.call, aws, intent.parameters, action.uid)
+        except aws_adapter.AwsError as exc:
+            await self._aws_failure(action, entry, exc, now)
+            return
+        await self._succeed(action, entry, executor, aws, called.request_ids, now, "")
+
+    async def _succeed(self, action: ActionEntry, entry: PolicyEntry, executor: executors.Executor,
+                       aws: executors.Aws, request_ids: list[str], now: float, note: str) -> None:
+        from vigil.adapters import aws as aws_adapter
+
+        intent = action.status.intent
+        assert intent is not None
+        try:
+            after = await self._aws(executor.after, aws, intent.parameters, action.uid)
+        except aws_adapter.AwsError as exc:
+            after = {"error": f"could not read the state after: {exc.code}"}
+        status = action.status.model_copy(deep=True)
+        status.phase = ActionPhase.SUCCEEDED
+        status.after = after
+        status.aws_request_ids = (status.aws_request_ids + [r for r in request_ids if r])[-50:]
+        status.completed_at = _utc(now)
+        status.error_class = None
+        status.error_code = None
+        status.next_attempt_at = None
+        change = plans.describe_change(status.before, after)
+        status.message = (note + " " if note else "") + f"{intent.operation} done" + (f": {change}" if change else "")
+        if await self._write_action(action, status):
+            self._count_terminal(action, entry)
+            await self._announce(action, notes.EventKind.ACTION_EXECUTED, status.message)
+
+    async def _resume(self, action: ActionEntry, entry: PolicyEntry, now: float) -> None:
+        """An Executing action: verify against AWS, then finish, retry, or refuse to repeat."""
+        from vigil.adapters import aws as aws_adapter
+
+        assert action.spec is not None
+        executor = executors.EXECUTORS[executors.step_kind(action.spec)]
+        aws = self.aws_for(action.spec.region, action.spec.role_arn)
+        intent = action.status.intent
+        if intent is None:
+            await self._execute(action, entry, now)
+            return
+        try:
+            done = await self._aws(executor.verify, aws, intent.parameters, action.uid)
+        except aws_adapter.AwsError as exc:
+            await self._aws_failure(action, entry, exc, now)
+            return
+        if done:
+            await self._succeed(action, entry, executor, aws, [], now,
+                                "resumed: AWS already shows the change, not repeated;")
+            return
+        answered = action.status.error_class is not None  # AWS refused the last attempt: it did not happen
+        if done is None and not answered:
+            status = action.status.model_copy(deep=True)
+            status.phase = ActionPhase.FAILED
+            status.error_class = ErrorClass.TERMINAL
+            status.error_code = "Interrupted"
+            status.completed_at = _utc(now)
+            status.message = (f"the operator stopped while calling {intent.operation}; AWS keeps no record to check "
+                              "whether it was received, so it is not repeated. Check the targets and approve a new "
+                              "action if needed")
+            if await self._write_action(action, status, cas=True):
+                self._count_terminal(action, entry)
+                await self._announce(action, notes.EventKind.ACTION_FAILED, status.message)
+            return
+        status = action.status.model_copy(deep=True)
+        status.attempts += 1
+        status.intent = intent.model_copy(update={"attempt": status.attempts})
+        status.message = f"calling {intent.operation} (attempt {status.attempts})"
+        status.next_attempt_at = None
+        if not await self._write_action(action, status, cas=True):
+            return
+        await self._call(action, entry, executor, aws, now)
+
+    async def _aws_failure(self, action: ActionEntry, entry: PolicyEntry, exc: Any, now: float) -> None:
+        self.metrics.aws_errors.labels(exc.operation or "unknown", exc.error_class.value).inc()
+        status = action.status.model_copy(deep=True)
+        status.error_class = exc.error_class
+        status.error_code = exc.code
+        if exc.request_id:
+            status.aws_request_ids = [*status.aws_request_ids, exc.request_id][-50:]
+        attempts = max(status.attempts, 1)
+        if exc.error_class == ErrorClass.RECOVERABLE and attempts < approvals.MAX_ATTEMPTS:
+            delay = approvals.backoff(attempts)
+            status.next_attempt_at = _utc(now + delay)
+            status.attempts = attempts
+            status.message = (f"AWS answered {exc.code} to {exc.operation or 'a call'} (Recoverable); "
+                              f"retry {attempts + 1} of {approvals.MAX_ATTEMPTS} in {delay:.0f}s")
+            if await self._write_action(action, status):
+                await self._event(action.involved, "Warning", "ActionRetrying", status.message)
+                policy_status = entry.written.model_copy(deep=True)
+                policy_status.recoverable_errors += 1
+                policy_status.conditions = conditions.set_condition(
+                    policy_status.conditions, PolicyConditionType.DEGRADED, ConditionStatus.TRUE,
+                    PolicyReason.AWS_RETRYING, status.message, _utc(now), entry.generation)
+                await self._write_policy(entry, policy_status)
+            return
+        status.phase = ActionPhase.FAILED
+        status.completed_at = _utc(now)
+        status.next_attempt_at = None
+        if exc.error_class == ErrorClass.RECOVERABLE:
+            status.message = f"gave up after {attempts} attempts: {exc.code}: {exc.message}"
+        else:
+            status.message = f"{exc.code} (Terminal, not retried): {exc.message}"
+        if await self._write_action(action, status):
+            self._count_terminal(action, entry)
+            await self._announce(action, notes.EventKind.ACTION_FAILED, status.message)
+
+    async def _finish_skipped(self, action: ActionEntry, entry: PolicyEntry, status: RemediationActionStatus,
+                              reason: SkipReason, message: str, now: float) -> None:
+        status.phase = ActionPhase.SKIPPED
+        status.skip_reason = reason
+        status.message = message
+        status.completed_at = _utc(now)
+        if await self._write_action(action, status, cas=True):
+            self._count_terminal(action, entry)
+            await self._announce(action, notes.EventKind.ACTION_SKIPPED, f"{reason.value}: {message}")
+
+    async def _write_action(self, action: ActionEntry, status: RemediationActionStatus, cas: bool = False) -> bool:
+        """Patch the action's status. With ``cas``, only if nobody changed the object since we read it."""
+        full = status.model_dump(by_alias=True, mode="json", exclude_none=False)
+        compact = status.to_wire()
+        body: dict[str, Any] = {"status": {key: compact.get(key) for key in full}}
+        if cas and action.raw_resource_version:
+            body["metadata"] = {"resourceVersion": action.raw_resource_version}
+        path = f"/apis/{API_VERSION}/namespaces/{action.namespace}/{api_action.PLURAL}/{action.name}/status"
+        try:
+            updated = await self.kube.request("PATCH", path, body, "application/merge-patch+json")
+        except kube.KubeError as exc:
+            if exc.status == 409:
+                logger.info("action %s/%s changed under us; re-reading it", *action.id)
+                fresh = await self.kube.get(path.rsplit("/status", 1)[0])
+                if fresh is not None:
+                    self.actions[action.id] = ActionEntry.from_body(fresh)
+                return False
+            if exc.status == 404:
+                self.remove_action(*action.id)
+                return False
+            logger.error("status write for action %s/%s failed: %s", *action.id, exc)
+            return False
+        replacement = ActionEntry.from_body(updated)
+        self.actions[action.id] = replacement
+        action.__dict__.update(replacement.__dict__)
+        return True
+
+    def _count_terminal(self, action: ActionEntry, entry: PolicyEntry) -> None:
+        if action.spec is None or action.phase is None:
+            return
+        self.metrics.actions.labels(entry.namespace, entry.name, executors.step_kind(action.spec),
+                                    action.phase.value).inc()
+
+    # --- trace: events and notifications ------------------------------------------------------
+
+    async def _event(self, involved: dict[str, Any], type: str, reason: str, message: str) -> None:
+        try:
+            await self.kube.post_event(involved, type, reason, message, _utc(self.clock()))
+            self.metrics.events.labels(reason).inc()
+        except Exception as exc:
+            logger.warning("event %s not posted: %r", reason, exc)
+
+    async def _announce(self, action: ActionEntry, kind: notes.EventKind, message: str) -> None:
+        """An Event on the action and on its policy, and the policy's notifications."""
+        entry = self.policies.get((action.namespace, action.policy))
+        await self._event(action.involved, _EVENT_TYPES[kind], kind.value, message)
+        if entry is not None:
+            await self._event(entry.involved, _EVENT_TYPES[kind], kind.value, f"{action.name}: {message}")
+        if entry is None or entry.spec is None or entry.spec.notify is None or self.notifier is None:
+            return
+        assert action.spec is not None
+        event = notes.NotificationEvent(
+            kind=kind, namespace=action.namespace, policy=action.policy, action=action.name,
+            time=_utc(self.clock()), phase=action.phase, step_index=action.spec.step_index,
+            step_name=action.spec.step.name, step_kind=executors.step_kind(action.spec),
+            targets=tuple(action.spec.targets), reason=action.spec.reason, dry_run=action.spec.dry_run,
+            message=message, before=action.status.before, after=action.status.after,
+            expires_at=action.status.expires_at,
+        )
+        deliveries = await self.notifier.notify(action.namespace, entry.spec.notify, event)
+        delivered = []
+        for delivery in deliveries:
+            self.metrics.notifications.labels(delivery.channel.split(" ")[0], "ok" if delivery.ok else "error").inc()
+            if delivery.ok:
+                delivered.append(f"{delivery.channel.split(' ')[0]}:{kind.value}")
+            else:
+                await self._event(entry.involved, "Warning", "NotificationFailed",
+                                  f"{delivery.channel}: {delivery.error}")
+        if delivered:
+            status = action.status.model_copy(deep=True)
+            status.notified = (status.notified + delivered)[-8:]
+            await self._write_action(action, status)
+
+    # --- housekeeping --------------------------------------------------------------------------
+
+    async def _prune(self, entry: PolicyEntry) -> None:
+        """Keep the newest N successful and N unsuccessful finished actions, like CronJob's history limits."""
+        if entry.spec is None:
+            return
+        finished = [a for a in self.actions_of(entry) if a.phase is not None and a.phase.terminal]
+        finished.sort(key=lambda a: (to_time(a.status.completed_at) or a.created, a.name), reverse=True)
+        good = [a for a in finished if a.phase in _SUCCESSFUL]
+        bad = [a for a in finished if a.phase not in _SUCCESSFUL]
+        doomed = good[entry.spec.successful_actions_history_limit:] + bad[entry.spec.failed_actions_history_limit:]
+        for action in doomed:
+            try:
+                await self.kube.request(
+                    "DELETE", f"/apis/{API_VERSION}/namespaces/{action.namespace}/{api_action.PLURAL}/{action.name}")
+            except kube.KubeError as exc:
+                if exc.status != 404:
+                    logger.warning("pruning %s/%s failed: %s", *action.id, exc)
+                    continue
+            self.remove_action(*action.id)
+
+    async def _reregister(self, entry: PolicyEntry, now: float) -> None:
+        """Put drained targets back once the detectors have been healthy for ``reregisterAfter``."""
+        from vigil.adapters import aws as aws_adapter
+
+        if entry.spec is None or entry.spec.paused or entry.written.incident:
+            return
+        detectors = self._matched(entry, entry.spec)
+        for action in self.actions_of(entry):
+            if action.phase != ActionPhase.SUCCEEDED or action.spec is None or action.status.intent is None:
+                continue
+            step = action.spec.step.deregister_target
+            if step is None or step.reregister_after is None or (action.status.after or {}).get("reregisteredAt"):
+                continue
+            wait = durations.parse(step.reregister_after)
+            healthy = all(self._healthy_since(d) is not None and now - (self._healthy_since(d) or now) >= wait
+                          for d in detectors)
+            if not detectors or not healthy:
+                continue
+            executor = executors.EXECUTORS["deregisterTarget"]
+            assert isinstance(executor, executors.DeregisterTarget)
+            aws = self.aws_for(action.spec.region, action.spec.role_arn)
+            try:
+                called = await self._aws(executor.reregister, aws, action.status.intent.parameters)
+            except aws_adapter.AwsError as exc:
+                self.metrics.aws_errors.labels(exc.operation or "RegisterTargets", exc.error_class.value).inc()
+                await self._event(action.involved, "Warning", "ReregisterFailed", f"{exc.code}: {exc.message}")
+                continue
+            status = action.status.model_copy(deep=True)
+            status.after = {**(status.after or {}), "reregisteredAt": _utc(now).isoformat()}
+            status.aws_request_ids = (status.aws_request_ids + called.request_ids)[-50:]
+            if await self._write_action(action, status):
+                await self._event(action.involved, "Normal", "TargetsReregistered",
+                                  f"registered {', '.join(action.status.intent.parameters['InstanceIds'])} again "
+                                  f"after {step.reregister_after} healthy")
+
+    @staticmethod
+    def _healthy_since(detector: DetectorEntry) -> float | None:
+        status = detector.current
+        if status.anomalous is not False:
+            return None
+        if not conditions.is_true(status.conditions, DetectorCondition.READY):
+            return None
+        condition = conditions.get(status.conditions, DetectorCondition.ANOMALOUS)
+        return condition.last_transition_time.timestamp() if condition else None
