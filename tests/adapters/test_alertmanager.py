@@ -15,6 +15,7 @@ from typing import Any
 
 import aiohttp
 import pytest
+
 from vigil.adapters import alertmanager
 from vigil.adapters.alertmanager import Alert, AlertStore, WebhookMessage
 from vigil.adapters.metrics import OperatorMetrics

@@ -43,7 +43,7 @@ def test_empty_and_nan_values_are_missing_not_junk(tmp_path: pathlib.Path) -> No
 
 def test_duplicates_error_by_default_and_are_reported_when_resolved(tmp_path: pathlib.Path) -> None:
     path = write(tmp_path, "timestamp,value\n2014-01-01 00:00:00,1\n2014-01-01 00:00:00,5\n2014-01-01 00:05:00,2\n")
-    with pytest.raises(csvseries.SeriesFileError, match="repeated timestamp.*line 3"):
+    with pytest.raises(csvseries.SeriesFileError, match=r"repeated timestamp.*line 3"):
         csvseries.read(path)
     assert csvseries.read(path, duplicates="last").values.tolist() == [5, 2]
     assert csvseries.read(path, duplicates="first").values.tolist() == [1, 2]

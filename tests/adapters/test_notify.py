@@ -22,6 +22,7 @@ from typing import Any
 import aiohttp.web
 import kopf
 import pytest
+
 from vigil import __version__
 from vigil.adapters import notify
 from vigil.adapters.kube import KubeClient

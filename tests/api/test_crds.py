@@ -33,9 +33,8 @@ def _walk(node: object, path: str = "") -> list[str]:
         for bad in ("$ref", "anyOf", "oneOf", "allOf", "title", "$defs"):
             if bad in node:
                 problems.append(f"{path}: has {bad}")
-        if "properties" in node or "items" in node:
-            if "type" not in node:
-                problems.append(f"{path}: no type")
+        if ("properties" in node or "items" in node) and "type" not in node:
+            problems.append(f"{path}: no type")
         for key, value in node.items():
             if key in ("properties",):
                 for name, sub in value.items():

@@ -8,6 +8,7 @@ import re
 from typing import Any
 
 import pytest
+
 from vigil.api.v1alpha1.action import (
     ActionPhase,
     Reason,

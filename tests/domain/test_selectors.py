@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
+
 from vigil.api.v1alpha1.policy import LabelSelector
 from vigil.domain import selectors
 

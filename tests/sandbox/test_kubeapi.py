@@ -30,6 +30,7 @@ import kubernetes.client
 import kubernetes.config
 import pytest
 from kubernetes.client.rest import ApiException
+
 from vigil.sandbox.kubeapi import ApiError, KubeAPIServer
 
 T = TypeVar("T")

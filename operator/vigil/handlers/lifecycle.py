@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import datetime
 import logging
 import socket
 from typing import Any
@@ -27,6 +28,18 @@ async def _login(settings: kopf.OperatorSettings) -> kopf.ConnectionInfo:
     if info is None:
         raise kopf.LoginError("cannot log in: neither in-cluster config nor a kubeconfig was found")
     return info
+
+
+class _CountingAlertStore(alertmanager.AlertStore):
+    """The alert store, counting what Alertmanager sends for vigil_alertmanager_alerts_received_total."""
+
+    def __init__(self, metrics: OperatorMetrics, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self._metrics = metrics
+
+    def receive(self, message: alertmanager.WebhookMessage, now: datetime.datetime) -> int:
+        self._metrics.alerts_received.inc(len(message.alerts))
+        return super().receive(message, now)
 
 
 def register(registry: kopf.OperatorRegistry, config: OperatorConfig) -> None:
@@ -66,7 +79,7 @@ def register(registry: kopf.OperatorRegistry, config: OperatorConfig) -> None:
         remediation = RemediationEngine(
             engine.registry, kube_client, aws_clients.get, notify.Notifier(kube_client), None, metrics,
         )
-        alerts = alertmanager.AlertStore(on_change=remediation.wake)
+        alerts = _CountingAlertStore(metrics, on_change=remediation.wake)
         remediation.alerts = alerts
         stop = asyncio.Event()
         endpoint = web.WebEndpoint(metrics, lambda: engine.last_loop, config.liveness_timeout,

@@ -1,0 +1,78 @@
+"""Build Prometheus history from a labelled NAB series so that *now* falls where we want.
+
+The point is chosen with ``vigil backtest``'s own code path on the whole series,
+so a test can pick "inside the labelled incident, where the model flags it" and
+"well before it, where the model is quiet", and then check that the live
+operator says exactly what the backtest says at the grid point it evaluated.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import time
+
+import numpy as np
+import numpy.typing as npt
+
+from tests.harness import DATA
+from vigil import backtest, features
+from vigil.adapters import inference
+from vigil.domain import resample
+from vigil.sandbox import nab
+from vigil.sandbox.prometheus import Series
+
+STEP = 300.0
+FUTURE_POINTS = 6  # a few samples after "now", so a test running across a 5-minute boundary still has data
+
+
+@dataclasses.dataclass(frozen=True)
+class Scenario:
+    series: Series
+    offset: float  # shifted time = original time + offset
+    point: float  # original timestamp placed at the current grid point
+    backtest: backtest.Result  # on the original timeline
+    window: tuple[float, float]
+    label: float
+
+    def expected_at(self, shifted_grid_time: float) -> tuple[float, bool]:
+        """(score, anomalous) the backtest gives at a shifted grid time."""
+        original = shifted_grid_time - self.offset
+        index = int(np.argmin(np.abs(self.backtest.timestamps - original)))
+        assert abs(self.backtest.timestamps[index] - original) < 1, "grid point not in the backtest"
+        return float(self.backtest.scores[index]), bool(self.backtest.anomalous[index])
+
+
+def load(key: str) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.float64], tuple[float, float], float]:
+    loaded = nab.load_series(DATA / "nab" / key, strict=False)
+    windows = nab.load_windows(DATA / "nab" / "combined_windows.json", key)
+    import json
+
+    labels = json.loads((DATA / "nab" / "combined_labels.json").read_text())[key]
+    label = nab.parse_timestamp(labels[0])
+    grid = resample.to_grid(loaded.timestamps, loaded.values, STEP)
+    return grid.timestamps, grid.values, (windows[0][0], windows[0][1]), label
+
+
+def build(key: str, metric: str, labels: dict[str, str], where: str, scorer: inference.Scorer,
+          now: float | None = None) -> Scenario:
+    """``where``: "incident" (first flagged point after the labelled anomaly, inside its window)
+    or "normal" (a quiet point well before the window)."""
+    t, v, window, label = load(key)
+    result = backtest.run(t, v, scorer)
+    if where == "incident":
+        inside = np.flatnonzero((t >= label) & (t <= window[1]) & result.anomalous)
+        assert inside.size, f"the model flags no point of {key}'s labelled window after the anomaly"
+        index = int(inside[0])
+    else:
+        quiet = np.flatnonzero((t < window[0] - 86400) & ~result.anomalous & np.isfinite(result.scores))
+        quiet = quiet[quiet >= features.WINDOW * 2]
+        assert quiet.size, f"no quiet point before {key}'s window"
+        index = int(quiet[quiet.size // 2])
+    end = index + 1 + FUTURE_POINTS
+    now = time.time() if now is None else now
+    grid_now = math.floor(now / STEP) * STEP
+    offset = grid_now - t[index]
+    keep = np.isfinite(v[:end])
+    series = Series(metric, labels, t[:end][keep] + offset, v[:end][keep])
+    return Scenario(series, offset, float(t[index]), result, window, label)

@@ -1,0 +1,192 @@
+"""The AnomalyDetector loop end to end: real Prometheus, the API emulator, ``vigil run`` as a subprocess."""
+
+from __future__ import annotations
+
+import base64
+import datetime
+import hashlib
+import pathlib
+from collections.abc import Iterator
+
+import pytest
+
+from tests.conftest import OperatorFactory, conditions_of, detector
+from tests.harness import OperatorProcess, wait_for
+from tests.integration import scenario
+from vigil.adapters import inference
+from vigil.sandbox.kubeapi import ApiError, KubeAPIServer
+from vigil.sandbox.prometheus import PrometheusServer
+
+KEY = "realAWSCloudwatch/ec2_cpu_utilization_825cc2.csv"
+AD = ("vigil.dev/v1alpha1", "anomalydetectors")
+
+
+@pytest.fixture(scope="module")
+def scorer() -> inference.Scorer:
+    return inference.Scorer(inference.builtin_bytes())
+
+
+@pytest.fixture(scope="module")
+def scenarios(scorer: inference.Scorer) -> dict[str, scenario.Scenario]:
+    return {
+        "incident": scenario.build(KEY, "nab_cpu", {"scenario": "incident"}, "incident", scorer),
+        "normal": scenario.build(KEY, "nab_cpu", {"scenario": "normal"}, "normal", scorer),
+    }
+
+
+@pytest.fixture(scope="module")
+def prometheus(scenarios: dict[str, scenario.Scenario]) -> Iterator[PrometheusServer]:
+    with PrometheusServer(history=[s.series for s in scenarios.values()]) as server:
+        yield server
+
+
+@pytest.fixture
+def operator(run_operator: OperatorFactory, prometheus: PrometheusServer) -> OperatorProcess:
+    return run_operator("--prometheus-url", prometheus.url, "--heartbeat", "3")
+
+
+def status_of(kubeapi: KubeAPIServer, name: str, namespace: str = "default") -> dict[str, object]:
+    obj = kubeapi.get(*AD, namespace, name) or {}
+    status = obj.get("status") or {}
+    assert isinstance(status, dict)
+    return status
+
+
+def ready(kubeapi: KubeAPIServer, name: str) -> dict[str, object] | None:
+    status = status_of(kubeapi, name)
+    conds = conditions_of({"status": status})
+    return status if conds.get("Ready", {}).get("status") == "True" and status.get("score") is not None else None
+
+
+def test_incident_is_detected_with_the_backtest_score(kubeapi: KubeAPIServer, operator: OperatorProcess,
+                                                       scenarios: dict[str, scenario.Scenario]) -> None:
+    kubeapi.create(detector("cpu-incident", 'nab_cpu{scenario="incident"}', interval="1s", step="5m"))
+    status = wait_for(lambda: ready(kubeapi, "cpu-incident"), timeout=30, what="Ready with a score")
+    conds = conditions_of({"status": status})
+    assert conds["Anomalous"]["status"] == "True", conds
+    assert conds["Anomalous"]["reason"] == "AnomalyDetected"
+    assert conds["Degraded"]["status"] == "False"
+    assert status["anomalous"] is True and status["anomalousSince"]
+    model = status["model"]
+    assert isinstance(model, dict) and model["source"] == "builtin:default" and len(model["sha256"]) == 64
+    assert model["inputSignature"].startswith("features: tensor(float)[N,")
+    series = status["series"]
+    assert isinstance(series, list) and series[0]["labels"]["scenario"] == "incident"
+    assert series[0]["state"] == "Anomalous"
+    # The live score is the backtest's score at the grid point the operator evaluated.
+    evaluated_at = datetime.datetime.fromisoformat(str(status["lastEvaluationTime"]).replace("Z", "+00:00"))
+    evaluated = scenario.STEP * (int(evaluated_at.timestamp()) // int(scenario.STEP))
+    expected, flagged = scenarios["incident"].expected_at(evaluated)
+    assert flagged
+    assert status["score"] == pytest.approx(expected, abs=1e-5)
+    # The labelled incident really is where we are.
+    original = evaluated - scenarios["incident"].offset
+    assert scenarios["incident"].label <= original <= scenarios["incident"].window[1]
+
+    events = kubeapi.events_for("AnomalyDetector", "default", "cpu-incident")
+    assert [e["reason"] for e in events if e["reason"] == "AnomalyDetected"] == ["AnomalyDetected"]
+    assert any(e["reason"] == "Ready" for e in events)
+
+    metrics = wait_for(lambda: operator.samples("vigil_detector_score"), what="score metric")
+    assert any(labels["detector"] == "cpu-incident" and 'scenario="incident"' in labels["series"]
+               for labels, _ in metrics)
+    assert operator.value("vigil_detector_anomalous", namespace="default", detector="cpu-incident") == 1.0
+    assert operator.value("vigil_evaluations_total", result="evaluated")
+    assert operator.samples("vigil_evaluation_duration_seconds_count")
+    assert not operator.errors()
+
+
+def test_normal_period_is_not_anomalous(kubeapi: KubeAPIServer, operator: OperatorProcess,
+                                        scenarios: dict[str, scenario.Scenario]) -> None:
+    kubeapi.create(detector("cpu-normal", 'nab_cpu{scenario="normal"}', interval="1s", step="5m"))
+    status = wait_for(lambda: ready(kubeapi, "cpu-normal"), timeout=30, what="Ready")
+    assert status["anomalous"] is False
+    assert conditions_of({"status": status})["Anomalous"]["reason"] == "Normal"
+    assert not [e for e in kubeapi.events_for("AnomalyDetector", "default", "cpu-normal")
+                if e["reason"] == "AnomalyDetected"]
+
+
+def test_many_series_are_scored_separately_in_one_query(kubeapi: KubeAPIServer, operator: OperatorProcess) -> None:
+    kubeapi.create(detector("cpu-both", "nab_cpu", interval="1s", step="5m", topK=5))
+    status = wait_for(lambda: ready(kubeapi, "cpu-both"), timeout=30, what="Ready")
+    states = {s["labels"]["scenario"]: s["state"] for s in status["series"]}  # type: ignore[union-attr]
+    assert states == {"incident": "Anomalous", "normal": "Normal"}
+    assert status["seriesCount"] == 2 and status["anomalousSeries"] == 1
+    assert status["series"][0]["labels"]["scenario"] == "incident"  # type: ignore[index]
+
+
+def test_status_is_written_on_change_and_heartbeat_only(kubeapi: KubeAPIServer, operator: OperatorProcess) -> None:
+    kubeapi.create(detector("cpu-quiet-writes", 'nab_cpu{scenario="normal"}', interval="1s", step="5m"))
+    wait_for(lambda: ready(kubeapi, "cpu-quiet-writes"), timeout=30, what="Ready")
+
+    def writes() -> int:
+        return kubeapi.count_requests(method="PATCH", plural="anomalydetectors", name="cpu-quiet-writes",
+                                      subresource="status")
+
+    first = writes()
+    evaluations = operator.value("vigil_evaluations_total", result="evaluated") or 0
+    wait_for(lambda: (operator.value("vigil_evaluations_total", result="evaluated") or 0) >= evaluations + 8,
+             timeout=30, what="8 more evaluations")
+    # ~8 evaluations at 1s with a 3s heartbeat: a few heartbeat writes, never one per evaluation.
+    assert writes() - first <= 4, writes() - first
+
+
+@pytest.mark.parametrize(("spec", "message"), [
+    ({"query": "up", "threshold": 2}, "spec.threshold: Invalid value"),
+    ({"query": "up", "interval": "5 minutes"}, "spec.interval"),
+    ({"interval": "1m"}, "spec.query: Required value"),
+    ({"query": "up", "missingData": "maybe"}, "spec.missingData: Unsupported value"),
+    ({"query": "up", "model": {"builtin": "default", "configMapRef": {"name": "m", "key": "k"}}},
+     "set either builtin or configMapRef"),
+    ({"query": "up", "interval": "0s"}, "spec.interval"),
+])
+def test_bad_specs_are_rejected_by_the_schema(kubeapi: KubeAPIServer, spec: dict[str, object], message: str) -> None:
+    body = {"apiVersion": "vigil.dev/v1alpha1", "kind": "AnomalyDetector",
+            "metadata": {"name": "bad", "namespace": "default"}, "spec": spec}
+    with pytest.raises(ApiError) as error:
+        kubeapi.create(body)
+    assert error.value.code == 422
+    assert message in str(error.value.message), error.value.message
+
+
+def _ready_reason(kubeapi: KubeAPIServer, name: str) -> tuple[str, str, str] | None:
+    conds = conditions_of(kubeapi.get(*AD, "default", name))
+    ready_ = conds.get("Ready")
+    if not ready_ or ready_["status"] != "False":
+        return None
+    return ready_["status"], ready_["reason"], ready_["message"]
+
+
+def test_wrong_but_valid_specs_give_precise_reasons(kubeapi: KubeAPIServer, operator: OperatorProcess,
+                                                    tmp_path: pathlib.Path) -> None:
+    kubeapi.create(detector("bad-query", "sum(nab_cpu", interval="1s", step="5m"))
+    kubeapi.create(detector("no-configmap", "nab_cpu", interval="1s", step="5m",
+                            model={"configMapRef": {"name": "absent", "key": "model.onnx"}}))
+    kubeapi.create({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "broken", "namespace": "default"},
+                    "binaryData": {"model.onnx": base64.b64encode(b"this is not onnx").decode()}})
+    kubeapi.create(detector("broken-model", "nab_cpu", interval="1s", step="5m",
+                            model={"configMapRef": {"name": "broken", "key": "model.onnx"}}))
+    kubeapi.create(detector("pinned", "nab_cpu", interval="1s", step="5m", model={"sha256": "0" * 64}))
+    kubeapi.create(detector("short-lookback", "nab_cpu", interval="1s", step="5m", lookback="10m"))
+
+    expectations = {
+        "bad-query": ("InvalidQuery", "parse error"),
+        "no-configmap": ("ModelNotFound", "ConfigMap default/absent not found"),
+        "broken-model": ("ModelInvalid", "not a loadable ONNX model"),
+        "pinned": ("ModelDigestMismatch", hashlib.sha256(inference.builtin_bytes()).hexdigest()),
+        "short-lookback": ("InvalidSpec", "lookback 10m is shorter than the model needs"),
+    }
+    for name, (reason, text) in expectations.items():
+        got = wait_for(lambda name=name: _ready_reason(kubeapi, name), timeout=30, what=f"{name} Ready=False")
+        assert got[1] == reason, (name, got)
+        assert text in got[2], (name, got)
+        events = kubeapi.events_for("AnomalyDetector", "default", name)
+        assert any(e["reason"] == reason and e["type"] == "Warning" for e in events), events
+    assert operator.value("vigil_prometheus_errors_total", kind="invalid-query")
+    assert operator.proc is not None and operator.proc.poll() is None  # the operator never crashes
+
+
+def test_paused_detector(kubeapi: KubeAPIServer, operator: OperatorProcess) -> None:
+    kubeapi.create(detector("paused", "nab_cpu", interval="1s", step="5m", paused=True))
+    got = wait_for(lambda: _ready_reason(kubeapi, "paused"), timeout=30, what="Paused")
+    assert got[1] == "Paused"
