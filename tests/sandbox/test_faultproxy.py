@@ -243,3 +243,46 @@ def test_stop_closes_the_port_and_keep_alive_connections(moto_url: str) -> None:
         _ = proxy.url
     with pytest.raises(ValueError):
         FaultProxy("https://example.com")
+
+
+def test_hold_keeps_the_answer_or_the_request_back() -> None:
+    """``hold`` makes an AWS call hang in flight; with forward_first the target still applies it."""
+    import threading as _threading
+
+    from moto.server import ThreadedMotoServer
+
+    from tests.integration import aws_world
+
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    try:
+        with FaultProxy(f"http://{host}:{port}") as proxy:
+            moto = aws_world.session().client("autoscaling", endpoint_url=proxy.url)
+            results: list[object] = []
+
+            def call() -> None:
+                try:
+                    results.append(moto.describe_auto_scaling_groups())
+                except Exception as exc:  # the dropped request ends as a connection error
+                    results.append(exc)
+
+            release = proxy.hold("DescribeAutoScalingGroups", forward_first=True)
+            worker = _threading.Thread(target=call)
+            worker.start()
+            worker.join(timeout=1.0)
+            assert worker.is_alive() and results == []  # forwarded, answer held
+            release()
+            worker.join(timeout=10)
+            assert isinstance(results[0], dict)
+
+            release = proxy.hold("DescribeAutoScalingGroups", forward_first=False)
+            worker = _threading.Thread(target=call)
+            worker.start()
+            worker.join(timeout=1.0)
+            assert worker.is_alive()
+            release()
+            worker.join(timeout=60)
+            assert proxy.hits("DescribeAutoScalingGroups") >= 2
+    finally:
+        server.stop()

@@ -31,14 +31,15 @@ import collections
 import email.message
 import http.client
 import http.server
+import io
 import json
 import re
 import socket
 import threading
 import urllib.parse
 import uuid
-from collections.abc import Mapping
-from dataclasses import dataclass, replace
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field, replace
 from types import TracebackType
 from typing import Final
 
@@ -187,6 +188,10 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         query = urllib.parse.urlsplit(self.path).query
         info = identify(self.headers, body, query)
         fault = self.server.proxy._record(info)
+        hold = self.server.proxy._take_hold(info)
+        if hold is not None:
+            self._held(body, hold)
+            return
         if fault is not None:
             headers, payload = render_error(info, fault)
             self.send_response_only(fault.http_status)
@@ -195,6 +200,25 @@ class _Handler(http.server.BaseHTTPRequestHandler):
             self._send_body(payload)
             return
         self._forward(body)
+
+    def _held(self, body: bytes, hold: _Hold) -> None:
+        """Keep a request (or its answer) back until released: an AWS call 'in flight' for as long as a
+        test needs, e.g. to kill the client while it waits."""
+        if not hold.forward_first:
+            hold.released.wait()
+            self.close_connection = True  # never forwarded, never answered: lost in flight
+            return
+        buffer = io.BytesIO()
+        real, self.wfile = self.wfile, buffer
+        try:
+            self._forward(body)
+        finally:
+            self.wfile = real
+        hold.released.wait()
+        try:
+            self.wfile.write(buffer.getvalue())
+        except OSError:
+            pass  # the client is gone; AWS has applied the change anyway
 
     def _forward(self, body: bytes) -> None:
         target = self.server.proxy.target
@@ -229,6 +253,14 @@ class _Handler(http.server.BaseHTTPRequestHandler):
     do_GET = do_POST = do_PUT = do_DELETE = do_PATCH = do_HEAD = _handle
 
 
+@dataclass
+class _Hold:
+    operation: str
+    forward_first: bool
+    released: threading.Event = field(default_factory=threading.Event)
+    taken: bool = False
+
+
 class FaultProxy:
     """Forward everything to ``target_url``, except the faults configured with :meth:`add_fault`.
 
@@ -241,6 +273,7 @@ class FaultProxy:
             raise ValueError(f"target_url must be http://host:port, got {target_url!r}")
         self._lock = threading.Lock()
         self._faults: list[Fault] = []
+        self._holds: list[_Hold] = []
         self._hits: collections.Counter[str] = collections.Counter()
         self._requests: list[tuple[str, str]] = []
         self._connections: set[socket.socket] = set()
@@ -272,6 +305,9 @@ class FaultProxy:
         server, thread = self._server, self._thread
         if server is None or thread is None:
             return
+        with self._lock:
+            for hold in self._holds:
+                hold.released.set()  # never leave a handler thread blocked
         server.shutdown()
         server.server_close()
         thread.join()
@@ -318,6 +354,19 @@ class FaultProxy:
         with self._lock:
             self._faults.append(Fault(operation, code, message, http_status, times, service))
 
+    def hold(self, operation: str, forward_first: bool = True) -> Callable[[], None]:
+        """Hold the next request for ``operation`` until the returned ``release()`` is called.
+
+        ``forward_first``: the request reaches the target (AWS applies it) but the answer is kept
+        back; after release it is sent, if the client is still there. Otherwise the request itself is
+        kept back and, after release, dropped without ever being forwarded. Either way the client
+        sees a call that does not return, which is how a test kills an operator mid-call.
+        """
+        hold = _Hold(operation, forward_first)
+        with self._lock:
+            self._holds.append(hold)
+        return hold.released.set
+
     def clear(self) -> None:
         """Drop all faults and forget all requests."""
         with self._lock:
@@ -347,6 +396,14 @@ class FaultProxy:
                 if fault.matches(info):
                     fault.remaining -= 1
                     return replace(fault)
+            return None
+
+    def _take_hold(self, info: RequestInfo) -> _Hold | None:
+        with self._lock:
+            for hold in self._holds:
+                if not hold.taken and hold.operation == info.operation:
+                    hold.taken = True
+                    return hold
             return None
 
     def _track(self, connection: socket.socket, *, add: bool) -> None:

@@ -307,8 +307,7 @@ class RemediationEngine:
                         await self._record_skip(entry, spec, status.incident, next_step.index, reason,
                                                 verdict.message, result, [], now)
                 elif result.state == TriggerState.FIRING and now >= entry.aws_backoff_until:
-                    degraded = await self._propose(entry, spec, status.incident, next_step.index, result, actions,
-                                                   now)
+                    degraded = await self._propose(entry, spec, status.incident, next_step.index, result, now)
                     if degraded is not None:
                         status.recoverable_errors += 1
                         put(PolicyConditionType.DEGRADED, ConditionStatus.TRUE, PolicyReason.AWS_RETRYING, degraded)
@@ -391,7 +390,7 @@ class RemediationEngine:
     # --- proposals -----------------------------------------------------------------------------
 
     async def _propose(self, entry: PolicyEntry, spec: RemediationPolicySpec, incident: str, index: int,
-                       result: TriggerResult, actions: list[ActionEntry], now: float) -> str | None:
+                       result: TriggerResult, now: float) -> str | None:
         """Decide the targets of step ``index`` and record the decision. Returns a Degraded message on a
         Recoverable AWS error (nothing recorded; retried later), else None."""
         from vigil.adapters import aws as aws_adapter
@@ -401,7 +400,7 @@ class RemediationEngine:
             return None
         step = spec.actions[index]
         try:
-            chosen = await self._targets(entry, spec, step, result, actions)
+            chosen = await self._targets(spec, step, result)
         except aws_adapter.AwsError as exc:
             self.metrics.aws_errors.labels(exc.operation or "describe", exc.error_class.value).inc()
             if exc.error_class == ErrorClass.RECOVERABLE:
@@ -421,8 +420,8 @@ class RemediationEngine:
         await self._create_action(entry, spec, incident, index, targets, result, now)
         return None
 
-    async def _targets(self, entry: PolicyEntry, spec: RemediationPolicySpec, step: api_policy.Step,
-                       result: TriggerResult, actions: list[ActionEntry]) -> tuple[list[Target], list[str]] | Refusal:
+    async def _targets(self, spec: RemediationPolicySpec, step: api_policy.Step,
+                       result: TriggerResult) -> tuple[list[Target], list[str]] | Refusal:
         """Resolve, check against the tag allow-guard and the blast radius. Raises AwsError."""
         from vigil.adapters import aws as aws_adapter
 
@@ -463,8 +462,9 @@ class RemediationEngine:
         groups = sorted({g for _, g in wanted if g})
         sizes = await self._aws(aws.group_sizes, groups) if groups else {}
         radius = spec.blast_radius
+        # In-flight work on a group counts whichever policy started it: the group's capacity is shared.
         allowed, verdict = guards.blast_radius(
-            wanted, [a.record() for a in actions], sizes,
+            wanted, [a.record() for a in self.actions.values()], sizes,
             radius.max_instances if radius else None, radius.max_percent if radius else None)
         if not allowed:
             return Refusal(SkipReason.BLAST_RADIUS_EXCEEDED, verdict.message,

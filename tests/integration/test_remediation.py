@@ -1,0 +1,501 @@
+"""Remediation end to end: real Prometheus, the API emulator, moto (through the fault proxy), ``vigil run``.
+
+Each test builds a small AWS estate in moto, applies an AnomalyDetector over a
+backfilled NAB incident and a RemediationPolicy, and checks the audit trail
+(RemediationActions, Events, metrics) and the AWS state moto ends up in.
+"""
+
+from __future__ import annotations
+
+import datetime
+import json
+import pathlib
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from typing import Any
+
+import numpy as np
+import pytest
+
+from tests.conftest import OperatorFactory, conditions_of, detector
+from tests.harness import OperatorProcess, wait_for
+from tests.integration import aws_world, scenario
+from tests.integration.aws_world import Estate, Moto
+from vigil.adapters import inference
+from vigil.sandbox.faultproxy import FaultProxy
+from vigil.sandbox.kubeapi import KubeAPIServer
+from vigil.sandbox.prometheus import PrometheusServer, Series
+
+KEY = "realAWSCloudwatch/ec2_cpu_utilization_825cc2.csv"
+RA = ("vigil.dev/v1alpha1", "remediationactions")
+RP = ("vigil.dev/v1alpha1", "remediationpolicies")
+AD = ("vigil.dev/v1alpha1", "anomalydetectors")
+
+
+# --- peers ------------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def moto() -> Iterator[Moto]:
+    server = Moto().start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="module")
+def prometheus() -> Iterator[PrometheusServer]:
+    scorer = inference.Scorer(inference.builtin_bytes())
+    incident = scenario.build(KEY, "nab_cpu", {"scenario": "incident"}, "incident", scorer)
+    normal = scenario.build(KEY, "nab_cpu", {"scenario": "normal"}, "normal", scorer)
+    # A series that stopped reporting an hour ago: it is in the model window but has no value now.
+    stopped = incident.series.timestamps[incident.series.timestamps <= time.time() - 3600]
+    gone = Series("nab_cpu", {"scenario": "stopped"}, stopped,
+                  np.asarray(incident.series.values[: stopped.size]))
+    with PrometheusServer(history=[incident.series, normal.series, gone]) as server:
+        yield server
+
+
+@pytest.fixture
+def estate(moto: Moto) -> Estate:
+    moto.reset()
+    return aws_world.build(moto)
+
+
+@pytest.fixture
+def proxy(moto: Moto) -> Iterator[FaultProxy]:
+    with FaultProxy(moto.url) as fault_proxy:
+        yield fault_proxy
+
+
+@pytest.fixture
+def operator(run_operator: OperatorFactory, prometheus: PrometheusServer, proxy: FaultProxy) -> OperatorProcess:
+    return run_operator("--prometheus-url", prometheus.url, "--aws-endpoint-url", proxy.url, "--no-leader-election")
+
+
+# --- objects ----------------------------------------------------------------------------------------
+
+INCIDENT = 'nab_cpu{scenario="incident"}'
+NORMAL = 'nab_cpu{scenario="normal"}'
+
+
+def with_instance(query: str, instance: str) -> str:
+    """Give the series an ``instance_id`` label with PromQL, as a relabelled exporter would."""
+    return f'label_replace({query}, "instance_id", "{instance}", "", "")'
+
+
+def apply_detector(kubeapi: KubeAPIServer, namespace: str = "default", name: str = "cpu",
+                   query: str = INCIDENT, **spec: Any) -> None:
+    body = detector(name, query, namespace, interval="1s", step="5m", **spec)
+    body["metadata"]["labels"] = {"app": "web"}  # type: ignore[index]
+    kubeapi.create(body)
+
+
+def apply_policy(kubeapi: KubeAPIServer, actions: list[dict[str, Any]], namespace: str = "default",
+                 name: str = "web", **spec: Any) -> None:
+    body = {
+        "apiVersion": "vigil.dev/v1alpha1", "kind": "RemediationPolicy",
+        "metadata": {"name": name, "namespace": namespace},
+        "spec": {"detectorSelector": {"matchLabels": {"app": "web"}}, "actions": actions,
+                 "aws": {"region": aws_world.REGION}, "cooldown": "0s", **spec},
+    }
+    kubeapi.create(body)
+
+
+def scale(by: int | None = None, to: int | None = None, *, name: str = "web", low: int = 1, high: int = 10,
+          after: str = "0s") -> dict[str, Any]:
+    step: dict[str, Any] = {"name": name, "min": low, "max": high}
+    if by is not None:
+        step["by"] = by
+    if to is not None:
+        step["to"] = to
+    return {"name": f"scale-{name}", "after": after, "scaleAutoScalingGroup": step}
+
+
+def actions(kubeapi: KubeAPIServer, namespace: str = "default") -> list[dict[str, Any]]:
+    return sorted(kubeapi.list(*RA, namespace), key=lambda a: a["metadata"]["creationTimestamp"])
+
+
+def phases(kubeapi: KubeAPIServer, namespace: str = "default") -> list[str]:
+    return [(a.get("status") or {}).get("phase", "") for a in actions(kubeapi, namespace)]
+
+
+def wait_phase(kubeapi: KubeAPIServer, phase: str, namespace: str = "default", count: int = 1,
+               timeout: float = 40) -> list[dict[str, Any]]:
+    return wait_for(lambda: [a for a in actions(kubeapi, namespace) if (a.get("status") or {}).get("phase") == phase]
+                    if phases(kubeapi, namespace).count(phase) >= count else None,
+                    timeout=timeout, what=f"{count} action(s) {phase} in {namespace}")
+
+
+def policy_conditions(kubeapi: KubeAPIServer, namespace: str = "default", name: str = "web") -> dict[str, Any]:
+    return conditions_of(kubeapi.get(*RP, namespace, name))
+
+
+def reasons(kubeapi: KubeAPIServer, kind: str, name: str, namespace: str = "default") -> list[str]:
+    return [e["reason"] for e in kubeapi.events_for(kind, namespace, name)]
+
+
+def stamp(text: str) -> float:
+    return datetime.datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp()
+
+
+def steady(check: Any, seconds: float = 3.0) -> None:
+    """Assert ``check()`` stays true for a while (for 'nothing more happens')."""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        assert check()
+        time.sleep(0.2)
+
+
+# --- the semantics ----------------------------------------------------------------------------------
+
+
+def test_scale_out_within_bounds(kubeapi: KubeAPIServer, operator: OperatorProcess, estate: Estate,
+                                 moto: Moto, proxy: FaultProxy) -> None:
+    apply_detector(kubeapi)
+    apply_policy(kubeapi, [scale(by=5, high=4)])
+    done = wait_phase(kubeapi, "Succeeded")[0]
+    assert estate.desired(moto) == 4  # 2 + 5, held at max 4
+    status = done["status"]
+    assert status["before"]["desiredCapacity"] == 2 and status["after"]["desiredCapacity"] == 4
+    assert status["intent"]["operation"] == "SetDesiredCapacity"
+    assert status["intent"]["parameters"]["DesiredCapacity"] == 4
+    assert status["awsRequestIds"] and "desiredCapacity 2 → 4" in status["message"]
+    spec = done["spec"]
+    assert spec["reason"]["detector"] == "cpu" and spec["reason"]["score"] >= spec["reason"]["threshold"]
+    assert spec["targets"] == [{"kind": "AutoScalingGroup", "id": "web"}]
+    owner = done["metadata"]["ownerReferences"][0]
+    assert owner["kind"] == "RemediationPolicy" and owner["controller"] is True
+    assert proxy.hits("SetDesiredCapacity") == 1
+    name = done["metadata"]["name"]
+    assert {"ActionProposed", "ActionExecuted"} <= set(reasons(kubeapi, "RemediationAction", name))
+    assert {"ActionProposed", "ActionExecuted"} <= set(reasons(kubeapi, "RemediationPolicy", "web"))
+    wait_for(lambda: operator.value("vigil_actions_total", policy="web", phase="Succeeded") == 1.0,
+             what="actions metric")
+    policy = kubeapi.get(*RP, "default", "web")
+    assert policy is not None and policy["status"]["lastAction"]["name"] == name
+    assert policy["status"]["matchedDetectors"] == ["cpu"]
+    # The detector is still anomalous, but the ladder has one step: nothing more happens.
+    steady(lambda: proxy.hits("SetDesiredCapacity") == 1 and len(actions(kubeapi)) == 1)
+    assert not operator.errors()
+
+
+def test_escalation_to_the_next_step(kubeapi: KubeAPIServer, operator: OperatorProcess, estate: Estate,
+                                     moto: Moto) -> None:
+    victim = estate.instances[0]
+    apply_detector(kubeapi, query=with_instance(INCIDENT, victim))
+    apply_policy(kubeapi, [
+        scale(by=1),
+        {"name": "replace", "after": "2s", "replaceInstance": {"targets": {"fromLabel": "instance_id"}}},
+    ])
+    done = wait_phase(kubeapi, "Succeeded", count=2)
+    first, second = sorted(done, key=lambda a: a["spec"]["stepIndex"])
+    assert second["spec"]["stepIndex"] == 1 and second["spec"]["targets"][0]["id"] == victim
+    assert second["spec"]["targets"][0]["group"] == "web"
+    # Step 2 was decided at least 'after' (2s) past step 1's completion (creationTimestamp has whole seconds).
+    gap = stamp(second["metadata"]["creationTimestamp"]) - stamp(first["status"]["completedAt"])
+    assert gap >= 1
+    health = moto.client("autoscaling").describe_auto_scaling_instances(InstanceIds=[victim])
+    assert health["AutoScalingInstances"][0]["HealthStatus"].lower() == "unhealthy"
+
+
+def test_approval_granted_rejected_and_expired(kubeapi: KubeAPIServer, operator: OperatorProcess, estate: Estate,
+                                               moto: Moto, kubeconfig: pathlib.Path) -> None:
+    for namespace, timeout in (("granted", "5m"), ("rejected", "5m"), ("expired", "3s")):
+        apply_detector(kubeapi, namespace=namespace)
+        apply_policy(kubeapi, [scale(by=1)], namespace=namespace, approval={"required": True, "timeout": timeout})
+    for namespace in ("granted", "rejected", "expired"):
+        pending = wait_phase(kubeapi, "PendingApproval", namespace, timeout=40)[0] if namespace != "expired" else None
+        if pending is not None:
+            name = pending["metadata"]["name"]
+            assert "ApprovalRequested" in reasons(kubeapi, "RemediationAction", name, namespace)
+            assert policy_conditions(kubeapi, namespace)["ActionAllowed"]["reason"] == "AwaitingApproval"
+    assert estate.desired(moto) == 2  # nothing happens without a human
+
+    granted = actions(kubeapi, "granted")[0]["metadata"]["name"]
+    cli = subprocess.run([sys.executable, "-m", "vigil", "approve", granted, "-n", "granted", "--kubeconfig",
+                          str(kubeconfig), "--by", "alice"], capture_output=True, text=True, timeout=60)
+    assert cli.returncode == 0, cli.stderr
+    done = wait_phase(kubeapi, "Succeeded", "granted")[0]
+    assert done["status"]["decision"] == {"by": "alice", "at": done["status"]["decision"]["at"], "via": "cli"}
+    assert estate.desired(moto) == 3
+
+    rejected = actions(kubeapi, "rejected")[0]["metadata"]["name"]
+    kubeapi.patch(*RA, "rejected", rejected, {"metadata": {"annotations": {"vigil.dev/reject": "true"}}})
+    gone = wait_phase(kubeapi, "Rejected", "rejected")[0]
+    assert "ActionRejected" in reasons(kubeapi, "RemediationAction", rejected, "rejected")
+    assert gone["status"]["decision"]["via"] == "annotation"
+
+    expired = wait_phase(kubeapi, "Expired", "expired")[0]
+    assert "not approved within" in expired["status"]["message"]
+    assert "ActionExpired" in reasons(kubeapi, "RemediationAction", expired["metadata"]["name"], "expired")
+    assert estate.desired(moto) == 3  # only the approved one acted
+    # A late approval of an expired action changes nothing.
+    kubeapi.patch(*RA, "expired", expired["metadata"]["name"],
+                  {"metadata": {"annotations": {"vigil.dev/approve": "true"}}})
+    steady(lambda: estate.desired(moto) == 3 and phases(kubeapi, "expired") == ["Expired"])
+
+
+def _flip(kubeapi: KubeAPIServer, query: str, anomalous: bool) -> None:
+    kubeapi.patch(*AD, "default", "cpu", {"spec": {"query": query}})
+    wait_for(lambda: (kubeapi.get(*AD, "default", "cpu") or {}).get("status", {}).get("anomalous") is anomalous,
+             timeout=30, what=f"detector anomalous={anomalous}")
+
+
+def test_cooldown_and_rate_limit(kubeapi: KubeAPIServer, operator: OperatorProcess, estate: Estate,
+                                 moto: Moto) -> None:
+    apply_detector(kubeapi)
+    apply_policy(kubeapi, [scale(by=1)], cooldown="1h", rateLimit={"maxActions": 1, "window": "1h"},
+                 successfulActionsHistoryLimit=5)
+    wait_phase(kubeapi, "Succeeded")
+    assert estate.desired(moto) == 3
+    # The incident ends, then a new one starts within the cooldown.
+    _flip(kubeapi, NORMAL, False)
+    wait_for(lambda: (kubeapi.get(*RP, "default", "web") or {}).get("status", {}).get("incident") is None,
+             what="incident closed")
+    _flip(kubeapi, INCIDENT, True)
+    skipped = wait_phase(kubeapi, "Skipped")[0]
+    assert skipped["status"]["skipReason"] == "CooldownActive"
+    conds = policy_conditions(kubeapi)
+    assert conds["ActionAllowed"]["status"] == "False" and conds["ActionAllowed"]["reason"] == "CooldownActive"
+    assert (kubeapi.get(*RP, "default", "web") or {})["status"]["cooldownUntil"]
+    assert "ActionSkipped" in reasons(kubeapi, "RemediationAction", skipped["metadata"]["name"])
+    # One skip record per incident and reason, not one per tick.
+    steady(lambda: phases(kubeapi).count("Skipped") == 1)
+    assert estate.desired(moto) == 3
+
+    # Without the cooldown, the rate limit (1 per hour) is what holds the next incident back.
+    kubeapi.patch(*RP, "default", "web", {"spec": {"cooldown": "0s"}})
+    wait_for(lambda: policy_conditions(kubeapi)["ActionAllowed"]["reason"] == "RateLimited", what="RateLimited")
+    limited = wait_for(lambda: [a for a in actions(kubeapi)
+                                if (a.get("status") or {}).get("skipReason") == "RateLimited"], what="skip record")
+    assert limited and estate.desired(moto) == 3
+    assert (kubeapi.get(*RP, "default", "web") or {})["status"]["actionsInWindow"] == 1
+
+
+def test_blast_radius_counts_in_flight_actions(kubeapi: KubeAPIServer, operator: OperatorProcess, estate: Estate,
+                                               moto: Moto) -> None:
+    first, second = estate.instances
+    # Policy "hold" reboots the first instance but waits for approval: that action is in flight.
+    apply_detector(kubeapi)
+    apply_policy(kubeapi, [{"name": "reboot", "rebootInstances": {"targets": {"instanceIds": [first]}}}],
+                 name="hold", approval={"required": True})
+    wait_phase(kubeapi, "PendingApproval")
+    # Policy "web" wants the second instance of the same 2-instance group, at most 50% at once.
+    apply_policy(kubeapi, [{"name": "reboot", "rebootInstances": {"targets": {"instanceIds": [second]}}}],
+                 name="web", blastRadius={"maxPercent": 50})
+    skipped = wait_phase(kubeapi, "Skipped")[0]
+    assert skipped["status"]["skipReason"] == "BlastRadiusExceeded"
+    assert "1 of 2 in group web in flight, limit 1" in skipped["status"]["message"]
+    # Once the in-flight action ends (rejected), the next decision may act.
+    hold = next(a for a in actions(kubeapi) if a["spec"]["policyRef"]["name"] == "hold")
+    kubeapi.patch(*RA, "default", hold["metadata"]["name"], {"metadata": {"annotations": {"vigil.dev/reject": "true"}}})
+    _flip(kubeapi, NORMAL, False)
+    _flip(kubeapi, INCIDENT, True)
+    done = wait_for(lambda: [a for a in actions(kubeapi) if a["spec"]["policyRef"]["name"] == "web"
+                             and (a.get("status") or {}).get("phase") == "Succeeded"], what="reboot done")
+    assert done[0]["spec"]["targets"][0]["id"] == second
+
+
+def test_dry_run_changes_nothing(kubeapi: KubeAPIServer, operator: OperatorProcess, estate: Estate, moto: Moto,
+                                 proxy: FaultProxy) -> None:
+    apply_detector(kubeapi)
+    apply_policy(kubeapi, [scale(by=2)], dryRun=True)
+    done = wait_phase(kubeapi, "DryRun")[0]
+    assert done["spec"]["dryRun"] is True
+    assert "would call SetDesiredCapacity (desiredCapacity 2 → 4)" in done["status"]["message"]
+    assert done["status"]["after"] == {"desiredCapacity": 4}
+    assert estate.desired(moto) == 2
+    assert proxy.hits("SetDesiredCapacity") == 0
+    assert "ActionExecuted" in reasons(kubeapi, "RemediationAction", done["metadata"]["name"])
+
+
+def test_dry_run_uses_the_ec2_permission_check(kubeapi: KubeAPIServer, operator: OperatorProcess, estate: Estate,
+                                               proxy: FaultProxy) -> None:
+    apply_detector(kubeapi)
+    apply_policy(kubeapi, [{"name": "reboot", "rebootInstances": {"targets": {"instanceIds": estate.instances[:1]}}}],
+                 dryRun=True)
+    done = wait_phase(kubeapi, "DryRun")[0]
+    assert "permission check: allowed" in done["status"]["message"]
+    assert proxy.hits("RebootInstances") == 1  # the DryRun=True call, which changes nothing
+
+
+def test_untagged_target_is_refused(kubeapi: KubeAPIServer, operator: OperatorProcess, estate: Estate,
+                                    moto: Moto, proxy: FaultProxy) -> None:
+    apply_detector(kubeapi)
+    apply_policy(kubeapi, [scale(by=1, name="legacy")])
+    skipped = wait_phase(kubeapi, "Skipped")[0]
+    assert skipped["status"]["skipReason"] == "TargetNotManaged"
+    assert "lacks tag vigil.dev/managed=true" in skipped["status"]["message"]
+    assert estate.desired(moto, "legacy") == 2 and proxy.hits("SetDesiredCapacity") == 0
+
+
+def test_throttled_aws_is_retried(kubeapi: KubeAPIServer, run_operator: OperatorFactory,
+                                  prometheus: PrometheusServer, proxy: FaultProxy, estate: Estate,
+                                  moto: Moto) -> None:
+    run_operator("--prometheus-url", prometheus.url, "--aws-endpoint-url", proxy.url, "--no-leader-election",
+                 "--aws-max-attempts", "2")
+    proxy.add_fault("SetDesiredCapacity", "Throttling", "Rate exceeded", http_status=400, times=3)
+    apply_detector(kubeapi)
+    apply_policy(kubeapi, [scale(by=1)])
+    retrying = wait_for(lambda: [a for a in actions(kubeapi)
+                                 if (a.get("status") or {}).get("errorClass") == "Recoverable"], what="retrying")
+    assert "Throttling" in retrying[0]["status"]["message"]
+    assert policy_conditions(kubeapi)["Degraded"]["reason"] == "AWSRetrying"
+    done = wait_phase(kubeapi, "Succeeded", timeout=60)[0]
+    assert done["status"]["attempts"] == 2
+    assert proxy.hits("SetDesiredCapacity") == 4  # 2 boto3 attempts, the engine's retry: 1 more throttled, 1 ok
+    assert estate.desired(moto) == 3
+    assert "ActionRetrying" in reasons(kubeapi, "RemediationAction", done["metadata"]["name"])
+
+
+def test_access_denied_is_terminal(kubeapi: KubeAPIServer, operator: OperatorProcess, proxy: FaultProxy,
+                                   estate: Estate, moto: Moto) -> None:
+    proxy.add_fault("SetDesiredCapacity", "AccessDenied", "User is not authorized", http_status=403, times=100)
+    apply_detector(kubeapi)
+    apply_policy(kubeapi, [scale(by=1)])
+    failed = wait_phase(kubeapi, "Failed")[0]
+    assert failed["status"]["errorClass"] == "Terminal" and failed["status"]["errorCode"] == "AccessDenied"
+    assert "not retried" in failed["status"]["message"]
+    assert "ActionFailed" in reasons(kubeapi, "RemediationAction", failed["metadata"]["name"])
+    steady(lambda: proxy.hits("SetDesiredCapacity") == 1, seconds=4)  # no retry storm
+    assert estate.desired(moto) == 2
+    assert operator.value("vigil_aws_errors_total", operation="SetDesiredCapacity", error_class="Terminal") == 1
+
+
+def test_missing_or_stale_data_never_acts(kubeapi: KubeAPIServer, operator: OperatorProcess, estate: Estate,
+                                          moto: Moto, proxy: FaultProxy) -> None:
+    # 1. Only missing data (the series stopped an hour ago), even with missingData: alert.
+    apply_detector(kubeapi, namespace="missing", query='nab_cpu{scenario="stopped"}', missingData="alert")
+    apply_policy(kubeapi, [scale(by=1)], namespace="missing")
+    wait_for(lambda: (kubeapi.get(*AD, "missing", "cpu") or {}).get("status", {}).get("anomalous") is True,
+             what="anomalous through missing data")
+    # 2. A detector whose Prometheus is unreachable: Degraded, hence stale.
+    apply_detector(kubeapi, namespace="stale", prometheus={"url": "http://127.0.0.1:9"})
+    apply_policy(kubeapi, [scale(by=1)], namespace="stale")
+    wait_for(lambda: policy_conditions(kubeapi, "stale").get("ActionAllowed", {}).get("reason") == "DetectorStale",
+             what="DetectorStale")
+    # 3. A scale-in while one series of the detector has no data: refused.
+    apply_detector(kubeapi, namespace="scalein", query='nab_cpu{scenario=~"incident|stopped"}')
+    apply_policy(kubeapi, [scale(by=-1)], namespace="scalein")
+    refused = wait_phase(kubeapi, "Skipped", "scalein")[0]
+    assert refused["status"]["skipReason"] == "MissingData"
+    assert "scale-in refused" in refused["status"]["message"]
+    steady(lambda: actions(kubeapi, "missing") == [] and actions(kubeapi, "stale") == [], seconds=3)
+    assert proxy.hits("SetDesiredCapacity") == 0 and estate.desired(moto) == 2
+
+
+def test_restart_mid_action_neither_repeats_nor_loses(kubeapi: KubeAPIServer, run_operator: OperatorFactory,
+                                                      prometheus: PrometheusServer, proxy: FaultProxy,
+                                                      estate: Estate, moto: Moto) -> None:
+    args = ("--prometheus-url", prometheus.url, "--aws-endpoint-url", proxy.url, "--no-leader-election")
+    first = run_operator(*args)
+    # AWS applies the change, but its answer never reaches the operator: it dies waiting.
+    release = proxy.hold("SetDesiredCapacity", forward_first=True)
+    apply_detector(kubeapi)
+    apply_policy(kubeapi, [scale(by=2)])
+    executing = wait_phase(kubeapi, "Executing")[0]
+    assert executing["status"]["intent"]["parameters"]["DesiredCapacity"] == 4  # written before the call
+    wait_for(lambda: estate.desired(moto) == 4, what="AWS applied the change")
+    first.kill()
+    release()
+    run_operator(*args, name="restarted")
+    done = wait_phase(kubeapi, "Succeeded")[0]
+    assert "resumed: AWS already shows the change, not repeated" in done["status"]["message"]
+    assert proxy.hits("SetDesiredCapacity") == 1 and estate.desired(moto) == 4
+    assert len(actions(kubeapi)) == 1
+
+
+def test_restart_before_the_call_reaches_aws_issues_it_once(kubeapi: KubeAPIServer, run_operator: OperatorFactory,
+                                                           prometheus: PrometheusServer, proxy: FaultProxy,
+                                                           estate: Estate, moto: Moto) -> None:
+    args = ("--prometheus-url", prometheus.url, "--aws-endpoint-url", proxy.url, "--no-leader-election")
+    first = run_operator(*args)
+    release = proxy.hold("SetDesiredCapacity", forward_first=False)  # the request never gets to moto
+    apply_detector(kubeapi)
+    apply_policy(kubeapi, [scale(by=2)])
+    wait_phase(kubeapi, "Executing")
+    wait_for(lambda: proxy.hits("SetDesiredCapacity") == 1, what="the call in flight")
+    first.kill()
+    release()
+    assert estate.desired(moto) == 2  # lost in flight
+    run_operator(*args, name="restarted")
+    done = wait_phase(kubeapi, "Succeeded")[0]
+    assert done["status"]["attempts"] == 2 and estate.desired(moto) == 4
+    steady(lambda: estate.desired(moto) == 4 and len(actions(kubeapi)) == 1)
+
+
+def test_two_replicas_never_both_act(kubeapi: KubeAPIServer, run_operator: OperatorFactory,
+                                     prometheus: PrometheusServer, proxy: FaultProxy, estate: Estate,
+                                     moto: Moto) -> None:
+    args = ("--prometheus-url", prometheus.url, "--aws-endpoint-url", proxy.url, "--leader-election",
+            "--leader-election-namespace", "default", "--lease-duration", "3")
+    one = run_operator(*args, "--identity", "one", name="one")
+    two = run_operator(*args, "--identity", "two", name="two")
+    wait_for(lambda: sorted([one.value("vigil_leader") or 0, two.value("vigil_leader") or 0]) == [0, 1],
+             what="exactly one leader")
+    leader, standby = (one, two) if one.value("vigil_leader") == 1 else (two, one)
+    apply_detector(kubeapi)
+    apply_policy(kubeapi, [scale(by=1)])
+    wait_phase(kubeapi, "Succeeded")
+    assert proxy.hits("SetDesiredCapacity") == 1 and estate.desired(moto) == 3
+    assert (standby.value("vigil_evaluations_total", result="evaluated") or 0) == 0  # the standby only watches
+    lease = kubeapi.get("coordination.k8s.io/v1", "leases", "default", "vigil-leader")
+    assert lease is not None and lease["spec"]["holderIdentity"] == leader.name.split("-")[0]
+    leader.kill()  # no release: the standby must wait for expiry, then take over
+    wait_for(lambda: standby.value("vigil_leader") == 1, timeout=20, what="failover")
+    wait_for(lambda: (standby.value("vigil_evaluations_total", result="evaluated") or 0) > 0, what="standby works")
+    steady(lambda: proxy.hits("SetDesiredCapacity") == 1 and len(actions(kubeapi)) == 1)
+
+
+def test_alertmanager_alert_triggers_a_policy(kubeapi: KubeAPIServer, run_operator: OperatorFactory,
+                                              prometheus: PrometheusServer, proxy: FaultProxy, estate: Estate,
+                                              moto: Moto, tmp_path: pathlib.Path) -> None:
+    token = tmp_path / "token"
+    token.write_text("s3cret\n")
+    operator = run_operator("--prometheus-url", prometheus.url, "--aws-endpoint-url", proxy.url,
+                            "--no-leader-election", "--alertmanager-token-file", str(token))
+    kubeapi.create({"apiVersion": "vigil.dev/v1alpha1", "kind": "RemediationPolicy",
+                    "metadata": {"name": "latency", "namespace": "default"},
+                    "spec": {"alertSelector": {"matchLabels": {"alertname": "HighLatency"}},
+                             "actions": [scale(by=1)], "aws": {"region": aws_world.REGION}, "cooldown": "0s"}})
+    alert = {"version": "4", "status": "firing", "receiver": "vigil", "groupKey": "{}:{}", "truncatedAlerts": 0,
+             "groupLabels": {}, "commonLabels": {}, "commonAnnotations": {}, "externalURL": "http://am",
+             "alerts": [{"status": "firing", "labels": {"alertname": "HighLatency", "service": "web"},
+                         "annotations": {}, "startsAt": "2026-01-01T00:00:00Z", "endsAt": "0001-01-01T00:00:00Z",
+                         "generatorURL": "http://prom", "fingerprint": "abc123"}]}
+
+    def post(secret: str) -> int:
+        request = urllib.request.Request(f"{operator.url}/alertmanager", data=json.dumps(alert).encode(),
+                                         headers={"Authorization": f"Bearer {secret}",
+                                                  "Content-Type": "application/json"}, method="POST")
+        try:
+            with urllib.request.urlopen(request, timeout=5) as response:
+                return int(response.status)
+        except urllib.error.HTTPError as exc:
+            return int(exc.code)
+
+    assert post("wrong") == 401
+    assert actions(kubeapi) == []
+    assert post("s3cret") == 200
+    done = wait_phase(kubeapi, "Succeeded")[0]
+    assert done["spec"]["reason"]["source"] == "alertmanager"
+    assert done["spec"]["reason"]["alert"] == {"alertname": "HighLatency", "service": "web"}
+    assert estate.desired(moto) == 3
+    assert operator.value("vigil_alertmanager_alerts_received_total") == 1.0
+
+
+def test_history_limit_prunes_old_actions(kubeapi: KubeAPIServer, operator: OperatorProcess, estate: Estate,
+                                          moto: Moto) -> None:
+    apply_detector(kubeapi)
+    apply_policy(kubeapi, [scale(by=1)], successfulActionsHistoryLimit=1)
+    wait_phase(kubeapi, "Succeeded")
+    first = actions(kubeapi)[0]["metadata"]["name"]
+    _flip(kubeapi, NORMAL, False)
+    _flip(kubeapi, INCIDENT, True)
+    wait_for(lambda: [a["metadata"]["name"] for a in actions(kubeapi)] not in ([], [first])
+             and len(actions(kubeapi)) == 1 and phases(kubeapi) == ["Succeeded"], what="pruned to one")
+    assert estate.desired(moto) == 4
