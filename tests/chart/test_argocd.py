@@ -142,3 +142,9 @@ def test_application_installs_the_chart_with_server_side_apply(chart: helm.Chart
     chart.validate_schema(source["helm"]["valuesObject"])
     chart.render(source["helm"]["valuesObject"], name=source["helm"]["releaseName"],
                  namespace=app["spec"]["destination"]["namespace"])
+
+
+def test_argocd_doc_shows_the_tested_lua() -> None:
+    doc = (ROOT / "docs" / "argocd.md").read_text()
+    for script in ("anomalydetector.lua", "remediationpolicy.lua"):
+        assert f"```lua\n{(HEALTH / script).read_text()}```" in doc, f"docs/argocd.md is out of date with {script}"
