@@ -85,7 +85,7 @@ def parse(text: str) -> list[Row]:
             continue
         item = _LIST_ITEM.match(line)
         key = _KEY.match(line)
-        indent = len((item or key).group("indent")) if (item or key) else len(line) - len(line.lstrip())
+        indent = len(line) - len(line.lstrip(" "))
         while stack and stack[-1][0] >= indent:
             stack.pop()
         if item:

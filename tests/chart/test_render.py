@@ -29,7 +29,8 @@ FULL: dict[str, Any] = {
     "priorityClassName": "system-cluster-critical",
     "rbac": {"secretNames": ["slack-webhook", "pagerduty-webhook"]},
     "prometheus": {"url": "http://prometheus-operated.monitoring.svc:9090"},
-    "aws": {"region": "eu-west-1"},
+    "aws": {"region": "eu-west-1", "endpointUrl": "http://moto.test:5000"},
+    "leaderElection": {"leaseDurationSeconds": 30},
     "logFormat": "plain",
     "logLevel": "debug",
     "http": {"port": 9443},
@@ -178,15 +179,17 @@ def test_default_env(render: Render) -> None:
     assert values["VIGIL_LOG_FORMAT"] == "json"
     assert values["VIGIL_LOG_LEVEL"] == "info"
     assert values["VIGIL_HTTP_PORT"] == "8080"
+    assert values["VIGIL_LEADER_ELECTION"] == "true"
     assert values["VIGIL_LEADER_ELECTION_NAME"] == "vigil-leader"
     downward = {"fieldRef": {"fieldPath": "metadata.namespace"}}
     assert values["VIGIL_LEADER_ELECTION_NAMESPACE"] == downward
     assert values["POD_NAMESPACE"] == downward
     assert values["POD_NAME"] == {"fieldRef": {"fieldPath": "metadata.name"}}
     # Unset optional settings are absent, not empty (an empty URL is not "no URL").
-    for absent in ("VIGIL_PROMETHEUS_URL", "AWS_REGION", "AWS_DEFAULT_REGION", "VIGIL_ALERTMANAGER_TOKEN"):
+    for absent in ("VIGIL_PROMETHEUS_URL", "AWS_REGION", "AWS_DEFAULT_REGION", "VIGIL_AWS_ENDPOINT_URL",
+                   "VIGIL_ALERTMANAGER_TOKEN_FILE"):
         assert absent not in values
-    assert "args" not in container(objects)
+    assert container(objects)["args"] == ["--lease-duration", "15"]
     assert container(objects)["image"] == "ghcr.io/vigil-dev/vigil:0.1.0"  # default tag = appVersion
 
 
@@ -200,13 +203,30 @@ def test_full_env_args_and_image(render: Render) -> None:
     assert values["VIGIL_HTTP_PORT"] == "9443"
     assert values["AWS_REGION"] == values["AWS_DEFAULT_REGION"] == "eu-west-1"
     assert values["AWS_STS_REGIONAL_ENDPOINTS"] == "regional"
-    assert values["VIGIL_ALERTMANAGER_TOKEN"] == {
-        "secretKeyRef": {"name": "alertmanager-token", "key": "token"}
-    }
+    assert values["VIGIL_AWS_ENDPOINT_URL"] == "http://moto.test:5000"
     c = container(objects)
-    assert c["args"] == ["--heartbeat", "120"]
+    assert c["args"] == ["--lease-duration", "30", "--heartbeat", "120"]
     assert c["image"] == "registry.example.com/vigil:1.2.3"
     assert c["imagePullPolicy"] == "Always"
+
+
+def test_alertmanager_token_is_a_mounted_file_not_rbac(render: Render) -> None:
+    objects = render(FULL)
+    assert env(objects)["VIGIL_ALERTMANAGER_TOKEN_FILE"] == "/etc/vigil/alertmanager/token"
+    mounts = {m["mountPath"]: m for m in container(objects)["volumeMounts"]}
+    assert mounts["/etc/vigil/alertmanager"]["readOnly"] is True
+    volumes = {v["name"]: v for v in only(objects, "Deployment")["spec"]["template"]["spec"]["volumes"]}
+    assert volumes[mounts["/etc/vigil/alertmanager"]["name"]]["secret"] == {
+        "secretName": "alertmanager-token", "defaultMode": 0o440, "items": [{"key": "token", "path": "token"}],
+    }
+
+
+def test_leader_election_can_be_disabled_for_one_replica(chart: helm.Chart, render: Render) -> None:
+    objects = render({"leaderElection": {"enabled": False}})
+    assert env(objects)["VIGIL_LEADER_ELECTION"] == "false"
+    assert not select(objects, "Role")
+    with pytest.raises(helm.HelmError, match=re.escape("replicaCount > 1 needs leaderElection.enabled")):
+        render_text(chart, {"leaderElection": {"enabled": False}, "replicaCount": 2})
 
 
 def test_leader_election_namespace_override(render: Render) -> None:
