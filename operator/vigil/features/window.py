@@ -100,6 +100,12 @@ def compute(x: F64, recent: int) -> F32:
     Kept separate so the training pipeline can study other window widths with the
     exact same code. Rows are independent: no statistic mixes two rows.
     """
+    # Values near the float64 limit overflow to inf; the final clip handles that.
+    with np.errstate(over="ignore", invalid="ignore"):
+        return _compute(x, recent)
+
+
+def _compute(x: F64, recent: int) -> F32:
     n_rows, width = x.shape
     if width <= 2 * recent:
         raise ValueError(f"window width {width} must exceed 2 * recent = {2 * recent}")

@@ -1,0 +1,171 @@
+"""The feature module: causality, invariance, training/serving agreement, edge cases."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import numpy.typing as npt
+import pytest
+
+from model import dataset
+from vigil import features
+from vigil.features import window
+
+NAB = Path(__file__).parents[1] / "data" / "nab"
+F = len(features.FEATURE_NAMES)
+
+
+def nab_series() -> dict[str, npt.NDArray[np.float64]]:
+    return {s.name: s.values for s in dataset.load_nab(NAB)}
+
+
+def random_walk(n: int, seed: int, missing: float = 0.1) -> npt.NDArray[np.float64]:
+    rng = np.random.default_rng(seed)
+    values = np.cumsum(rng.normal(size=n)) * 3.0 + 50.0
+    values[rng.random(n) < missing] = np.nan
+    values[n // 3 : n // 3 + 70] = np.nan  # a gap longer than WINDOW - MIN_POINTS
+    values[n // 2 : n // 2 + 40] = values[n // 2 - 1]  # a flat stretch
+    return values
+
+
+SERIES = {**{name.split("/")[1]: v for name, v in nab_series().items()}, "walk": random_walk(3000, 1)}
+
+
+def test_public_api() -> None:
+    assert isinstance(features.FEATURE_VERSION, str) and features.FEATURE_VERSION
+    assert 8 <= F <= 16 and len(set(features.FEATURE_NAMES)) == F
+    assert all("," not in name for name in features.FEATURE_NAMES)  # joined with commas in the ONNX metadata
+    assert window.RECENT < features.MIN_POINTS <= features.WINDOW
+    assert set(window.FEATURE_DESCRIPTIONS) == set(features.FEATURE_NAMES)
+
+
+def test_no_heavy_imports() -> None:
+    code = "import sys, vigil.features; bad = {'sklearn', 'onnxruntime', 'onnx'} & set(sys.modules); print(bad)"
+    out = subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, text=True).stdout
+    assert out.strip() == "set()"
+
+
+@pytest.mark.parametrize("n", [0, 1, 7, 300])
+def test_shape_and_dtype(n: int) -> None:
+    windows = np.random.default_rng(n).normal(size=(n, features.WINDOW))
+    X = features.extract_batch(windows)
+    assert X.shape == (n, F) and X.dtype == np.float32
+    assert np.isfinite(X).all()
+
+
+def test_wrong_width_is_refused() -> None:
+    with pytest.raises(ValueError, match="shape"):
+        features.extract_batch(np.zeros((2, features.WINDOW - 1)))
+
+
+@pytest.mark.parametrize("name", sorted(SERIES))
+def test_series_equals_batch(name: str) -> None:
+    values = SERIES[name]
+    X, valid = features.extract_series(values)
+    assert X.shape == (len(values), F) and X.dtype == np.float32 and valid.dtype == np.bool_
+    windows = features.windows_of(values)
+    assert windows.shape == (len(values), features.WINDOW)
+    np.testing.assert_array_equal(features.extract_batch(windows[valid]), X[valid])
+    for t in np.flatnonzero(valid)[::97]:  # one window at a time, as the operator may call it
+        np.testing.assert_array_equal(features.extract_batch(windows[t : t + 1])[0], X[t])
+    assert not X[~valid].any()
+
+
+@pytest.mark.parametrize("name", sorted(SERIES))
+def test_causal_by_truncation(name: str) -> None:
+    values = SERIES[name]
+    X, valid = features.extract_series(values)
+    rng = np.random.default_rng(7)
+    for t in [0, 1, features.MIN_POINTS - 1, features.WINDOW, *rng.integers(0, len(values), 40)]:
+        X_t, valid_t = features.extract_series(values[: t + 1])
+        assert valid_t[t] == valid[t]
+        np.testing.assert_array_equal(X_t[t], X[t])
+
+
+def test_future_values_do_not_change_the_past() -> None:
+    values = random_walk(1500, 3)
+    X, valid = features.extract_series(values)
+    t = 900
+    changed = values.copy()
+    changed[t + 1 :] = np.random.default_rng(0).normal(size=len(values) - t - 1) * 1e6
+    X2, valid2 = features.extract_series(changed)
+    np.testing.assert_array_equal(X2[: t + 1], X[: t + 1])
+    np.testing.assert_array_equal(valid2[: t + 1], valid[: t + 1])
+
+
+@pytest.mark.parametrize("name", sorted(SERIES))
+@pytest.mark.parametrize(("a", "b"), [(1.0, 250.0), (0.001, 0.0), (37.5, -1e4), (1e6, 3.0)])
+def test_scale_and_offset_invariance(name: str, a: float, b: float) -> None:
+    values = SERIES[name]
+    X, valid = features.extract_series(values)
+    Y, valid_y = features.extract_series(a * values + b)
+    np.testing.assert_array_equal(valid_y, valid)
+    np.testing.assert_allclose(Y, X, rtol=1e-4, atol=1e-4)
+
+
+def test_flat_window_gives_zero_features() -> None:
+    for level in (0.0, 45.0, -3e9):
+        X = features.extract_batch(np.full((1, features.WINDOW), level))
+        np.testing.assert_array_equal(X, np.zeros((1, F), dtype=np.float32))
+
+
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda w: np.where(np.arange(w) == w - 1, 1.0, 0.0),  # flat, then a spike at the last point
+        lambda w: np.where(np.arange(w) == w // 2, 1.0, 0.0),  # a spike inside a flatline
+        lambda w: np.where(np.arange(w) < w - 3, 5.0, 5.0 + 1e-12),  # a tiny step on a flatline
+        lambda w: np.r_[np.zeros(w - 1), 1e300],  # near the float64 limit
+        lambda w: np.r_[np.full(w // 2, -1e300), np.full(w - w // 2, 1e300)],
+        lambda w: np.r_[np.full(w - 8, np.nan), np.arange(8.0)],  # only the recent part is finite
+    ],
+)
+def test_degenerate_windows_stay_finite_and_bounded(make: Callable[[int], npt.ArrayLike]) -> None:
+    row = np.asarray(make(features.WINDOW), dtype=np.float64)
+    X = features.extract_batch(row[None, :])
+    assert np.isfinite(X).all()
+    assert (X >= 0).all() and (X <= window.Z_CLIP).all()
+
+
+def test_outputs_bounded_on_real_data() -> None:
+    for values in SERIES.values():
+        X, _ = features.extract_series(values)
+        assert np.isfinite(X).all() and (X >= 0).all() and (X <= window.Z_CLIP).all()
+        names = list(features.FEATURE_NAMES)
+        for bounded in ("rank_extremeness", "recent_outside_frac"):
+            assert X[:, names.index(bounded)].max() <= 1.0
+
+
+def test_missing_points_are_ignored_not_zeroed() -> None:
+    rng = np.random.default_rng(5)
+    row = rng.normal(size=features.WINDOW) + 100.0
+    holed = row.copy()
+    holed[[3, 10, 40, features.WINDOW - 2]] = np.nan
+    X, H = features.extract_batch(row[None, :]), features.extract_batch(holed[None, :])
+    assert np.isfinite(H).all()
+    # Zero-filling a gap in a series around 100 would make the window look wild.
+    zero_filled = features.extract_batch(np.nan_to_num(holed)[None, :])
+    assert np.abs(H - X).max() < np.abs(zero_filled - X).max()
+
+
+def test_valid_mask_semantics() -> None:
+    values = random_walk(1000, 11)
+    _, valid = features.extract_series(values)
+    np.testing.assert_array_equal(valid, features.valid_mask(values))
+    for t in range(len(values)):
+        lo = max(0, t - features.WINDOW + 1)
+        expected = np.isfinite(values[t]) and np.isfinite(values[lo : t + 1]).sum() >= features.MIN_POINTS
+        assert valid[t] == expected, t
+    # Warming up: the first MIN_POINTS - 1 points of a gap-free series are not scored.
+    clean = np.arange(200.0)
+    valid_clean = features.valid_mask(clean)
+    assert not valid_clean[: features.MIN_POINTS - 1].any() and valid_clean[features.MIN_POINTS - 1 :].all()
+
+
+def test_empty_series() -> None:
+    X, valid = features.extract_series(np.array([]))
+    assert X.shape == (0, F) and valid.shape == (0,)
