@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 export VENV
 
-.PHONY: help bootstrap test demo lint typecheck crds train bench e2e clean
+.PHONY: help bootstrap test demo lint typecheck crds docs train bench e2e clean
 
 help:
 	@echo "make demo      - local sandbox: real Prometheus + emulated Kubernetes API + vigil run"
@@ -13,7 +13,8 @@ help:
 	@echo "make crds      - regenerate crds/ and the chart's CRDs from the pydantic models"
 	@echo "make train     - retrain the built-in model (needs ../shared/data/nab)"
 	@echo "make bench     - benchmarks (detection quality needs ../shared/data/nab)"
-	@echo "make e2e       - kind end-to-end test (needs Docker and kind)"
+	@echo "make docs      - regenerate docs/configuration.md from charts/vigil/values.yaml"
+	@echo "make e2e       - kind end-to-end test (needs Docker, kind, helm, kubectl)"
 
 bootstrap:
 	@bash scripts/bootstrap.sh dev
@@ -32,6 +33,10 @@ typecheck: lint
 
 crds: bootstrap
 	$(VENV)/bin/vigil crds -o crds
+	$(PY) scripts/sync-chart-crds.py
+
+docs: bootstrap
+	$(PY) scripts/values-table.py --write docs/configuration.md
 
 train: bootstrap
 	$(PY) -m model.train
@@ -39,6 +44,9 @@ train: bootstrap
 bench: bootstrap
 	$(PY) bench/inference.py
 	$(PY) bench/detection.py
+
+e2e:
+	bash scripts/e2e.sh
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache .mypy_cache .ruff_cache demo-out

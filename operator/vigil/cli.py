@@ -121,6 +121,10 @@ def parser() -> argparse.ArgumentParser:
 
 
 def _run(args: argparse.Namespace) -> int:
+    # Before importing kopf: it imports the kubernetes client, which reads KUBECONFIG at import time.
+    if args.kubeconfig:
+        os.environ["KUBECONFIG"] = str(args.kubeconfig)
+
     import asyncio
     import logging
 
@@ -128,9 +132,6 @@ def _run(args: argparse.Namespace) -> int:
 
     from vigil.handlers import build_registry
     from vigil.settings import OperatorConfig
-
-    if args.kubeconfig:
-        os.environ["KUBECONFIG"] = str(args.kubeconfig)
     namespaces = tuple(args.namespace) or tuple(
         n.strip() for n in (_env("VIGIL_NAMESPACES") or "").split(",") if n.strip()
     )

@@ -13,10 +13,10 @@ import numpy as np
 from tests.harness import DATA
 from vigil import features
 from vigil.adapters import inference
-from vigil.domain import history
+from vigil.domain import detection, history
 from vigil.engine import scoring
 
-SERIES = DATA / "nab" / "realAWSCloudwatch" / "ec2_cpu_utilization_825cc2.csv"
+SERIES = DATA / "nab" / "realAWSCloudwatch" / "ec2_cpu_utilization_fe7f93.csv"
 
 
 def vigil(*args: str) -> subprocess.CompletedProcess[str]:
@@ -36,10 +36,11 @@ def test_scores_a_nab_series_and_plots(tmp_path: pathlib.Path) -> None:
     assert done.returncode == 0, done.stderr
     rows = read(out)
     assert list(rows[0]) == ["timestamp", "value", "score", "anomalous", "state"]
-    assert len(rows) == 4032  # every 5-minute point of the file, in order
+    assert len(rows) == 4032  # one row per 5-minute grid point, in order; this file has no gaps
+    assert all(r["value"] for r in rows)
     assert rows[0]["score"] == "" and rows[0]["state"] == "WarmingUp"
     scored = [r for r in rows if r["score"]]
-    assert len(scored) >= 4032 - features.WINDOW
+    assert len(scored) == 4032 - features.MIN_POINTS + 1
     assert any(r["anomalous"] == "true" for r in rows)
     assert png.stat().st_size > 10_000 and png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert "4032 points at step 5m" in done.stdout
@@ -52,15 +53,18 @@ def test_backtest_equals_the_operator_scoring_path(tmp_path: pathlib.Path) -> No
     assert vigil(str(SERIES), "--output", str(out)).returncode == 0
     rows = read(out)
     scorer = inference.Scorer(inference.builtin_bytes())
-    values = np.array([float(r["value"]) for r in rows])
+    values = np.array([float(r["value"]) if r["value"] else np.nan for r in rows])
     stamps = np.arange(values.size, dtype=float) * 300.0 + 1_000_000_200.0
     grid = history.GridHistory(step=300.0, capacity=features.WINDOW)
     for index in (features.WINDOW * 2, 2500, 3000, values.size - 1):
         fetch = grid.next_fetch(stamps[index] + 1)
         lo = int(np.searchsorted(stamps, fetch.start))
-        grid.merge(fetch, [history.Samples({"a": "b"}, stamps[lo:index + 1], values[lo:index + 1])])
+        part = slice(lo, index + 1)
+        present = np.isfinite(values[part])  # Prometheus returns no sample for a gap
+        grid.merge(fetch, [history.Samples({"a": "b"}, stamps[part][present], values[part][present])])
         window = grid.window(history.series_key({"a": "b"}), features.WINDOW)
-        assert scoring.assess(window) == scoring.Availability.SCORED
+        assert rows[index]["score"], "pick points the backtest scored"
+        assert scoring.assess(window) == detection.Availability.SCORED
         live = float(scorer.score(features.extract_batch(window[np.newaxis, :]))[0])
         assert float(rows[index]["score"]) == round(live, 6)
 

@@ -26,7 +26,21 @@ def signal(**overrides: object) -> DetectorSignal:
 
 def fire(*signals: DetectorSignal, alerts: tuple[triggers.AlertSignal, ...] = (), for_seconds: float = 300,
          min_score: float | None = None) -> triggers.TriggerResult:
-    return triggers.evaluate(signals, alerts, for_seconds, min_score, None, NOW)
+    return triggers.evaluate(signals, alerts, for_seconds, min_score, None, NOW, expect_detectors=bool(signals))
+
+
+def test_absence_of_evidence_is_stale_not_quiet() -> None:
+    """QUIET closes an incident; an empty detector set or unknown alert state must not."""
+    nothing = triggers.evaluate([], [], 0, None, None, NOW, expect_detectors=True)
+    assert nothing.state == TriggerState.STALE and "no AnomalyDetector" in nothing.message
+    unknown = triggers.evaluate([], [], 0, None, None, NOW, expect_detectors=False,
+                                alerts_unknown="alert state unknown")
+    assert unknown.state == TriggerState.STALE
+    alert = triggers.AlertSignal({"alertname": "HighCPU"}, starts_at=NOW - 400, ends_at=None)
+    assert triggers.evaluate([], [alert], 0, None, None, NOW, expect_detectors=False,
+                             alerts_unknown="alert state unknown").state == TriggerState.FIRING
+    quiet = signal(anomalous=False)
+    assert triggers.evaluate([quiet], [], 0, None, None, NOW).state == TriggerState.QUIET
 
 
 def test_fresh_anomalous_detector_fires_with_its_series() -> None:

@@ -17,7 +17,7 @@ from vigil.adapters import inference
 from vigil.sandbox.kubeapi import ApiError, KubeAPIServer
 from vigil.sandbox.prometheus import PrometheusServer
 
-KEY = "realAWSCloudwatch/ec2_cpu_utilization_825cc2.csv"
+KEY = "realAWSCloudwatch/ec2_cpu_utilization_fe7f93.csv"
 AD = ("vigil.dev/v1alpha1", "anomalydetectors")
 
 
@@ -79,9 +79,9 @@ def test_incident_is_detected_with_the_backtest_score(kubeapi: KubeAPIServer, op
     expected, flagged = scenarios["incident"].expected_at(evaluated)
     assert flagged
     assert status["score"] == pytest.approx(expected, abs=1e-5)
-    # The labelled incident really is where we are.
+    # The labelled incident window really is where we are.
     original = evaluated - scenarios["incident"].offset
-    assert scenarios["incident"].label <= original <= scenarios["incident"].window[1]
+    assert scenarios["incident"].window[0] <= original <= scenarios["incident"].window[1]
 
     events = kubeapi.events_for("AnomalyDetector", "default", "cpu-incident")
     assert [e["reason"] for e in events if e["reason"] == "AnomalyDetected"] == ["AnomalyDetected"]

@@ -14,7 +14,7 @@ from vigil.sandbox.kubeapi import KubeAPIServer
 from vigil.sandbox.prometheus import PrometheusServer
 
 AD = ("vigil.dev/v1alpha1", "anomalydetectors")
-KEY = "realAWSCloudwatch/ec2_cpu_utilization_825cc2.csv"
+KEY = "realAWSCloudwatch/ec2_cpu_utilization_fe7f93.csv"
 
 
 @pytest.fixture

@@ -30,7 +30,7 @@ from vigil.sandbox.faultproxy import FaultProxy
 from vigil.sandbox.kubeapi import KubeAPIServer
 from vigil.sandbox.prometheus import PrometheusServer, Series
 
-KEY = "realAWSCloudwatch/ec2_cpu_utilization_825cc2.csv"
+KEY = "realAWSCloudwatch/ec2_cpu_utilization_fe7f93.csv"
 RA = ("vigil.dev/v1alpha1", "remediationactions")
 RP = ("vigil.dev/v1alpha1", "remediationpolicies")
 AD = ("vigil.dev/v1alpha1", "anomalydetectors")
@@ -146,7 +146,7 @@ def steady(check: Any, seconds: float = 3.0) -> None:
     """Assert ``check()`` stays true for a while (for 'nothing more happens')."""
     deadline = time.monotonic() + seconds
     while time.monotonic() < deadline:
-        assert check()
+        assert check(), getattr(check, "__doc__", None) or "condition stopped holding"
         time.sleep(0.2)
 
 
@@ -239,10 +239,15 @@ def test_approval_granted_rejected_and_expired(kubeapi: KubeAPIServer, operator:
     steady(lambda: estate.desired(moto) == 3 and phases(kubeapi, "expired") == ["Expired"])
 
 
-def _flip(kubeapi: KubeAPIServer, query: str, anomalous: bool) -> None:
+def _flip(kubeapi: KubeAPIServer, query: str, anomalous: bool, policy: str = "web") -> None:
+    """Point the detector at the incident or the normal series; when going quiet, wait until the
+    policy has seen it and closed its incident, so the next anomaly is a new incident."""
     kubeapi.patch(*AD, "default", "cpu", {"spec": {"query": query}})
     wait_for(lambda: (kubeapi.get(*AD, "default", "cpu") or {}).get("status", {}).get("anomalous") is anomalous,
              timeout=30, what=f"detector anomalous={anomalous}")
+    if not anomalous:
+        wait_for(lambda: "incident" not in ((kubeapi.get(*RP, "default", policy) or {}).get("status") or {}),
+                 timeout=30, what="incident closed")
 
 
 def test_cooldown_and_rate_limit(kubeapi: KubeAPIServer, operator: OperatorProcess, estate: Estate,
@@ -254,8 +259,6 @@ def test_cooldown_and_rate_limit(kubeapi: KubeAPIServer, operator: OperatorProce
     assert estate.desired(moto) == 3
     # The incident ends, then a new one starts within the cooldown.
     _flip(kubeapi, NORMAL, False)
-    wait_for(lambda: (kubeapi.get(*RP, "default", "web") or {}).get("status", {}).get("incident") is None,
-             what="incident closed")
     _flip(kubeapi, INCIDENT, True)
     skipped = wait_phase(kubeapi, "Skipped")[0]
     assert skipped["status"]["skipReason"] == "CooldownActive"
@@ -290,11 +293,9 @@ def test_blast_radius_counts_in_flight_actions(kubeapi: KubeAPIServer, operator:
     skipped = wait_phase(kubeapi, "Skipped")[0]
     assert skipped["status"]["skipReason"] == "BlastRadiusExceeded"
     assert "1 of 2 in group web in flight, limit 1" in skipped["status"]["message"]
-    # Once the in-flight action ends (rejected), the next decision may act.
+    # Once the in-flight action ends (rejected), the held-back step runs, in the same incident.
     hold = next(a for a in actions(kubeapi) if a["spec"]["policyRef"]["name"] == "hold")
     kubeapi.patch(*RA, "default", hold["metadata"]["name"], {"metadata": {"annotations": {"vigil.dev/reject": "true"}}})
-    _flip(kubeapi, NORMAL, False)
-    _flip(kubeapi, INCIDENT, True)
     done = wait_for(lambda: [a for a in actions(kubeapi) if a["spec"]["policyRef"]["name"] == "web"
                              and (a.get("status") or {}).get("phase") == "Succeeded"], what="reboot done")
     assert done[0]["spec"]["targets"][0]["id"] == second
@@ -425,7 +426,15 @@ def test_restart_before_the_call_reaches_aws_issues_it_once(kubeapi: KubeAPIServ
     run_operator(*args, name="restarted")
     done = wait_phase(kubeapi, "Succeeded")[0]
     assert done["status"]["attempts"] == 2 and estate.desired(moto) == 4
-    steady(lambda: estate.desired(moto) == 4 and len(actions(kubeapi)) == 1)
+    expected = (4, [done["metadata"]["name"]], 2)
+
+    def unchanged() -> bool:
+        got = (estate.desired(moto), [a["metadata"]["name"] for a in actions(kubeapi)],
+               proxy.hits("SetDesiredCapacity"))
+        assert got == expected, got
+        return True
+
+    steady(unchanged)
 
 
 def test_two_replicas_never_both_act(kubeapi: KubeAPIServer, run_operator: OperatorFactory,
@@ -497,5 +506,6 @@ def test_history_limit_prunes_old_actions(kubeapi: KubeAPIServer, operator: Oper
     _flip(kubeapi, NORMAL, False)
     _flip(kubeapi, INCIDENT, True)
     wait_for(lambda: [a["metadata"]["name"] for a in actions(kubeapi)] not in ([], [first])
-             and len(actions(kubeapi)) == 1 and phases(kubeapi) == ["Succeeded"], what="pruned to one")
+             and len(actions(kubeapi)) == 1 and phases(kubeapi) == ["Succeeded"],
+             what=f"pruned to one (first {first}); have {[(a['metadata']['name'], phases(kubeapi)) for a in actions(kubeapi)]}")
     assert estate.desired(moto) == 4

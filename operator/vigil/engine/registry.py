@@ -39,6 +39,8 @@ class DetectorEntry:
     labels: dict[SeriesKey, dict[str, str]] = dataclasses.field(default_factory=dict)
     #: The object's own metadata.labels (RemediationPolicy.detectorSelector matches them).
     object_labels: dict[str, str] = dataclasses.field(default_factory=dict)
+    #: resourceVersion of the newest state we know (our own status write or a watch event).
+    resource_version: int = 0
 
     @property
     def id(self) -> DetectorId:
@@ -88,6 +90,28 @@ def _seed_verdicts(status: AnomalyDetectorStatus, for_seconds: float) -> dict[Se
     return seeded
 
 
+def resource_version(meta: dict[str, Any]) -> int:
+    """resourceVersion as a number, for ordering what we wrote against what the watch brings."""
+    try:
+        return int(meta.get("resourceVersion") or 0)
+    except ValueError:
+        return 0
+
+
+def _status(body: dict[str, Any]) -> AnomalyDetectorStatus:
+    try:
+        return AnomalyDetectorStatus.model_validate(body.get("status") or {})
+    except pydantic.ValidationError:
+        return AnomalyDetectorStatus()
+
+
+def _for_seconds(spec: AnomalyDetectorSpec | None) -> float:
+    try:
+        return durations.parse(spec.for_) if spec is not None else 0.0
+    except ValueError:
+        return 0.0
+
+
 class Registry:
     """Detectors by (namespace, name). Only the engine's task touches it (single event loop)."""
 
@@ -100,6 +124,15 @@ class Registry:
         key = (meta.get("namespace", "default"), meta["name"])
         generation = meta.get("generation")
         entry = self.entries.get(key)
+        version = resource_version(meta)
+        if entry is not None and entry.uid == meta.get("uid") and version > entry.resource_version:
+            # A status newer than ours was written elsewhere (the previous leader, while we stood by):
+            # adopt it, so a takeover continues the verdicts instead of starting over.
+            entry.resource_version = version
+            stored = _status(body)
+            if stored.model_dump() != entry.written.model_dump():
+                entry.written = entry.current = stored
+                entry.verdicts = _seed_verdicts(stored, _for_seconds(entry.spec))
         if entry is not None and entry.uid == meta.get("uid") and entry.generation == generation:
             entry.object_labels = dict(meta.get("labels") or {})
             return entry  # our own status write, or a metadata-only change
@@ -111,21 +144,14 @@ class Registry:
             error = "; ".join(
                 f"spec.{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors()
             )
-        try:
-            stored = AnomalyDetectorStatus.model_validate(body.get("status") or {})
-        except pydantic.ValidationError:
-            stored = AnomalyDetectorStatus()
+        stored = _status(body)
         if entry is None or entry.uid != meta.get("uid"):
             entry = DetectorEntry(
                 namespace=key[0], name=key[1], uid=meta.get("uid", ""), generation=generation,
-                spec=spec, spec_error=error, written=stored, current=stored,
+                spec=spec, spec_error=error, written=stored, current=stored, resource_version=version,
             )
             if spec is not None:
-                try:
-                    for_seconds = durations.parse(spec.for_)
-                except ValueError:
-                    for_seconds = 0.0
-                entry.verdicts = _seed_verdicts(stored, for_seconds)
+                entry.verdicts = _seed_verdicts(stored, _for_seconds(spec))
                 entry.labels = {history.series_key(s.labels): dict(s.labels) for s in stored.series}
             self.entries[key] = entry
             entry.object_labels = dict(meta.get("labels") or {})

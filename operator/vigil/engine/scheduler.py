@@ -23,7 +23,7 @@ from vigil.domain import conditions, history
 from vigil.domain import status as statuses
 from vigil.domain.status import Outcome, OutcomeKind
 from vigil.engine import evaluation, models
-from vigil.engine.registry import DetectorEntry, Registry, utc
+from vigil.engine.registry import DetectorEntry, Registry, resource_version, utc
 
 logger = logging.getLogger(__name__)
 
@@ -149,7 +149,7 @@ class Engine:
         events = statuses.events_between(entry.written, new)
         async with self._writes:
             try:
-                await self.kube.patch_status(
+                updated = await self.kube.patch_status(
                     API_VERSION, api.PLURAL, entry.namespace, entry.name, status_patch(new)
                 )
             except kube.KubeError as exc:
@@ -165,6 +165,7 @@ class Engine:
                 return
             self.metrics.status_writes.labels("ok").inc()
             entry.written = new
+            entry.resource_version = max(entry.resource_version, resource_version(updated.get("metadata", {})))
             entry.last_write = now
             for event in events:
                 await self._post_event(entry, event, now)

@@ -78,6 +78,7 @@ def register(registry: kopf.OperatorRegistry, config: OperatorConfig) -> None:
         aws_clients = aws.ClientCache(endpoint_url=config.aws_endpoint_url, max_attempts=config.aws_max_attempts)
         remediation = RemediationEngine(
             engine.registry, kube_client, aws_clients.get, notify.Notifier(kube_client), None, metrics,
+            namespaces=config.namespaces if not config.all_namespaces else (), upsert_detector=engine.upsert,
         )
         alerts = _CountingAlertStore(metrics, on_change=remediation.wake)
         remediation.alerts = alerts
@@ -96,6 +97,7 @@ def register(registry: kopf.OperatorRegistry, config: OperatorConfig) -> None:
                 else:
                     gate.clear()
             if leader:
+                remediation.needs_sync = True  # a standby's caches may lag: re-list before deciding
                 engine.wake_all()
                 remediation.wake()
 

@@ -99,10 +99,22 @@ def evaluate(
     min_score: float | None,
     max_staleness: float | None,
     now: float,
+    expect_detectors: bool = True,
+    alerts_unknown: str | None = None,
 ) -> TriggerResult:
-    """FIRING with the strongest evidence, else STALE if any source is stale, else QUIET."""
+    """FIRING with the strongest evidence, else STALE if any source is stale or unknown, else QUIET.
+
+    QUIET closes an incident, so it needs positive evidence of health: a policy that expects
+    detectors but matches none (not watched yet, or deleted) is STALE, and so is a policy on
+    alerts while the alert state is unknown (``alerts_unknown`` says why, e.g. just after a start,
+    before Alertmanager has re-sent what is firing).
+    """
     firing: list[Evidence] = []
     stale: list[str] = []
+    if expect_detectors and not detectors:
+        stale.append("no AnomalyDetector matches the policy")
+    if alerts_unknown:
+        stale.append(alerts_unknown)
     for signal in detectors:
         fresh, why = is_fresh(signal, now, max_staleness)
         if not fresh:

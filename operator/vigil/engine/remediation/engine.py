@@ -51,7 +51,7 @@ from vigil.domain.remediation import approvals, guards, ladder, plans, triggers
 from vigil.domain.remediation.triggers import TriggerResult, TriggerState
 from vigil.engine.registry import DetectorEntry, Registry
 from vigil.engine.remediation import executors
-from vigil.engine.remediation.state import ActionEntry, ObjectId, PolicyEntry, newer, to_time
+from vigil.engine.remediation.state import ActionEntry, ObjectId, PolicyEntry, newer, resource_version, to_time
 
 logger = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -103,8 +103,14 @@ class RemediationEngine:
         clock: Callable[[], float] = time.time,
         max_sleep: float = 1.0,
         aws_workers: int = 8,
+        namespaces: Sequence[str] = (),
+        upsert_detector: Callable[[dict[str, Any]], None] | None = None,
     ) -> None:
         self.detectors = detectors
+        self.namespaces = tuple(namespaces)
+        self._upsert_detector = upsert_detector
+        #: Set until a full LIST of our resources has been folded in: no decision on a partial view.
+        self.needs_sync = True
         self.kube = kube_client
         self.aws_for = aws_for
         self.notifier = notifier
@@ -119,6 +125,7 @@ class RemediationEngine:
         self._wake = asyncio.Event()
         self._pool = concurrent.futures.ThreadPoolExecutor(max_workers=aws_workers, thread_name_prefix="vigil-aws")
         self._triggers: dict[ObjectId, TriggerResult] = {}
+        self.started = clock()
 
     # --- fed by kopf handlers -------------------------------------------------------------
 
@@ -128,6 +135,10 @@ class RemediationEngine:
         if known is not None and known.uid == fresh.uid:
             known.spec, known.spec_error, known.labels = fresh.spec, fresh.spec_error, fresh.labels
             known.generation = fresh.generation
+            if fresh.resource_version > known.resource_version:
+                # Written by someone else (a previous leader): their incident and cooldown are ours now.
+                known.written = fresh.written
+                known.resource_version = fresh.resource_version
         else:
             self.policies[fresh.id] = fresh
         self.wake()
@@ -159,11 +170,35 @@ class RemediationEngine:
 
     # --- loop --------------------------------------------------------------------------------
 
+    async def sync(self) -> None:
+        """LIST detectors, policies and actions, like an informer before it reports HasSynced.
+
+        kopf delivers each kind from its own watch, in no particular order: right after a start (or a
+        takeover) the policy may be known before its actions or detectors. Deciding on that partial
+        view would re-run a step whose action is simply not listed yet. Raises on API errors.
+        """
+        paths = ([f"/apis/{API_VERSION}/namespaces/{ns}" for ns in self.namespaces]
+                 if self.namespaces else [f"/apis/{API_VERSION}"])
+        kinds: list[tuple[str, Callable[[dict[str, Any]], None] | None]] = [
+            ("anomalydetectors", self._upsert_detector), (api_policy.PLURAL, self.upsert_policy),
+            (api_action.PLURAL, self.upsert_action),
+        ]
+        for plural, upsert in kinds:
+            for base in paths:
+                listed = await self.kube.request("GET", f"{base}/{plural}")
+                for item in listed.get("items", []):
+                    if upsert is not None:
+                        upsert(item)
+        self.needs_sync = False
+        logger.info("remediation engine synced: %d policies, %d actions", len(self.policies), len(self.actions))
+
     async def run(self, stop: asyncio.Event) -> None:
         logger.info("remediation engine started")
         while not stop.is_set():
             if self.active.is_set():
                 try:
+                    if self.needs_sync:
+                        await self.sync()
                     await self.tick()
                 except Exception:
                     logger.exception("remediation tick failed")
@@ -241,6 +276,16 @@ class RemediationEngine:
         return [triggers.AlertSignal(a.labels, (a.starts_at or a.received_at).timestamp(), a.expires_at.timestamp())
                 for a in self.alerts.matching(spec.alert_selector, _utc(now))]
 
+    def _alerts_unknown(self, spec: RemediationPolicySpec, now: float) -> str | None:
+        """Alerts live in memory: after a start, 'nothing firing' means nothing until Alertmanager has had
+        the alert TTL to re-send what is still firing."""
+        if spec.alert_selector is None or self.alerts is None:
+            return None
+        known_from = self.started + self.alerts.ttl.total_seconds()
+        if now >= known_from:
+            return None
+        return f"alert state unknown for {known_from - now:.0f}s more after the operator started"
+
     def actions_of(self, entry: PolicyEntry) -> list[ActionEntry]:
         return [a for a in self.actions.values() if a.namespace == entry.namespace and a.policy == entry.name]
 
@@ -271,8 +316,12 @@ class RemediationEngine:
                 f"watching {len(detectors)} detector(s)" + (" and alerts" if spec.alert_selector else ""))
 
         max_staleness = durations.parse(spec.trigger.max_staleness) if spec.trigger.max_staleness else None
-        result = triggers.evaluate([self._signal(d) for d in detectors], self._alerts(spec, now),
-                                   durations.parse(spec.trigger.for_), spec.trigger.min_score, max_staleness, now)
+        result = triggers.evaluate(
+            [self._signal(d) for d in detectors], self._alerts(spec, now), durations.parse(spec.trigger.for_),
+            spec.trigger.min_score, max_staleness, now,
+            expect_detectors=bool(spec.detectors) or spec.detector_selector is not None,
+            alerts_unknown=self._alerts_unknown(spec, now),
+        )
         self._triggers[entry.id] = result
 
         if result.state == TriggerState.FIRING and not status.incident:
@@ -378,7 +427,7 @@ class RemediationEngine:
         compact = status.to_wire()
         patch = {key: compact.get(key) for key in full}
         try:
-            await self.kube.patch_status(API_VERSION, api_policy.PLURAL, entry.namespace, entry.name, patch)
+            updated = await self.kube.patch_status(API_VERSION, api_policy.PLURAL, entry.namespace, entry.name, patch)
         except kube.KubeError as exc:
             if exc.status == 404:
                 self.remove_policy(entry.namespace, entry.name)
@@ -386,6 +435,7 @@ class RemediationEngine:
                 logger.warning("status write for policy %s/%s failed: %s", *entry.id, exc)
             return
         entry.written = status
+        entry.resource_version = max(entry.resource_version, resource_version(updated))
 
     # --- proposals -----------------------------------------------------------------------------
 

@@ -54,6 +54,8 @@ class PolicyEntry:
     skips: set[tuple[str, int, str]] = dataclasses.field(default_factory=set)
     #: Do not look at AWS for this policy again before this time (after a Recoverable error).
     aws_backoff_until: float = 0.0
+    #: resourceVersion of the newest state we know (our own write or a watch event).
+    resource_version: int = 0
 
     @property
     def id(self) -> ObjectId:
@@ -78,7 +80,7 @@ class PolicyEntry:
         except pydantic.ValidationError:
             status = RemediationPolicyStatus()
         return cls(meta.get("namespace", "default"), meta["name"], meta.get("uid", ""), meta.get("generation"),
-                   dict(meta.get("labels") or {}), spec, error, status)
+                   dict(meta.get("labels") or {}), spec, error, status, resource_version=_rv(meta))
 
 
 @dataclasses.dataclass
@@ -150,6 +152,10 @@ class ActionEntry:
             phase=phase, created=_time(self.status.created_at) or self.created, completed=completed,
             instances=instances,
         )
+
+
+def resource_version(body: dict[str, Any]) -> int:
+    return _rv(body.get("metadata", {}))
 
 
 def newer(incoming: dict[str, Any], known: ActionEntry | None) -> bool:
