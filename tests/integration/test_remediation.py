@@ -507,5 +507,5 @@ def test_history_limit_prunes_old_actions(kubeapi: KubeAPIServer, operator: Oper
     _flip(kubeapi, INCIDENT, True)
     wait_for(lambda: [a["metadata"]["name"] for a in actions(kubeapi)] not in ([], [first])
              and len(actions(kubeapi)) == 1 and phases(kubeapi) == ["Succeeded"],
-             what=f"pruned to one (first {first}); have {[(a['metadata']['name'], phases(kubeapi)) for a in actions(kubeapi)]}")
+             what=f"pruned to one (first {first}); have {[a['metadata']['name'] for a in actions(kubeapi)]}")
     assert estate.desired(moto) == 4
