@@ -1,0 +1,211 @@
+"""The local sandbox: every peer of the operator, on 127.0.0.1, with no cluster and no cloud account.
+
+* the Kubernetes API emulator (:mod:`vigil.sandbox.kubeapi`) with Vigil's CRDs;
+* a real Prometheus, backfilled with a NAB incident's history and scraping a
+  live replay of what follows (:mod:`vigil.sandbox.prometheus`, :mod:`vigil.sandbox.replay`);
+* moto in server mode with an Auto Scaling Group (:mod:`vigil.sandbox.moto`);
+* a chat capture standing in for Slack, Discord and a webhook (:mod:`vigil.sandbox.chat`);
+* ``vigil run`` as a subprocess, exactly as a user runs it.
+
+The replay compresses time: one NAB point (5 minutes) is served every
+``spacing`` seconds, and the detector runs with ``interval = step = spacing``.
+The model works on points, so it sees the same series it would see live.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib.resources
+import json
+import os
+import pathlib
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from typing import Any
+
+import numpy as np
+
+from vigil.api import crdgen
+from vigil.sandbox import chat, moto, nab
+from vigil.sandbox.kubeapi import KubeAPIServer
+from vigil.sandbox.prometheus import PrometheusServer
+from vigil.sandbox.replay import ReplayExporter, seamless_start_time, split_for_replay
+
+METRIC = "aws_ec2_cpuutilization_average"
+LABELS = {"asg": "web", "instance_name": "web-frontend"}
+SERIES_FILE = "ec2_cpu_utilization_fe7f93.csv"
+
+
+@dataclasses.dataclass(frozen=True)
+class Replay:
+    """Which stretch of the packaged series is replayed, in original point indices."""
+
+    first: int = 580  # first backfilled point (the model needs 96 points of history)
+    live_from: int = 720  # first point served live: 40 points before the incident starts
+    last: int = 805  # one past the last point served live: after the CPU spike has passed
+
+    @property
+    def live_points(self) -> int:
+        return self.last - self.live_from
+
+
+@dataclasses.dataclass(frozen=True)
+class Incident:
+    """The packaged series' first labelled incident (NAB label window and anomaly point)."""
+
+    window_start: int  # point indices
+    window_end: int
+    anomaly: int
+
+
+def packaged_series() -> tuple[np.ndarray[Any, np.dtype[np.float64]], np.ndarray[Any, np.dtype[np.float64]],
+                               Incident]:
+    data = importlib.resources.files("vigil.sandbox") / "data"
+    with importlib.resources.as_file(data / SERIES_FILE) as path:
+        loaded = nab.load_series(path)
+    labels = json.loads((data / SERIES_FILE.replace(".csv", ".labels.json")).read_text())
+    t = loaded.timestamps
+    start, end = (nab.parse_timestamp(x) for x in labels["windows"][0])
+    anomaly = nab.parse_timestamp(labels["labels"][0])
+    incident = Incident(int(np.searchsorted(t, start)), int(np.searchsorted(t, end)),
+                        int(np.searchsorted(t, anomaly)))
+    return t, loaded.values, incident
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class Sandbox:
+    """Start everything with :meth:`start`, stop everything with :meth:`stop` (or use ``with``)."""
+
+    def __init__(self, out: pathlib.Path, spacing: float = 1.0, replay: Replay = Replay(),
+                 operator_args: tuple[str, ...] = ()) -> None:
+        self.out = out
+        self.spacing = spacing
+        self.replay = replay
+        self.operator_args = operator_args
+        self.kube: KubeAPIServer | None = None
+        self.moto: moto.MotoServer | None = None
+        self.estate: moto.Estate | None = None
+        self.chat: chat.ChatCapture | None = None
+        self.prometheus: PrometheusServer | None = None
+        self.exporter: ReplayExporter | None = None
+        self.operator: subprocess.Popen[bytes] | None = None
+        self.http_port = _free_port()
+        self.kubeconfig = out / "kubeconfig"
+        self.operator_log = out / "operator.log"
+        self.values: np.ndarray[Any, np.dtype[np.float64]] = np.empty(0)
+        self.incident: Incident | None = None
+        self.start_time = 0.0
+
+    # --- lifecycle -------------------------------------------------------------------------------
+
+    def start(self, say: Any = print) -> Sandbox:
+        self.out.mkdir(parents=True, exist_ok=True)
+        say("starting the Kubernetes API emulator (kmock-based, with Vigil's CRDs)")
+        self.kube = KubeAPIServer(crds=crdgen.all_crds()).start()
+        self.kube.write_kubeconfig(self.kubeconfig)
+        say("starting moto (AWS) with Auto Scaling Group 'web' (2 instances, tagged vigil.dev/managed=true)")
+        self.moto = moto.MotoServer().start()
+        self.estate = moto.build(self.moto, desired=2, min_size=2, max_size=6)
+        self.chat = chat.ChatCapture().start()
+
+        _, values, self.incident = packaged_series()
+        self.values = values
+        r = self.replay
+        self.start_time = seamless_start_time(self.spacing)
+        history, live = split_for_replay(METRIC, LABELS, values[r.first:r.last], live_from=r.live_from - r.first,
+                                         start_time=self.start_time, spacing=self.spacing)
+        self.exporter = ReplayExporter([live], self.start_time, self.spacing)
+        say(f"starting Prometheus: {len(history)} points of history, then {r.live_points} live points "
+            f"(one 5-minute NAB point every {self.spacing:g}s)")
+        self.prometheus = PrometheusServer(history=[history], scrape_targets=[self.exporter.target],
+                                           scrape_interval=f"{self.spacing:g}s")
+        self.prometheus.start()
+        say("starting `vigil run`")
+        self._start_operator()
+        return self
+
+    def _start_operator(self) -> None:
+        assert self.prometheus is not None and self.moto is not None
+        env = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "KUBECONFIG", "VIGIL_"))}
+        env.update({"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
+                    "AWS_DEFAULT_REGION": moto.REGION, "AWS_CONFIG_FILE": os.devnull,
+                    "AWS_SHARED_CREDENTIALS_FILE": os.devnull, "AWS_EC2_METADATA_DISABLED": "true",
+                    "PYTHONUNBUFFERED": "1"})
+        command = [sys.executable, "-m", "vigil", "run", "--kubeconfig", str(self.kubeconfig),
+                   "--prometheus-url", self.prometheus.url, "--aws-endpoint-url", self.moto.url,
+                   "--http-host", "127.0.0.1", "--http-port", str(self.http_port), "--no-leader-election",
+                   "--log-format", "full", *self.operator_args]
+        with self.operator_log.open("wb") as log:
+            self.operator = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env)
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            if self.operator.poll() is not None:
+                raise RuntimeError(f"vigil run exited with {self.operator.returncode}; see {self.operator_log}")
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{self.http_port}/readyz", timeout=1) as response:
+                    if response.status == 200:
+                        return
+            except (urllib.error.URLError, ConnectionError, TimeoutError):
+                pass
+            time.sleep(0.2)
+        raise RuntimeError(f"vigil run did not become ready within 60s; see {self.operator_log}")
+
+    def stop(self) -> None:
+        if self.operator is not None and self.operator.poll() is None:
+            self.operator.send_signal(signal.SIGTERM)
+            try:
+                self.operator.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                self.operator.kill()
+                self.operator.wait()
+        for closer in (self.exporter, self.prometheus, self.chat, self.moto, self.kube):
+            if closer is not None:
+                try:
+                    closer.stop()
+                except Exception:  # best effort: keep stopping the others
+                    pass
+
+    def __enter__(self) -> Sandbox:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    # --- observation ------------------------------------------------------------------------------
+
+    @property
+    def operator_url(self) -> str:
+        return f"http://127.0.0.1:{self.http_port}"
+
+    def metric(self, name: str, **labels: str) -> float | None:
+        from prometheus_client.parser import text_string_to_metric_families
+
+        try:
+            with urllib.request.urlopen(f"{self.operator_url}/metrics", timeout=2) as response:
+                text = response.read().decode()
+        except (urllib.error.URLError, ConnectionError, TimeoutError):
+            return None
+        for family in text_string_to_metric_families(text):
+            for sample in family.samples:
+                if sample.name == name and all(sample.labels.get(k) == v for k, v in labels.items()):
+                    return float(sample.value)
+        return None
+
+    def point_index(self, now: float | None = None) -> int:
+        """The original index of the point being served live at ``now`` (clamped to the replay)."""
+        assert self.exporter is not None
+        return self.replay.live_from + self.exporter.index_at(time.time() if now is None else now)
+
+    def wall_time(self, index: int) -> float:
+        """When original point ``index`` is (or was) the newest point."""
+        return self.start_time + (index - self.replay.live_from + 1) * self.spacing
