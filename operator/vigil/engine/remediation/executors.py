@@ -149,8 +149,12 @@ class ReplaceInstance(Executor):
         )
 
     def dry_run(self, aws: Aws, prepared: Prepared) -> tuple[bool, str]:
-        verdict = aws.dry_run_check("TerminateInstances", InstanceIds=prepared.parameters["InstanceIds"])
-        return bool(verdict.allowed), str(verdict.message)
+        # Auto Scaling has no DryRun; an EC2 TerminateInstances DryRun would test a permission the
+        # operator never needs (least privilege), so this is the adapter's read-only check.
+        operation = ("SetInstanceHealth" if prepared.parameters.get("Mode") == ReplaceMode.MARK_UNHEALTHY.value
+                     else "TerminateInstanceInAutoScalingGroup")
+        verdicts = [aws.dry_run_check(operation, InstanceId=i) for i in prepared.parameters["InstanceIds"]]
+        return all(v.allowed for v in verdicts), "; ".join(str(v.message) for v in verdicts)
 
     def _pending(self, aws: Aws, parameters: Mapping[str, Any]) -> list[str]:
         ids = list(parameters["InstanceIds"])

@@ -1,0 +1,34 @@
+"""The README stays true: every `vigil run` flag is documented, and its model figures are the card's."""
+
+from __future__ import annotations
+
+import pathlib
+import re
+
+from vigil import cli
+
+ROOT = pathlib.Path(__file__).resolve().parents[2]
+README = (ROOT / "README.md").read_text()
+
+
+def test_every_run_flag_is_documented() -> None:
+    run = next(action for action in cli.parser()._subparsers._group_actions  # type: ignore[union-attr]
+               if hasattr(action, "choices")).choices["run"]
+    flags = {opt for action in run._actions for opt in action.option_strings if opt.startswith("--")}
+    flags.discard("--help")
+    missing = sorted(f for f in flags if f not in README)
+    assert not missing, f"README does not document: {missing}"
+
+
+def test_model_figures_come_from_the_card() -> None:
+    section = README.split("## The built-in model", 1)[1].split("\n## ", 1)[0]
+    card = (ROOT / "operator/vigil/models/default.card.md").read_text()
+    figures = re.findall(r"\b\d+\.\d+\b", section)
+    assert len(figures) >= 6
+    for figure in figures:
+        assert figure in card, f"README figure {figure} is not in the model card"
+
+
+def test_the_two_commands() -> None:
+    assert "make demo" in README and "make test" in README
+    assert "make test" in (ROOT / ".ci/run").read_text()
