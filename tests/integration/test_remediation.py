@@ -100,7 +100,9 @@ def apply_policy(kubeapi: KubeAPIServer, actions: list[dict[str, Any]], namespac
         "apiVersion": "vigil.dev/v1alpha1", "kind": "RemediationPolicy",
         "metadata": {"name": name, "namespace": namespace},
         "spec": {"detectorSelector": {"matchLabels": {"app": "web"}}, "actions": actions,
-                 "aws": {"region": aws_world.REGION}, "cooldown": "0s", **spec},
+                 "aws": {"region": aws_world.REGION}, "cooldown": "0s",
+                 # Tests flip the detector on purpose: end incidents at the first quiet evaluation.
+                 "trigger": {"keepFiringFor": "0s"}, **spec},
     }
     kubeapi.create(body)
 
@@ -138,6 +140,11 @@ def reasons(kubeapi: KubeAPIServer, kind: str, name: str, namespace: str = "defa
     return [e["reason"] for e in kubeapi.events_for(kind, namespace, name)]
 
 
+def event(kubeapi: KubeAPIServer, kind: str, name: str, reason: str, namespace: str = "default") -> None:
+    """Wait for an Event: they are posted just after the status write that they announce."""
+    wait_for(lambda: reason in reasons(kubeapi, kind, name, namespace), what=f"{reason} event on {kind}/{name}")
+
+
 def stamp(text: str) -> float:
     return datetime.datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp()
 
@@ -171,8 +178,9 @@ def test_scale_out_within_bounds(kubeapi: KubeAPIServer, operator: OperatorProce
     assert owner["kind"] == "RemediationPolicy" and owner["controller"] is True
     assert proxy.hits("SetDesiredCapacity") == 1
     name = done["metadata"]["name"]
-    assert {"ActionProposed", "ActionExecuted"} <= set(reasons(kubeapi, "RemediationAction", name))
-    assert {"ActionProposed", "ActionExecuted"} <= set(reasons(kubeapi, "RemediationPolicy", "web"))
+    for kind, who in (("RemediationAction", name), ("RemediationPolicy", "web")):
+        for reason in ("ActionProposed", "ActionExecuted"):
+            event(kubeapi, kind, who, reason)
     wait_for(lambda: operator.value("vigil_actions_total", policy="web", phase="Succeeded") == 1.0,
              what="actions metric")
     policy = kubeapi.get(*RP, "default", "web")
@@ -211,8 +219,10 @@ def test_approval_granted_rejected_and_expired(kubeapi: KubeAPIServer, operator:
         pending = wait_phase(kubeapi, "PendingApproval", namespace, timeout=40)[0] if namespace != "expired" else None
         if pending is not None:
             name = pending["metadata"]["name"]
-            assert "ApprovalRequested" in reasons(kubeapi, "RemediationAction", name, namespace)
-            assert policy_conditions(kubeapi, namespace)["ActionAllowed"]["reason"] == "AwaitingApproval"
+            wait_for(lambda name=name, namespace=namespace: "ApprovalRequested" in reasons(
+                kubeapi, "RemediationAction", name, namespace), what="ApprovalRequested event")
+            wait_for(lambda namespace=namespace: policy_conditions(kubeapi, namespace)["ActionAllowed"]["reason"]
+                     == "AwaitingApproval", what="AwaitingApproval")
     assert estate.desired(moto) == 2  # nothing happens without a human
 
     granted = actions(kubeapi, "granted")[0]["metadata"]["name"]
@@ -226,12 +236,12 @@ def test_approval_granted_rejected_and_expired(kubeapi: KubeAPIServer, operator:
     rejected = actions(kubeapi, "rejected")[0]["metadata"]["name"]
     kubeapi.patch(*RA, "rejected", rejected, {"metadata": {"annotations": {"vigil.dev/reject": "true"}}})
     gone = wait_phase(kubeapi, "Rejected", "rejected")[0]
-    assert "ActionRejected" in reasons(kubeapi, "RemediationAction", rejected, "rejected")
+    event(kubeapi, "RemediationAction", rejected, "ActionRejected", "rejected")
     assert gone["status"]["decision"]["via"] == "annotation"
 
     expired = wait_phase(kubeapi, "Expired", "expired")[0]
     assert "not approved within" in expired["status"]["message"]
-    assert "ActionExpired" in reasons(kubeapi, "RemediationAction", expired["metadata"]["name"], "expired")
+    event(kubeapi, "RemediationAction", expired["metadata"]["name"], "ActionExpired", "expired")
     assert estate.desired(moto) == 3  # only the approved one acted
     # A late approval of an expired action changes nothing.
     kubeapi.patch(*RA, "expired", expired["metadata"]["name"],
@@ -265,7 +275,7 @@ def test_cooldown_and_rate_limit(kubeapi: KubeAPIServer, operator: OperatorProce
     conds = policy_conditions(kubeapi)
     assert conds["ActionAllowed"]["status"] == "False" and conds["ActionAllowed"]["reason"] == "CooldownActive"
     assert (kubeapi.get(*RP, "default", "web") or {})["status"]["cooldownUntil"]
-    assert "ActionSkipped" in reasons(kubeapi, "RemediationAction", skipped["metadata"]["name"])
+    event(kubeapi, "RemediationAction", skipped["metadata"]["name"], "ActionSkipped")
     # One skip record per incident and reason, not one per tick.
     steady(lambda: phases(kubeapi).count("Skipped") == 1)
     assert estate.desired(moto) == 3
@@ -277,6 +287,23 @@ def test_cooldown_and_rate_limit(kubeapi: KubeAPIServer, operator: OperatorProce
                                 if (a.get("status") or {}).get("skipReason") == "RateLimited"], what="skip record")
     assert limited and estate.desired(moto) == 3
     assert (kubeapi.get(*RP, "default", "web") or {})["status"]["actionsInWindow"] == 1
+
+
+def test_a_flicker_continues_the_incident(kubeapi: KubeAPIServer, operator: OperatorProcess, estate: Estate,
+                                         moto: Moto) -> None:
+    """A quiet spell shorter than keepFiringFor neither ends the incident nor restarts the ladder."""
+    apply_detector(kubeapi)
+    apply_policy(kubeapi, [scale(by=1)], trigger={"keepFiringFor": "1h"})
+    wait_phase(kubeapi, "Succeeded")
+    incident = (kubeapi.get(*RP, "default", "web") or {})["status"]["incident"]
+    kubeapi.patch(*AD, "default", "cpu", {"spec": {"query": NORMAL}})
+    wait_for(lambda: ((kubeapi.get(*RP, "default", "web") or {}).get("status") or {}).get("quietSince"),
+             what="quiet spell noticed")
+    _flip(kubeapi, INCIDENT, True)
+    steady(lambda: len(actions(kubeapi)) == 1
+           and (kubeapi.get(*RP, "default", "web") or {})["status"]["incident"] == incident)
+    assert "quietSince" not in (kubeapi.get(*RP, "default", "web") or {})["status"]  # firing again
+    assert estate.desired(moto) == 3
 
 
 def test_blast_radius_counts_in_flight_actions(kubeapi: KubeAPIServer, operator: OperatorProcess, estate: Estate,
@@ -311,7 +338,7 @@ def test_dry_run_changes_nothing(kubeapi: KubeAPIServer, operator: OperatorProce
     assert done["status"]["after"] == {"desiredCapacity": 4}
     assert estate.desired(moto) == 2
     assert proxy.hits("SetDesiredCapacity") == 0
-    assert "ActionExecuted" in reasons(kubeapi, "RemediationAction", done["metadata"]["name"])
+    event(kubeapi, "RemediationAction", done["metadata"]["name"], "ActionExecuted")
 
 
 def test_dry_run_uses_the_ec2_permission_check(kubeapi: KubeAPIServer, operator: OperatorProcess, estate: Estate,
@@ -350,7 +377,7 @@ def test_throttled_aws_is_retried(kubeapi: KubeAPIServer, run_operator: Operator
     assert done["status"]["attempts"] == 2
     assert proxy.hits("SetDesiredCapacity") == 4  # 2 boto3 attempts, the engine's retry: 1 more throttled, 1 ok
     assert estate.desired(moto) == 3
-    assert "ActionRetrying" in reasons(kubeapi, "RemediationAction", done["metadata"]["name"])
+    event(kubeapi, "RemediationAction", done["metadata"]["name"], "ActionRetrying")
 
 
 def test_access_denied_is_terminal(kubeapi: KubeAPIServer, operator: OperatorProcess, proxy: FaultProxy,
@@ -361,7 +388,7 @@ def test_access_denied_is_terminal(kubeapi: KubeAPIServer, operator: OperatorPro
     failed = wait_phase(kubeapi, "Failed")[0]
     assert failed["status"]["errorClass"] == "Terminal" and failed["status"]["errorCode"] == "AccessDenied"
     assert "not retried" in failed["status"]["message"]
-    assert "ActionFailed" in reasons(kubeapi, "RemediationAction", failed["metadata"]["name"])
+    event(kubeapi, "RemediationAction", failed["metadata"]["name"], "ActionFailed")
     steady(lambda: proxy.hits("SetDesiredCapacity") == 1, seconds=4)  # no retry storm
     assert estate.desired(moto) == 2
     assert operator.value("vigil_aws_errors_total", operation="SetDesiredCapacity", error_class="Terminal") == 1

@@ -52,7 +52,7 @@ def manifests(sandbox: Sandbox) -> list[dict[str, Any]]:
          "metadata": {"name": POLICY, "namespace": NAMESPACE},
          "spec": {
              "detectorSelector": {"matchLabels": {"app": "web"}},
-             "trigger": {"for": "0s"},
+             "trigger": {"for": "0s", "keepFiringFor": f"{20 * sandbox.spacing:g}s"},
              "actions": [{"name": "scale-out", "scaleAutoScalingGroup": {"name": "web", "by": 2, "min": 2, "max": 6}}],
              "aws": {"region": "us-east-1"},
              "approval": {"required": True, "timeout": "10m"},
@@ -321,8 +321,10 @@ def run(args: argparse.Namespace) -> int:
             live.stop()
         png = out / "demo.png"
         plot(sandbox, timeline, png, threshold)
-        if timeline.actions:
-            (out / "actions.yaml").write_text(yaml.safe_dump_all(list(timeline.actions.values()), sort_keys=False))
+        final = sorted(sandbox.kube.list(*RA, NAMESPACE), key=lambda a: a["metadata"]["creationTimestamp"])
+        timeline.actions = {a["metadata"]["name"]: a for a in final}  # the final state, not the last poll's
+        if final:
+            (out / "actions.yaml").write_text(yaml.safe_dump_all(final, sort_keys=False))
         for line in summary(sandbox, timeline):
             print(line)
         print(f"- plot: {png}\n- operator log: {sandbox.operator_log}\n- manifests: {out / 'manifests.yaml'}")

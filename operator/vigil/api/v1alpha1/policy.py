@@ -69,6 +69,12 @@ class Trigger(Model):
         description="The detector's last evaluation must be younger than this; default 3x its interval. Older "
         "data never triggers an action (reason DetectorStale).",
     )
+    keep_firing_for: Duration = Field(
+        default="5m",
+        description="An incident ends only after the trigger has been quiet this long (like Prometheus' "
+        "keep_firing_for). A flare within that time continues the same incident: no new first step, and "
+        "pending approvals stay valid.",
+    )
 
 
 class InstanceTargets(Model):
@@ -295,6 +301,8 @@ class RemediationPolicyStatus(Model):
     in_flight: int | None = Field(default=None, ge=0, description="Actions pending approval or executing.")
     incident: str | None = Field(default=None, description="Id of the open incident (label vigil.dev/incident).")
     incident_since: datetime.datetime | None = None
+    quiet_since: datetime.datetime | None = Field(
+        default=None, description="While an incident is open: since when the trigger has been quiet.")
     escalation_step: int | None = Field(default=None, ge=0, description="Next step of the current incident.")
     last_action: LastAction | None = None
     matched_detectors: list[str] = Field(default_factory=list, max_length=100)

@@ -324,15 +324,23 @@ class RemediationEngine:
         )
         self._triggers[entry.id] = result
 
-        if result.state == TriggerState.FIRING and not status.incident:
-            status.incident = ladder.incident_id(entry.uid, now)
-            status.incident_since = _utc(now)
-            status.escalation_step = 0
+        if result.state == TriggerState.FIRING:
+            status.quiet_since = None
+            if not status.incident:
+                status.incident = ladder.incident_id(entry.uid, now)
+                status.incident_since = _utc(now)
+                status.escalation_step = 0
         elif result.state == TriggerState.QUIET and status.incident:
-            entry.skips = {s for s in entry.skips if s[0] != status.incident}
-            status.incident = None
-            status.incident_since = None
-            status.escalation_step = None
+            # Hysteresis: a flicker around the threshold must not end the incident (and expire its
+            # approvals, and restart the ladder); only a quiet spell of keepFiringFor does.
+            quiet_since = status.quiet_since.timestamp() if status.quiet_since else now
+            status.quiet_since = _utc(quiet_since)
+            if now - quiet_since >= durations.parse(spec.trigger.keep_firing_for):
+                entry.skips = {s for s in entry.skips if s[0] != status.incident}
+                status.incident = None
+                status.incident_since = None
+                status.quiet_since = None
+                status.escalation_step = None
 
         actions = self.actions_of(entry)
         records = [a.record() for a in actions]
