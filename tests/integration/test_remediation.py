@@ -320,12 +320,16 @@ def test_blast_radius_counts_in_flight_actions(kubeapi: KubeAPIServer, operator:
     skipped = wait_phase(kubeapi, "Skipped")[0]
     assert skipped["status"]["skipReason"] == "BlastRadiusExceeded"
     assert "1 of 2 in group web in flight, limit 1" in skipped["status"]["message"]
+    wait_for(lambda: policy_conditions(kubeapi)["ActionAllowed"]["reason"] == "BlastRadiusExceeded",
+             what="ActionAllowed=False/BlastRadiusExceeded")
     # Once the in-flight action ends (rejected), the held-back step runs, in the same incident.
     hold = next(a for a in actions(kubeapi) if a["spec"]["policyRef"]["name"] == "hold")
     kubeapi.patch(*RA, "default", hold["metadata"]["name"], {"metadata": {"annotations": {"vigil.dev/reject": "true"}}})
     done = wait_for(lambda: [a for a in actions(kubeapi) if a["spec"]["policyRef"]["name"] == "web"
                              and (a.get("status") or {}).get("phase") == "Succeeded"], what="reboot done")
     assert done[0]["spec"]["targets"][0]["id"] == second
+    wait_for(lambda: policy_conditions(kubeapi)["ActionAllowed"]["reason"] != "BlastRadiusExceeded",
+             what="blast radius no longer reported")
 
 
 def test_dry_run_changes_nothing(kubeapi: KubeAPIServer, operator: OperatorProcess, estate: Estate, moto: Moto,

@@ -370,6 +370,10 @@ class RemediationEngine:
                         put(PolicyConditionType.DEGRADED, ConditionStatus.TRUE, PolicyReason.AWS_RETRYING, degraded)
 
         verdict = self._guard(spec, [a.record() for a in self.actions_of(entry)], result, incident_records, now)
+        if not status.incident:
+            entry.held_back = None
+        if verdict.allowed and entry.held_back:
+            verdict = guards.GuardVerdict(False, PolicyReason.BLAST_RADIUS_EXCEEDED, entry.held_back)
         put(PolicyConditionType.ACTION_ALLOWED, ConditionStatus.TRUE if verdict.allowed else ConditionStatus.FALSE,
             verdict.reason, verdict.message)
         if not any(c.type == PolicyConditionType.DEGRADED for c in status.conditions):
@@ -469,9 +473,12 @@ class RemediationEngine:
             return None
         entry.aws_backoff_until = 0.0
         if isinstance(chosen, Refusal):
+            if chosen.reason == SkipReason.BLAST_RADIUS_EXCEEDED:
+                entry.held_back = chosen.message  # re-checked every tick; runs when in-flight work ends
             await self._record_skip(entry, spec, incident, index, chosen.reason, chosen.message, result,
                                     chosen.targets, now)
             return None
+        entry.held_back = None
         targets, remarks = chosen
         if remarks:
             await self._event(entry.involved, "Normal", "TargetsReduced", "; ".join(remarks))

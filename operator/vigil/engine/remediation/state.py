@@ -56,6 +56,8 @@ class PolicyEntry:
     aws_backoff_until: float = 0.0
     #: resourceVersion of the newest state we know (our own write or a watch event).
     resource_version: int = 0
+    #: Why the due step is held back by the blast radius (reported in ActionAllowed), if it is.
+    held_back: str | None = None
 
     @property
     def id(self) -> ObjectId:
