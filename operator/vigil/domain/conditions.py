@@ -21,36 +21,13 @@ def set_condition(
     observed_generation: int | None = None,
 ) -> list[Condition]:
     """Return a new list with ``type`` set; other conditions keep their order."""
-    result: list[Condition] = []
-    found = False
-    for condition in conditions:
-        if condition.type != type:
-            result.append(condition)
-            continue
-        found = True
-        transition = condition.last_transition_time if condition.status == status else now
-        result.append(
-            Condition(
-                type=type,
-                status=status,
-                reason=reason,
-                message=message,
-                last_transition_time=transition,
-                observed_generation=observed_generation,
-            )
-        )
-    if not found:
-        result.append(
-            Condition(
-                type=type,
-                status=status,
-                reason=reason,
-                message=message,
-                last_transition_time=now,
-                observed_generation=observed_generation,
-            )
-        )
-    return result
+    old = get(conditions, type)
+    transition = old.last_transition_time if old is not None and old.status == status else now
+    new = Condition(type=type, status=status, reason=reason, message=message, last_transition_time=transition,
+                    observed_generation=observed_generation)
+    if old is None:
+        return [*conditions, new]
+    return [new if condition.type == type else condition for condition in conditions]
 
 
 def get(conditions: list[Condition], type: str) -> Condition | None:
