@@ -167,6 +167,10 @@ def _run(args: argparse.Namespace) -> int:
     )
     if args.log_level == "error":
         logging.getLogger().setLevel(logging.ERROR)
+    if args.log_level != "debug":
+        # kopf logs "Handler ... succeeded" for every watch event, i.e. for every status write: at
+        # thousands of detectors that drowns everything else. Failures still log at WARNING.
+        logging.getLogger("kopf.objects").setLevel(logging.WARNING)
     registry = build_registry(config)
     asyncio.run(kopf.operator(
         registry=registry,

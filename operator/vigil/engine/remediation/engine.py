@@ -125,6 +125,7 @@ class RemediationEngine:
         self._wake = asyncio.Event()
         self._pool = concurrent.futures.ThreadPoolExecutor(max_workers=aws_workers, thread_name_prefix="vigil-aws")
         self._triggers: dict[ObjectId, TriggerResult] = {}
+        self._by_namespace: dict[str, list[DetectorEntry]] = {}
         self.started = clock()
 
     # --- fed by kopf handlers -------------------------------------------------------------
@@ -213,6 +214,10 @@ class RemediationEngine:
 
     async def tick(self) -> None:
         now = self.clock()
+        # One pass over the detectors per tick, not one per policy: policies only match in their namespace.
+        self._by_namespace = {}
+        for detector in self.detectors.entries.values():
+            self._by_namespace.setdefault(detector.namespace, []).append(detector)
         for entry in list(self.policies.values()):
             try:
                 await self._reconcile(entry, now)
@@ -237,9 +242,7 @@ class RemediationEngine:
 
     def _matched(self, entry: PolicyEntry, spec: RemediationPolicySpec) -> list[DetectorEntry]:
         found = []
-        for detector in self.detectors.entries.values():
-            if detector.namespace != entry.namespace:
-                continue
+        for detector in self._by_namespace.get(entry.namespace, []):
             if detector.name in spec.detectors or (
                 spec.detector_selector is not None and selectors.matches(spec.detector_selector,
                                                                          detector.object_labels)):
