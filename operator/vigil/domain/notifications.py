@@ -61,7 +61,6 @@ from vigil.api.v1alpha1.action import (
     RemediationActionStatus,
     Target,
 )
-from vigil.api.v1alpha1.policy import STEP_KINDS
 
 WEBHOOK_SCHEMA_VERSION = "v1"
 ELLIPSIS = "…"
@@ -200,12 +199,6 @@ def reject_command(namespace: str, action: str) -> Command:
     )
 
 
-def step_kind(spec: RemediationActionSpec) -> str | None:
-    """The ``actions[]`` kind the step sets (e.g. ``scaleAutoScalingGroup``)."""
-    wire = spec.step.to_wire()
-    return next((kind for kind in STEP_KINDS if kind in wire), None)
-
-
 def event_for_action(
     kind: EventKind,
     namespace: str,
@@ -225,7 +218,7 @@ def event_for_action(
         phase=status.phase,
         step_index=spec.step_index,
         step_name=spec.step.name,
-        step_kind=step_kind(spec),
+        step_kind=spec.step.kind,
         targets=tuple(spec.targets),
         reason=spec.reason,
         dry_run=spec.dry_run,

@@ -168,6 +168,25 @@ class Step(Model):
     run_command: RunCommand | None = None
     deregister_target: DeregisterTarget | None = None
 
+    @property
+    def kind(self) -> str:
+        """Which action kind the step sets (e.g. ``scaleAutoScalingGroup``); the schema allows exactly one."""
+        kinds = {"scaleAutoScalingGroup": self.scale_auto_scaling_group, "replaceInstance": self.replace_instance,
+                 "rebootInstances": self.reboot_instances, "runCommand": self.run_command,
+                 "deregisterTarget": self.deregister_target}
+        for kind, value in kinds.items():
+            if value is not None:
+                return kind
+        raise ValueError("the step sets no action kind")
+
+    @property
+    def instance_targets(self) -> InstanceTargets | None:
+        """The targets of an instance-level step; None for a scale step."""
+        for value in (self.replace_instance, self.reboot_instances, self.run_command, self.deregister_target):
+            if value is not None:
+                return value.targets
+        return None
+
 
 STEP_KINDS = ("scaleAutoScalingGroup", "replaceInstance", "rebootInstances", "runCommand", "deregisterTarget")
 

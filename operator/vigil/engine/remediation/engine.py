@@ -510,7 +510,9 @@ class RemediationEngine:
                                "scale-in refused: some series of the detector had no data at its last evaluation")
             return [Target(kind="AutoScalingGroup", id=scale.name)], []
 
-        ids = plans.resolve_instances(self._instance_targets(step), list(evidence.series) if evidence else [])
+        instance_targets = step.instance_targets
+        assert instance_targets is not None  # the schema allows exactly one kind, and it is not a scale step
+        ids = plans.resolve_instances(instance_targets, list(evidence.series) if evidence else [])
         if isinstance(ids, plans.Skip):
             return Refusal(ids.reason, ids.message)
         if step.deregister_target is not None:
@@ -545,23 +547,6 @@ class RemediationEngine:
         if verdict.message != guards.ALLOWED.message:
             remarks.append(verdict.message)
         return [Target(kind="Instance", id=i, group=g) for i, g in allowed], remarks
-
-    @staticmethod
-    def _kind(step: api_policy.Step) -> str:
-        for kind in api_policy.STEP_KINDS:
-            attribute = {"scaleAutoScalingGroup": step.scale_auto_scaling_group,
-                         "replaceInstance": step.replace_instance, "rebootInstances": step.reboot_instances,
-                         "runCommand": step.run_command, "deregisterTarget": step.deregister_target}[kind]
-            if attribute is not None:
-                return kind
-        raise ValueError("step has no kind")
-
-    @staticmethod
-    def _instance_targets(step: api_policy.Step) -> api_policy.InstanceTargets:
-        for value in (step.replace_instance, step.reboot_instances, step.run_command, step.deregister_target):
-            if value is not None:
-                return value.targets
-        raise ValueError("not an instance step")
 
     def _reason(self, result: TriggerResult, now: float) -> api_action.Reason:
         evidence = result.evidence
@@ -727,7 +712,7 @@ class RemediationEngine:
         from vigil.adapters import aws as aws_adapter
 
         assert action.spec is not None
-        executor = executors.EXECUTORS[executors.step_kind(action.spec)]
+        executor = executors.EXECUTORS[action.spec.step.kind]
         aws = self.aws_for(action.spec.region, action.spec.role_arn)
         try:
             prepared = await self._aws(executor.prepare, aws, action.spec)
@@ -816,7 +801,7 @@ class RemediationEngine:
         from vigil.adapters import aws as aws_adapter
 
         assert action.spec is not None
-        executor = executors.EXECUTORS[executors.step_kind(action.spec)]
+        executor = executors.EXECUTORS[action.spec.step.kind]
         aws = self.aws_for(action.spec.region, action.spec.role_arn)
         intent = action.status.intent
         if intent is None:
@@ -928,7 +913,7 @@ class RemediationEngine:
     def _count_terminal(self, action: ActionEntry, entry: PolicyEntry) -> None:
         if action.spec is None or action.phase is None:
             return
-        self.metrics.actions.labels(entry.namespace, entry.name, executors.step_kind(action.spec),
+        self.metrics.actions.labels(entry.namespace, entry.name, action.spec.step.kind,
                                     action.phase.value).inc()
 
     # --- trace: events and notifications ------------------------------------------------------
@@ -952,7 +937,7 @@ class RemediationEngine:
         event = notes.NotificationEvent(
             kind=kind, namespace=action.namespace, policy=action.policy, action=action.name,
             time=_utc(self.clock()), phase=action.phase, step_index=action.spec.step_index,
-            step_name=action.spec.step.name, step_kind=executors.step_kind(action.spec),
+            step_name=action.spec.step.name, step_kind=action.spec.step.kind,
             targets=tuple(action.spec.targets), reason=action.spec.reason, dry_run=action.spec.dry_run,
             message=message, before=action.status.before, after=action.status.after,
             expires_at=action.status.expires_at,

@@ -301,12 +301,3 @@ class DeregisterTarget(Executor):
 EXECUTORS: dict[str, Executor] = {e.kind: e for e in (
     ScaleGroup(), ReplaceInstance(), RebootInstances(), RunCommand(), DeregisterTarget())}
 
-
-def step_kind(spec: RemediationActionSpec) -> str:
-    step = spec.step
-    for kind, value in (("scaleAutoScalingGroup", step.scale_auto_scaling_group),
-                        ("replaceInstance", step.replace_instance), ("rebootInstances", step.reboot_instances),
-                        ("runCommand", step.run_command), ("deregisterTarget", step.deregister_target)):
-        if value is not None:
-            return kind
-    raise ValueError("the step sets no action kind")
