@@ -118,11 +118,10 @@ def test_top_k_prefers_anomalous_series() -> None:
     assert [s.labels for s in top] == [{"instance": "a"}]
 
 
-def test_status_patch_nulls_cleared_fields() -> None:
-    from vigil.engine.scheduler import status_patch
-
+def test_merge_patch_nulls_cleared_fields() -> None:
     s1 = statuses.compose(AnomalyDetectorStatus(), evaluated(160, anomalous(0.9, 160), normal(0.3)), 10)
     s2 = statuses.compose(s1, evaluated(220, normal(0.1, 220), normal(0.3)), 10)
-    patch = status_patch(s2)
-    assert patch["anomalousSince"] is None and patch["anomalous"] is False
-    assert all(v is not None for s in patch["series"] for v in s.values() if v != s.get("score"))
+    patch = s2.to_merge_patch()
+    assert patch["anomalousSince"] is None and patch["anomalous"] is False  # null deletes the old value
+    assert set(patch) == set(AnomalyDetectorStatus().model_dump(by_alias=True))  # every field, camelCase
+    assert all(v is not None for s in patch["series"] for k, v in s.items())  # nested objects stay compact

@@ -31,17 +31,6 @@ logger = logging.getLogger(__name__)
 _CONFIG_RETRY = 60.0
 
 
-def status_patch(status: AnomalyDetectorStatus) -> dict[str, Any]:
-    """The merge patch that makes the stored status equal ``status``.
-
-    Top-level fields that are now empty are sent as ``null``, which a merge patch
-    turns into a deletion; otherwise an old ``anomalousSince`` would linger.
-    """
-    full = status.model_dump(by_alias=True, mode="json", exclude_none=False)
-    compact = status.to_wire()
-    return {key: compact.get(key) for key in full}
-
-
 class Engine:
     """Owns the registry and runs the evaluation loop. Lives in the kopf memo."""
 
@@ -150,7 +139,7 @@ class Engine:
         async with self._writes:
             try:
                 updated = await self.kube.patch_status(
-                    API_VERSION, api.PLURAL, entry.namespace, entry.name, status_patch(new)
+                    API_VERSION, api.PLURAL, entry.namespace, entry.name, new.to_merge_patch()
                 )
             except kube.KubeError as exc:
                 self.metrics.status_writes.labels("error").inc()

@@ -51,6 +51,16 @@ class Model(pydantic.BaseModel):
         """Serialise as the API server stores it: camelCase, no unset optionals."""
         return self.model_dump(by_alias=True, exclude_none=True, mode="json")
 
+    def to_merge_patch(self) -> dict[str, Any]:
+        """A JSON merge patch that makes the stored object equal this one.
+
+        Top-level fields that are now empty are sent as ``null``, which a merge patch turns into a
+        deletion; otherwise an old value (say ``anomalousSince``) would linger.
+        """
+        compact = self.to_wire()
+        keys = [field.alias or name for name, field in type(self).model_fields.items()]
+        return {key: compact.get(key) for key in keys}
+
 
 class ConditionStatus(enum.StrEnum):
     TRUE = "True"

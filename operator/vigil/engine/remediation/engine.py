@@ -438,11 +438,9 @@ class RemediationEngine:
     async def _write_policy(self, entry: PolicyEntry, status: RemediationPolicyStatus) -> None:
         if status.to_wire() == entry.written.to_wire():
             return
-        full = status.model_dump(by_alias=True, mode="json", exclude_none=False)
-        compact = status.to_wire()
-        patch = {key: compact.get(key) for key in full}
         try:
-            updated = await self.kube.patch_status(API_VERSION, api_policy.PLURAL, entry.namespace, entry.name, patch)
+            updated = await self.kube.patch_status(API_VERSION, api_policy.PLURAL, entry.namespace, entry.name,
+                                                   status.to_merge_patch())
         except kube.KubeError as exc:
             if exc.status == 404:
                 self.remove_policy(entry.namespace, entry.name)
@@ -885,9 +883,7 @@ class RemediationEngine:
 
     async def _write_action(self, action: ActionEntry, status: RemediationActionStatus, cas: bool = False) -> bool:
         """Patch the action's status. With ``cas``, only if nobody changed the object since we read it."""
-        full = status.model_dump(by_alias=True, mode="json", exclude_none=False)
-        compact = status.to_wire()
-        body: dict[str, Any] = {"status": {key: compact.get(key) for key in full}}
+        body: dict[str, Any] = {"status": status.to_merge_patch()}
         if cas and action.raw_resource_version:
             body["metadata"] = {"resourceVersion": action.raw_resource_version}
         path = f"/apis/{API_VERSION}/namespaces/{action.namespace}/{api_action.PLURAL}/{action.name}/status"
