@@ -9,6 +9,7 @@ operator says exactly what the backtest says at the grid point it evaluated.
 from __future__ import annotations
 
 import dataclasses
+import json
 import math
 import time
 
@@ -46,8 +47,6 @@ class Scenario:
 def load(key: str) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.float64], tuple[float, float], float]:
     loaded = nab.load_series(DATA / "nab" / key, strict=False)
     windows = nab.load_windows(DATA / "nab" / "combined_windows.json", key)
-    import json
-
     labels = json.loads((DATA / "nab" / "combined_labels.json").read_text())[key]
     label = nab.parse_timestamp(labels[0])
     grid = resample.to_grid(loaded.timestamps, loaded.values, STEP)

@@ -141,17 +141,13 @@ def _anomalous_reason(outcome: Outcome) -> tuple[Reason, str]:
     if pending:
         return Reason.FOR_PENDING, (
             f"{pending} of {total} series above the threshold, waiting for "
-            f"{_seconds_text(outcome.for_seconds)}"
+            f"{durations.format(outcome.for_seconds)}"
         )
     if states.count(SeriesState.MISSING) == total:
         return Reason.MISSING_DATA, f"all {total} series have no value at the evaluation time"
     if states.count(SeriesState.WARMING_UP) == total:
         return Reason.WARMING_UP, f"all {total} series have too little history to score yet"
     return Reason.NORMAL, f"no series anomalous ({verdict.scored_series} of {total} scored)"
-
-
-def _seconds_text(seconds: float) -> str:
-    return durations.format(seconds)
 
 
 def top_series(

@@ -21,7 +21,7 @@ import numpy as np
 from vigil import features
 from vigil.adapters import inference, prometheus
 from vigil.adapters.metrics import OperatorMetrics
-from vigil.api.v1alpha1.detector import AnomalyDetectorSpec, ModelStatus, Reason
+from vigil.api.v1alpha1.detector import AnomalyDetectorSpec, MissingDataPolicy, ModelStatus, Reason
 from vigil.domain import detection, durations, history
 from vigil.domain.detection import Availability
 from vigil.domain.history import GridHistory, SeriesKey
@@ -213,7 +213,7 @@ async def evaluate(
             verdicts[key] = detection.decide(
                 entry.verdicts.get(key), state, scores.get((id(plan), key)), plan.rule, now
             )
-        if not verdicts and plan.rule.missing.value == "alert":
+        if not verdicts and plan.rule.missing == MissingDataPolicy.ALERT:
             # An empty answer is missing data too: track it as the series with no labels.
             verdicts[()] = detection.decide(entry.verdicts.get(()), Availability.MISSING, None, plan.rule, now)
         entry.verdicts = verdicts
