@@ -15,6 +15,7 @@ import pytest
 from tests.harness import OperatorProcess
 from vigil.api import crdgen
 from vigil.sandbox.kubeapi import KubeAPIServer
+from vigil.sandbox.moto import MotoServer
 
 
 def pytest_sessionstart(session: pytest.Session) -> None:
@@ -35,6 +36,20 @@ def kubeapi() -> Iterator[KubeAPIServer]:
 @pytest.fixture
 def kubeconfig(kubeapi: KubeAPIServer, tmp_path: pathlib.Path) -> pathlib.Path:
     return kubeapi.write_kubeconfig(tmp_path / "kubeconfig")
+
+
+@pytest.fixture(scope="session")
+def moto() -> Iterator[MotoServer]:
+    """One moto server for the run: moto keeps its state per process, so several servers would share
+    it anyway. Tests that build AWS state reset it first (``POST /moto-api/reset``)."""
+    server = MotoServer().start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def moto_url(moto: MotoServer) -> str:
+    return moto.url
 
 
 OperatorFactory = Callable[..., OperatorProcess]

@@ -23,7 +23,6 @@ import boto3
 import botocore.credentials
 import botocore.exceptions
 import pytest
-from moto.server import ThreadedMotoServer
 
 from vigil.adapters import aws
 from vigil.api.v1alpha1.action import ErrorClass
@@ -85,17 +84,6 @@ def isolated_env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
 def session(isolated_env: None) -> boto3.Session:
     """One session for the module: botocore loads each service model once per session (~0.1 s per client)."""
     return boto3.Session(aws_access_key_id="testing", aws_secret_access_key="testing", region_name=REGION)
-
-
-@pytest.fixture(scope="module")
-def moto_url() -> Iterator[str]:
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    server.start()
-    host, port = server.get_host_and_port()
-    try:
-        yield f"http://{host}:{port}"
-    finally:
-        server.stop()
 
 
 @pytest.fixture(scope="module")

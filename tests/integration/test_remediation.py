@@ -40,13 +40,6 @@ AD = ("vigil.dev/v1alpha1", "anomalydetectors")
 
 
 @pytest.fixture(scope="module")
-def moto() -> Iterator[Moto]:
-    server = Moto().start()
-    yield server
-    server.stop()
-
-
-@pytest.fixture(scope="module")
 def prometheus() -> Iterator[PrometheusServer]:
     scorer = inference.Scorer(inference.builtin_bytes())
     incident = scenario.build(KEY, "nab_cpu", {"scenario": "incident"}, "incident", scorer)

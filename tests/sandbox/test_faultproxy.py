@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import http.client
 import socket
+import threading
 import urllib.parse
 import urllib.request
 from collections.abc import Callable, Iterator
@@ -19,9 +20,9 @@ import boto3
 import botocore.config
 import botocore.exceptions
 import pytest
-from moto.server import ThreadedMotoServer
 
 from vigil.sandbox import faultproxy
+from vigil.sandbox import moto as sandbox_moto
 from vigil.sandbox.faultproxy import FaultProxy
 
 pytestmark = pytest.mark.timeout(60)
@@ -29,17 +30,6 @@ pytestmark = pytest.mark.timeout(60)
 REGION = "us-east-1"
 NO_RETRIES = botocore.config.Config(retries={"mode": "standard", "total_max_attempts": 1})
 SIGNED = "AWS4-HMAC-SHA256 Credential=testing/20240101/us-east-1/{}/aws4_request, SignedHeaders=host, Signature=0"
-
-
-@pytest.fixture(scope="module")
-def moto_url() -> Iterator[str]:
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    server.start()
-    host, port = server.get_host_and_port()
-    try:
-        yield f"http://{host}:{port}"
-    finally:
-        server.stop()
 
 
 @pytest.fixture(scope="module")
@@ -245,44 +235,32 @@ def test_stop_closes_the_port_and_keep_alive_connections(moto_url: str) -> None:
         FaultProxy("https://example.com")
 
 
-def test_hold_keeps_the_answer_or_the_request_back() -> None:
+def test_hold_keeps_the_answer_or_the_request_back(moto_url: str) -> None:
     """``hold`` makes an AWS call hang in flight; with forward_first the target still applies it."""
-    import threading as _threading
+    with FaultProxy(moto_url) as proxy:
+        moto = sandbox_moto.session().client("autoscaling", endpoint_url=proxy.url)
+        results: list[object] = []
 
-    from moto.server import ThreadedMotoServer
+        def call() -> None:
+            try:
+                results.append(moto.describe_auto_scaling_groups())
+            except Exception as exc:  # the dropped request ends as a connection error
+                results.append(exc)
 
-    from tests.integration import aws_world
+        release = proxy.hold("DescribeAutoScalingGroups", forward_first=True)
+        worker = threading.Thread(target=call)
+        worker.start()
+        worker.join(timeout=1.0)
+        assert worker.is_alive() and results == []  # forwarded, answer held
+        release()
+        worker.join(timeout=10)
+        assert isinstance(results[0], dict)
 
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    server.start()
-    host, port = server.get_host_and_port()
-    try:
-        with FaultProxy(f"http://{host}:{port}") as proxy:
-            moto = aws_world.session().client("autoscaling", endpoint_url=proxy.url)
-            results: list[object] = []
-
-            def call() -> None:
-                try:
-                    results.append(moto.describe_auto_scaling_groups())
-                except Exception as exc:  # the dropped request ends as a connection error
-                    results.append(exc)
-
-            release = proxy.hold("DescribeAutoScalingGroups", forward_first=True)
-            worker = _threading.Thread(target=call)
-            worker.start()
-            worker.join(timeout=1.0)
-            assert worker.is_alive() and results == []  # forwarded, answer held
-            release()
-            worker.join(timeout=10)
-            assert isinstance(results[0], dict)
-
-            release = proxy.hold("DescribeAutoScalingGroups", forward_first=False)
-            worker = _threading.Thread(target=call)
-            worker.start()
-            worker.join(timeout=1.0)
-            assert worker.is_alive()
-            release()
-            worker.join(timeout=60)
-            assert proxy.hits("DescribeAutoScalingGroups") >= 2
-    finally:
-        server.stop()
+        release = proxy.hold("DescribeAutoScalingGroups", forward_first=False)
+        worker = threading.Thread(target=call)
+        worker.start()
+        worker.join(timeout=1.0)
+        assert worker.is_alive()
+        release()
+        worker.join(timeout=60)
+        assert proxy.hits("DescribeAutoScalingGroups") >= 2
