@@ -10,7 +10,6 @@ through the same verdict state machine (:mod:`vigil.domain.detection`).
 from __future__ import annotations
 
 import argparse
-import csv
 import dataclasses
 import datetime
 import pathlib
@@ -25,7 +24,6 @@ from vigil import features
 from vigil.adapters import csvseries, inference
 from vigil.api.v1alpha1.detector import MissingDataPolicy, SeriesState
 from vigil.domain import detection, durations, resample
-from vigil.domain.detection import Availability
 from vigil.engine import scoring
 
 FloatArray = npt.NDArray[np.float64]
@@ -61,20 +59,14 @@ def run(
         scores[part] = scorer.score(x[part])
         if progress:
             progress(min(begin + chunk, rows.size), rows.size)
-    availability = scoring.assess_series(values, valid)
+    scored, absent = scoring.availability_masks(values, valid)
     rule = detection.Rule(
         threshold=scorer.info.recommended_threshold if threshold is None else threshold,
         for_seconds=for_seconds,
         missing=missing,
     )
-    verdict: detection.SeriesVerdict | None = None
-    anomalous = np.zeros(values.shape[0], dtype=bool)
-    states: list[SeriesState] = []
-    for i, (t, state) in enumerate(zip(timestamps.tolist(), availability, strict=True)):
-        score = None if state != Availability.SCORED else float(scores[i])
-        verdict = detection.decide(verdict, state, score, rule, t)
-        anomalous[i] = verdict.anomalous
-        states.append(verdict.state)
+    anomalous, codes = detection.decide_series(scored, absent, scores, rule, timestamps)
+    states = [detection.STATE_CODES[c] for c in codes.tolist()]
     return Result(timestamps, values, scores, anomalous, states, rule.threshold)
 
 
@@ -116,19 +108,24 @@ class _Bar:
         sys.stderr.flush()
 
 
-def _iso(epoch: float) -> str:
-    return datetime.datetime.fromtimestamp(epoch, tz=datetime.UTC).strftime("%Y-%m-%d %H:%M:%S")
+def iso_seconds(epochs: FloatArray) -> list[str]:
+    """``YYYY-MM-DD HH:MM:SS`` (UTC) for each epoch, as ``datetime.fromtimestamp(t).strftime`` gives, in bulk."""
+    micros = np.round(np.asarray(epochs, dtype=np.float64) * 1e6).astype(np.int64)
+    seconds = (micros // 1_000_000).astype("datetime64[s]")
+    return [text.replace("T", " ") for text in np.datetime_as_string(seconds, unit="s").tolist()]
 
 
 def write_csv(result: Result, path: pathlib.Path) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
+    stamps = iso_seconds(result.timestamps)
+    values = ["" if v != v else repr(v) for v in result.values.tolist()]  # v != v: NaN
+    scores = ["" if s != s else f"{s:.6f}" for s in result.scores.tolist()]
+    flags = ["true" if a else "false" for a in result.anomalous.tolist()]
+    states = [state.value for state in result.states]
     with path.open("w", newline="") as handle:
-        out = csv.writer(handle)
-        out.writerow(["timestamp", "value", "score", "anomalous", "state"])
-        for t, v, s, a, state in zip(result.timestamps, result.values, result.scores, result.anomalous,
-                                     result.states, strict=True):
-            out.writerow([_iso(t), "" if not np.isfinite(v) else repr(float(v)),
-                          "" if not np.isfinite(s) else f"{s:.6f}", "true" if a else "false", state.value])
+        handle.write("timestamp,value,score,anomalous,state\r\n")
+        handle.writelines(f"{t},{v},{s},{a},{st}\r\n" for t, v, s, a, st in zip(stamps, values, scores, flags,
+                                                                                  states, strict=True))
 
 
 def plot(results: dict[str, Result], path: pathlib.Path) -> None:

@@ -21,6 +21,9 @@ import enum
 from collections.abc import Mapping
 from typing import Any
 
+import numpy as np
+import numpy.typing as npt
+
 from vigil.api.v1alpha1.detector import MissingDataPolicy, SeriesState
 
 
@@ -90,6 +93,47 @@ def _enter(
     return SeriesVerdict(
         state=state, since=since, anomalous=anomalous, pending_since=pending_since, score=score
     )
+
+
+#: Order of the state codes :func:`decide_series` returns.
+STATE_CODES: tuple[SeriesState, ...] = (
+    SeriesState.NORMAL, SeriesState.PENDING, SeriesState.ANOMALOUS, SeriesState.MISSING, SeriesState.WARMING_UP,
+)
+_NORMAL, _PENDING, _ANOMALOUS, _MISSING, _WARMING_UP = range(len(STATE_CODES))
+
+
+def decide_series(
+    scored: npt.NDArray[np.bool_],
+    missing: npt.NDArray[np.bool_],
+    scores: npt.NDArray[np.float64],
+    rule: Rule,
+    times: npt.NDArray[np.float64],
+) -> tuple[npt.NDArray[np.bool_], npt.NDArray[np.int8]]:
+    """:func:`decide` folded over a whole series at once, from no previous verdict.
+
+    ``scored`` and ``missing`` say each point's :class:`Availability` (neither =
+    warming up). Returns ``(anomalous, states)`` per point, ``states`` as indices
+    into :data:`STATE_CODES`. Vectorised for ``vigil backtest``, which replays
+    hundreds of thousands of points; a test checks it against the fold of
+    :func:`decide` on random series, so the two cannot drift apart.
+    """
+    n = len(scored)
+    with np.errstate(invalid="ignore"):
+        breach = scored & (scores >= rule.threshold)
+    if rule.missing != MissingDataPolicy.IGNORE:
+        breach |= missing
+    # A breach run starts where the previous point did not breach; every point of
+    # the run has been pending since the run's first timestamp.
+    starts = breach & ~np.concatenate([[False], breach[:-1]])
+    run_start = np.maximum.accumulate(np.where(starts, np.arange(n), 0)) if n else np.zeros(0, dtype=np.int64)
+    pending_since = times[run_start] if n else np.zeros(0)
+    anomalous = breach & (times - pending_since >= rule.for_seconds)
+    states = np.full(n, _NORMAL, dtype=np.int8)
+    states[scored & breach] = _PENDING
+    states[scored & anomalous] = _ANOMALOUS
+    states[missing] = _MISSING
+    states[~scored & ~missing] = _WARMING_UP
+    return anomalous, states
 
 
 @dataclasses.dataclass(frozen=True)

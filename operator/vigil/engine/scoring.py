@@ -14,6 +14,7 @@ from vigil import features
 from vigil.domain.detection import Availability
 
 FloatArray = npt.NDArray[np.float64]
+BoolArray = npt.NDArray[np.bool_]
 
 
 def assess(window: FloatArray, min_points: int = features.MIN_POINTS) -> Availability:
@@ -29,10 +30,10 @@ def assess(window: FloatArray, min_points: int = features.MIN_POINTS) -> Availab
     return Availability.SCORED
 
 
-def assess_series(values: FloatArray, valid: npt.NDArray[np.bool_]) -> list[Availability]:
-    """:func:`assess` for every point of a whole series, given ``features.extract_series``' mask."""
-    finite = np.isfinite(values)
-    return [
-        Availability.SCORED if ok else (Availability.MISSING if not present else Availability.WARMING_UP)
-        for ok, present in zip(valid.tolist(), finite.tolist(), strict=True)
-    ]
+def availability_masks(values: FloatArray, valid: npt.NDArray[np.bool_]) -> tuple[BoolArray, BoolArray]:
+    """(scored, missing) for every point of a series, given ``features.extract_series``' mask.
+
+    A point is scored where ``valid``; missing where it has no value; warming up otherwise.
+    """
+    return valid, ~np.isfinite(values)
+
