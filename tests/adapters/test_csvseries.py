@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime
 import pathlib
 
 import numpy as np
@@ -64,3 +65,25 @@ def test_bad_header(tmp_path: pathlib.Path) -> None:
         csvseries.read(write(tmp_path, "time,val\n1,2\n"))
     with pytest.raises(csvseries.SeriesFileError, match="no data rows"):
         csvseries.read(write(tmp_path, "timestamp,value\n"))
+
+
+def test_bulk_and_row_by_row_parsing_agree(tmp_path: pathlib.Path) -> None:
+    """All-ISO files take numpy's bulk path; one epoch stamp sends the file row by row. Same answer."""
+    rng = np.random.default_rng(3)
+    epochs = 1392388200 + np.cumsum(rng.integers(1, 900, size=500))
+    values = rng.normal(size=500).tolist()
+    iso = [datetime.datetime.fromtimestamp(int(t), tz=datetime.UTC).strftime("%Y-%m-%d %H:%M:%S") for t in epochs]
+    bulk = write(tmp_path, "timestamp,value\n" + "".join(f"{s},{v!r}\n" for s, v in zip(iso, values, strict=True)))
+    mixed_rows = [f"{s},{v!r}\n" for s, v in zip(iso, values, strict=True)]
+    mixed_rows[250] = f"{int(epochs[250])},{values[250]!r}\n"
+    mixed = tmp_path / "mixed.csv"
+    mixed.write_text("timestamp,value\n" + "".join(mixed_rows))
+    a, b = csvseries.read(bulk), csvseries.read(mixed)
+    assert a.timestamps.tolist() == b.timestamps.tolist() == epochs.astype(float).tolist()
+    assert a.values.tolist() == b.values.tolist() == values
+
+
+def test_an_impossible_date_in_an_iso_file_is_reported_with_its_line(tmp_path: pathlib.Path) -> None:
+    path = write(tmp_path, "timestamp,value\n2014-01-01 00:00:00,1\n2014-13-01 00:05:00,2\n")
+    with pytest.raises(csvseries.SeriesFileError, match=r":3: timestamp '2014-13-01 00:05:00' is not a date/time"):
+        csvseries.read(path)
