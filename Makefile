@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 export VENV
 
-.PHONY: help bootstrap test demo lint typecheck crds docs train bench e2e clean
+.PHONY: help bootstrap test demo lint typecheck crds docs train bench bench-backtest e2e clean
 
 help:
 	@echo "make demo      - local sandbox: real Prometheus + emulated Kubernetes API + vigil run"
@@ -44,6 +44,10 @@ train: bootstrap
 bench: bootstrap
 	$(PY) bench/inference.py
 	$(PY) bench/detection.py
+	$(PY) bench/backtest.py
+
+bench-backtest: bootstrap
+	$(PY) bench/backtest.py
 
 e2e:
 	bash scripts/e2e.sh
