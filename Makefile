@@ -47,7 +47,7 @@ bench: bootstrap
 	$(PY) bench/backtest.py
 
 bench-backtest: bootstrap
-	$(PY) bench/backtest.py
+	$(PY) bench/backtest.py --write docs/bench/backtest.md
 
 e2e:
 	bash scripts/e2e.sh

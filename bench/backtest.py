@@ -24,6 +24,7 @@ from __future__ import annotations
 import argparse
 import gc
 import os
+import platform
 import sys
 import tempfile
 import time
@@ -75,6 +76,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--data", type=Path, default=Path("../shared/data/nab/data"), help="folder of CSV series")
     parser.add_argument("--repeat", type=int, default=3, help="runs per figure; the best is kept")
     parser.add_argument("--models", type=int, default=32, help="sessions held at once for the memory figure")
+    parser.add_argument("--write", type=Path, default=None, metavar="MD",
+                        help="also write the figures as Markdown (make bench-backtest: docs/bench/backtest.md)")
     args = parser.parse_args(argv)
     if not args.data.is_dir():
         print(f"bench.backtest: {args.data} is not a folder (the NAB copy lives in ../shared/data/nab)",
@@ -162,28 +165,39 @@ def main(argv: Sequence[str] | None = None) -> int:
     total = best_of(args.repeat, end_to_end)
     per_point = best_of(1, verdicts_per_point)
 
-    print(f"vigil backtest throughput: {len(files)} files, {points:,} grid points ({scored_rows:,} scored), "
-          f"one core ({pinned}), best of {args.repeat}")
-    print(f"\n{'stage':28s}{'seconds':>10s}{'points/s':>14s}{'share':>8s}")
     stage_sum = sum(s for _, s in stages)
-    for name, seconds in stages:
-        print(f"{name:28s}{seconds:10.3f}{points / seconds:14,.0f}{seconds / stage_sum:8.0%}")
-    print(f"{'end to end (backtest.main)':28s}{total:10.3f}{points / total:14,.0f}")
-    print(f"\ngoal >= {GOAL_POINTS_PER_SECOND:,} points/s end to end: "
-          f"{'met' if points / total >= GOAL_POINTS_PER_SECOND else 'NOT met'} "
-          f"({points / total / GOAL_POINTS_PER_SECOND:.2f}x the goal)")
     core = next(s for n, s in stages if n == "features") + next(s for n, s in stages if n.startswith("inference"))
-    print(f"scoring core (features + inference): {points / core:,.0f} points/s")
     vectorised = next(s for n, s in stages if n.startswith("verdicts"))
-    print(f"verdicts: per-point fold of decide() {per_point:.3f} s vs vectorised {vectorised:.3f} s "
-          f"= {per_point / vectorised:.1f}x")
-
-    # Model load time and memory per loaded session.
     load = best_of(args.repeat, lambda: inference.Scorer(model_bytes))
-    print(f"\nmodel load: {load * 1000:.1f} ms per onnxruntime session of {scorer.info.name} "
-          f"({len(model_bytes) / 1024:.0f} KiB ONNX, verified metadata included)")
-    print(f"memory: {grown / args.models / 2**20:.2f} MiB RSS per loaded session ({args.models} held at once, "
-          "each run once)")
+    rate = points / total
+    lines = [
+        f"`vigil backtest` over {len(files)} NAB files, {points:,} grid points ({scored_rows:,} scored), "
+        f"one core ({pinned}, {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs), "
+        f"best of {args.repeat}, model {scorer.info.name}.",
+        "",
+        "| stage | seconds | points/s | share |",
+        "|---|---:|---:|---:|",
+        *(f"| {name} | {seconds:.3f} | {points / seconds:,.0f} | {seconds / stage_sum:.0%} |"
+          for name, seconds in stages),
+        f"| **end to end** (`backtest.main`) | {total:.3f} | **{rate:,.0f}** | |",
+        "",
+        f"- Goal >= {GOAL_POINTS_PER_SECOND:,} points/s end to end: "
+        f"**{'met' if rate >= GOAL_POINTS_PER_SECOND else 'not met'}** "
+        f"({rate / GOAL_POINTS_PER_SECOND:.2f}x the goal).",
+        f"- Scoring core (features + inference): {points / core:,.0f} points/s.",
+        f"- Verdicts: per-point fold of `decide()` {per_point:.3f} s, vectorised {vectorised:.3f} s "
+        f"({per_point / vectorised:.0f}x).",
+        f"- Model load: {load * 1000:.1f} ms per onnxruntime session ({len(model_bytes) / 1024:.0f} KiB ONNX, "
+        "metadata checks included).",
+        f"- Memory: {grown / args.models / 2**20:.2f} MiB RSS per loaded session ({args.models} held at once).",
+    ]
+    text = "\n".join(lines) + "\n"
+    print(text)
+    if args.write:
+        args.write.parent.mkdir(parents=True, exist_ok=True)
+        args.write.write_text("# Backtest throughput and model load\n\nWritten by `make bench-backtest` "
+                              "(`bench/backtest.py`); measured, not typed in.\n\n" + text)
+        print(f"wrote {args.write}")
     return 0
 
 
