@@ -37,6 +37,7 @@ crds: bootstrap
 
 docs: bootstrap
 	$(PY) scripts/values-table.py --write docs/configuration.md
+	$(PY) scripts/sync-bench-docs.py --write
 
 train: bootstrap
 	$(PY) -m model.train

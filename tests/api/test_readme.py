@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import pathlib
 import re
 
@@ -32,3 +33,14 @@ def test_model_figures_come_from_the_card() -> None:
 def test_the_two_commands() -> None:
     assert "make demo" in README and "make test" in README
     assert "make test" in (ROOT / ".ci/run").read_text()
+
+
+def test_benchmark_figures_are_the_generated_ones() -> None:
+    """README quotes docs/bench/*.md verbatim between markers (scripts/sync-bench-docs.py)."""
+    spec = importlib.util.spec_from_file_location("sync_bench_docs", ROOT / "scripts/sync-bench-docs.py")
+    assert spec and spec.loader
+    sync = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(sync)
+    blocks = sync.BLOCK.findall(README)
+    assert blocks, "the README quotes no benchmark"
+    assert sync.synced(README) == README, "README benchmark blocks are stale: run `make docs`"
