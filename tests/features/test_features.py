@@ -169,3 +169,21 @@ def test_valid_mask_semantics() -> None:
 def test_empty_series() -> None:
     X, valid = features.extract_series(np.array([]))
     assert X.shape == (0, F) and valid.shape == (0,)
+
+
+@pytest.mark.parametrize("width", [5, 6, 47, 90])
+def test_selection_medians_equal_sorted_medians(width: int) -> None:
+    """The partition fast path for complete rows picks exactly what the sort path picks."""
+    rng = np.random.default_rng(width)
+    a = rng.normal(size=(500, width))
+    a[::3] = np.round(a[::3])  # ties
+    a[1::5, 0] = np.nan  # incomplete rows take the sort path
+    a[2::7, 1] = np.inf
+    a[3::11] = np.nan  # no finite value at all
+    n = np.isfinite(a).sum(axis=1)
+    ordered = np.sort(a, axis=1)
+    assert np.array_equal(window._row_median(a, n), window._median_of_sorted(ordered, n), equal_nan=True)
+    lo, hi = window._row_min_max(a, n)
+    assert np.array_equal(lo, ordered[:, 0], equal_nan=True)
+    assert np.array_equal(hi, np.take_along_axis(ordered, np.maximum(n - 1, 0)[:, None], axis=1)[:, 0],
+                          equal_nan=True)

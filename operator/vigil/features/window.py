@@ -118,11 +118,10 @@ def _compute(x: F64, recent: int) -> F32:
     last = x[:, -1]
 
     # Robust location and scale of the reference part.
-    ref_sorted = np.sort(ref, axis=1)  # NaN sorts last
     n_ref = np.isfinite(ref).sum(axis=1)
-    med = _median_of_sorted(ref_sorted, n_ref)
+    med = _row_median(ref, n_ref)
     dev = np.abs(ref - med[:, None])
-    mad = _median_of_sorted(np.sort(dev, axis=1), n_ref)
+    mad = _row_median(dev, n_ref)
     scale = np.where(mad > 0, _MAD_TO_SD * mad, _MEAN_AD_TO_SD * _nanmean(dev))
 
     rec_dev = np.abs(rec - med[:, None])
@@ -134,7 +133,7 @@ def _compute(x: F64, recent: int) -> F32:
     ref_diff = np.abs(np.diff(ref, axis=1))
     n_diff = np.isfinite(ref_diff).sum(axis=1)
     diff_mean = _nanmean(ref_diff)
-    diff_median = _median_of_sorted(np.sort(ref_diff, axis=1), n_diff)
+    diff_median = _row_median(ref_diff, n_diff)
     diff_scale = np.where(diff_median > 0, diff_median, diff_mean)
     prev = _previous_finite(x)
     step = np.where(np.isfinite(prev), np.abs(last - prev), 0.0)
@@ -144,8 +143,7 @@ def _compute(x: F64, recent: int) -> F32:
     below = (ref < last[:, None]).sum(axis=1)
     tied = (ref == last[:, None]).sum(axis=1)
     out[:, 4] = np.abs((below + 0.5 * tied) / np.maximum(n_ref, 1) - 0.5) * 2.0
-    lo = ref_sorted[:, 0]
-    hi = np.take_along_axis(ref_sorted, np.maximum(n_ref - 1, 0)[:, None], axis=1)[:, 0]
+    lo, hi = _row_min_max(ref, n_ref)
     out[:, 5] = _safe_ratio(np.abs(last - 0.5 * (lo + hi)), 0.5 * (hi - lo), Z_CLIP)
     excess = np.maximum(np.maximum(last - hi, lo - last), 0.0)
     out[:, 6] = _safe_ratio(excess, scale, Z_CLIP)
@@ -160,8 +158,8 @@ def _compute(x: F64, recent: int) -> F32:
     # Slow level shift: newer half against older half of the whole window.
     half = width // 2
     older, newer = x[:, :half], x[:, half:]
-    med_old = _median_of_sorted(np.sort(older, axis=1), np.isfinite(older).sum(axis=1))
-    med_new = _median_of_sorted(np.sort(newer, axis=1), np.isfinite(newer).sum(axis=1))
+    med_old = _row_median(older, np.isfinite(older).sum(axis=1))
+    med_new = _row_median(newer, np.isfinite(newer).sum(axis=1))
     shift = np.where(np.isfinite(med_old), np.abs(med_new - med_old), 0.0)
     out[:, 9] = _safe_ratio(shift, scale, Z_CLIP)
 
@@ -212,6 +210,41 @@ def series_features(values: npt.ArrayLike, width: int, recent: int, min_points: 
 
 
 _CHUNK = 8192
+
+
+def _row_median(a: F64, n: npt.NDArray[np.int64]) -> F64:
+    """Row medians over finite values (NaN if none), given each row's finite count.
+
+    Rows without a missing value (nearly all of them) use one ``np.partition``
+    (selection, several times cheaper than a sort); the others are sorted with NaN
+    last. Both pick the same two middle values, so the result is identical.
+    """
+    width = a.shape[1]
+    out = np.empty(a.shape[0])
+    full = n == width
+    if full.any():
+        rows = a if full.all() else a[full]
+        upper = width // 2
+        part = np.partition(rows, upper, axis=1)
+        high = part[:, upper]
+        low = high if width % 2 else part[:, :upper].max(axis=1)
+        out[full] = 0.5 * (low + high)
+    if not full.all():
+        out[~full] = _median_of_sorted(np.sort(a[~full], axis=1), n[~full])
+    return out
+
+
+def _row_min_max(a: F64, n: npt.NDArray[np.int64]) -> tuple[F64, F64]:
+    """Per row, the first and the n-th value in sorted order (NaN last): min and max of complete rows."""
+    lo, hi = np.empty(a.shape[0]), np.empty(a.shape[0])
+    full = n == a.shape[1]
+    rows = a if full.all() else a[full]
+    lo[full], hi[full] = rows.min(axis=1), rows.max(axis=1)
+    if not full.all():
+        ordered = np.sort(a[~full], axis=1)
+        lo[~full] = ordered[:, 0]
+        hi[~full] = np.take_along_axis(ordered, np.maximum(n[~full] - 1, 0)[:, None], axis=1)[:, 0]
+    return lo, hi
 
 
 def _median_of_sorted(s: F64, n: npt.NDArray[np.int64]) -> F64:
