@@ -87,6 +87,13 @@ class OperatorMetrics:
         self.scheduler_lag = Gauge(
             "vigil_scheduler_lag_seconds", "How late the newest batch started after it was due.", registry=r
         )
+        self.evaluation_lag = Histogram(
+            "vigil_evaluation_lag_seconds",
+            "Per detector evaluation: when its verdict was ready minus when it was scheduled "
+            "(includes waiting for the batch, the query and inference).",
+            buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2, 3, 5, 7.5, 10, 15, 30, 60, 120, 300),
+            registry=r,
+        )
         # Remediation.
         self.actions = Counter(
             "vigil_actions_total", "RemediationActions that reached a terminal phase.",

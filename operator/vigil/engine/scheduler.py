@@ -126,6 +126,7 @@ class Engine:
     async def _apply(self, entry: DetectorEntry, outcome: Outcome, now: float) -> None:
         if self.registry.entries.get(entry.id) is not entry:
             return  # deleted while being evaluated
+        self.metrics.evaluation_lag.observe(max(0.0, self.clock() - entry.next_due))
         self._reschedule(entry, now)
         spec = entry.spec
         top_k = spec.top_k if spec is not None else 10
