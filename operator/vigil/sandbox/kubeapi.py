@@ -32,6 +32,7 @@ import json
 import logging
 import pathlib
 import threading
+import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from types import TracebackType
@@ -92,6 +93,9 @@ class RequestRecord:
     subresource: str | None = None
     body: Any = None
     status: int | None = None
+    #: time.time() when the request arrived, and seconds until its response was ready.
+    received: float = 0.0
+    duration: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -184,6 +188,9 @@ class KubeAPIHandler(kmock.RawHandler):
         self._request_log_size = request_log_size
         self._server_address = server_address
         self._records_lock = threading.Lock()
+        #: Called (in the server's thread) with every served request's record, e.g. to count writes
+        #: without keeping every record; a failing listener is logged, never fails the request.
+        self.listeners: list[Callable[[RequestRecord], None]] = []
 
     # ---- entry point --------------------------------------------------------------------------
 
@@ -193,7 +200,9 @@ class KubeAPIHandler(kmock.RawHandler):
         route = parse_route(raw_request.path)
         content_type = raw_request.headers.get("Content-Type")
         record = RequestRecord(method=raw_request.method, path=raw_request.path, query=query,
-                               content_type=content_type, verb=_verb(raw_request.method, route, query))
+                               content_type=content_type, verb=_verb(raw_request.method, route, query),
+                               received=time.time())
+        started = time.perf_counter()
         if route is not None and route.kind == "resource":
             record.group, record.version, record.plural = route.group, route.version, route.plural
             record.namespace, record.name, record.subresource = route.namespace, route.name, route.subresource
@@ -215,6 +224,12 @@ class KubeAPIHandler(kmock.RawHandler):
             response = _error(ApiError(500, "InternalError", f"Internal error occurred: {e!r}", {}))
         if record.status is None:
             record.status = response.status
+        record.duration = time.perf_counter() - started
+        for listener in self.listeners:
+            try:
+                listener(record)
+            except Exception:
+                logger.exception("request listener failed")
         return response
 
     def _remember_for_kmock(self, raw: aiohttp.web.BaseRequest, route: Route | None, record: RequestRecord,
