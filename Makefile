@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 export VENV
 
-.PHONY: help bootstrap test demo lint typecheck crds docs train bench bench-backtest e2e clean
+.PHONY: help bootstrap test demo lint typecheck crds docs train bench bench-backtest bench-scale e2e clean
 
 help:
 	@echo "make demo      - local sandbox: real Prometheus + emulated Kubernetes API + vigil run"
@@ -13,6 +13,7 @@ help:
 	@echo "make crds      - regenerate crds/ and the chart's CRDs from the pydantic models"
 	@echo "make train     - retrain the built-in model (needs ../shared/data/nab)"
 	@echo "make bench     - benchmarks (detection quality needs ../shared/data/nab)"
+	@echo "make bench-scale - scale sweep N=100..5000 detectors (~35 min): docs/bench/scale.md, .png, README table"
 	@echo "make docs      - regenerate docs/configuration.md from charts/vigil/values.yaml"
 	@echo "make e2e       - kind end-to-end test (needs Docker, kind, helm, kubectl)"
 
@@ -49,6 +50,10 @@ bench: bootstrap
 
 bench-backtest: bootstrap
 	$(PY) bench/backtest.py --write docs/bench/backtest.md
+
+# Real Prometheus + API emulator + `vigil run`; one command, unattended, non-zero exit on harness failure.
+bench-scale: bootstrap
+	$(PY) -m bench.scale --readme README.md
 
 e2e:
 	bash scripts/e2e.sh

@@ -1,0 +1,780 @@
+"""Scale benchmark: N AnomalyDetectors x S series against real peers, with the cost curve.
+
+Everything the operator talks to is real or protocol-faithful, and the operator is
+the real ``vigil run`` process:
+
+- **Prometheus**: the real binary, loaded once with ``max(N) x S`` synthetic series
+  (diurnal cycle, noise, level-shift incidents in ~2% of them) through ``promtool``
+  backfill (sample counts verified series by series), plus live samples from an
+  in-process exporter it scrapes (:class:`vigil.sandbox.replay.ReplayExporter`).
+- **Kubernetes API**: the sandbox emulator (:mod:`vigil.sandbox.kubeapi`: our kmock-based,
+  in-memory API server with resource versions, watches, status subresource, schema
+  validation), run in its *own* process so its CPU is measured apart from the operator's
+  and from this harness. It counts every request the operator sends.
+- **The operator**: ``python -m vigil run`` as a subprocess, started after the N
+  detectors exist (so start-up with N existing detectors is measured too).
+
+For each N: the detectors are created, the operator started, the harness waits until
+every detector has written its first status, waits one more interval (warm-up), then
+measures a window (default: one heartbeat period, so steady-state writes include the
+heartbeat) and prints: evaluation lag p50/p99 (``vigil_evaluation_lag_seconds``: verdict
+ready minus scheduled time), evaluations/s, operator CPU seconds (from /proc, user+system)
+per evaluated series and cores used, peak RSS (VmHWM), Prometheus range queries per
+evaluation (counted by Prometheus itself), Kubernetes API writes per minute split into
+status/events/other and per detector per hour (counted at the emulator), the per-series
+cost of features + inference (the operator's histogram), start-up time to the first
+evaluation and to all N evaluated, and the peers' own CPU use. Then the cost curve
+(absolute figures / N), a Markdown report and a PNG plot.
+
+    python -m bench.scale                 # the full sweep (N = 100..5000, I = 60 s)
+    python -m bench.scale --quick         # a fast check (small N, compressed time)
+    python -m bench.scale -n 2000 --profile bench-out   # one N, py-spy profile of the operator
+
+Exit status is non-zero when the harness fails (a peer or the operator dies, nothing
+was evaluated); a missed goal is reported, not an error.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import dataclasses
+import datetime
+import json
+import math
+import multiprocessing
+import multiprocessing.connection
+import os
+import pathlib
+import platform
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import urllib.request
+from collections.abc import Iterator, Sequence
+from typing import Any
+
+import numpy as np
+from prometheus_client.parser import text_string_to_metric_families
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:  # `python bench/scale.py` as well as `python -m bench.scale`
+    sys.path.insert(0, str(ROOT))
+
+from tests.harness import OperatorProcess, wait_for  # noqa: E402
+from vigil.sandbox.prometheus import PrometheusServer  # noqa: E402
+from vigil.sandbox.replay import ReplayExporter, seamless_start_time, split_for_replay  # noqa: E402
+
+METRIC = "bench_load"
+STEP = 60.0  # data resolution and the detectors' grid step (spec.step = 1m)
+HISTORY_POINTS = 110  # > the model's 96-point window at step 1m
+WRITE_VERBS = {"create", "update", "patch", "delete", "deletecollection"}
+FULL_NS = (100, 500, 1000, 2000, 5000)
+GOAL_N = 2000
+
+
+@dataclasses.dataclass(frozen=True)
+class Config:
+    ns: tuple[int, ...]
+    series: int
+    interval: float
+    heartbeat: float
+    window: float
+    warmup: float
+    scrape_interval: str
+    live_minutes: int
+    out_md: pathlib.Path | None
+    out_png: pathlib.Path | None
+    readme: pathlib.Path | None
+    profile: pathlib.Path | None
+    operator_args: tuple[str, ...]
+    command: str
+
+
+# ---------------------------------------------------------------------------------------------
+# Synthetic data.
+# ---------------------------------------------------------------------------------------------
+
+def synthetic(count: int, points: int, start: float, seed: int = 6) -> tuple[np.ndarray, np.ndarray]:
+    """``count`` series of ``points`` minutes from ``start``: diurnal cycle, noise, incidents.
+
+    Returns (values [count, points], incident mask per series). Incidents are level
+    shifts (x1.6..2.5) in ~2% of the series, starting at a random point and lasting
+    20..120 minutes, so some detectors change verdict during a run (writes, Events).
+    """
+    rng = np.random.default_rng(seed)
+    t = start + STEP * np.arange(points)
+    base = rng.uniform(20, 200, count)[:, None]
+    amplitude = base * rng.uniform(0.2, 0.5, count)[:, None]
+    phase = rng.uniform(0, 1, count)[:, None]
+    day = np.sin(2 * np.pi * (t[None, :] / 86400.0 + phase))
+    noise = rng.normal(0, 1, (count, points)) * base * rng.uniform(0.02, 0.08, count)[:, None]
+    values = base + amplitude * day + noise
+    incident = rng.random(count) < 0.02
+    for i in np.flatnonzero(incident):
+        begin = int(rng.integers(points // 3, points - 5))
+        length = int(rng.integers(20, 120))
+        values[i, begin : begin + length] *= rng.uniform(1.6, 2.5)
+    return np.round(np.maximum(values, 0.0), 3), incident
+
+
+def detector_name(i: int) -> str:
+    return f"d{i:05d}"
+
+
+# ---------------------------------------------------------------------------------------------
+# The emulator, in its own process.
+# ---------------------------------------------------------------------------------------------
+
+def _emulator_main(conn: multiprocessing.connection.Connection, kubeconfig: str, count: int,
+                   interval: float) -> None:
+    """Child process: serve the emulated API, create ``count`` detectors, count requests."""
+    from vigil.api import crdgen
+    from vigil.sandbox.kubeapi import KubeAPIServer, RequestRecord
+
+    lock = threading.Lock()
+    tally: dict[str, Any] = {"writes": {}, "requests": 0, "service_s": 0.0, "first_status": None,
+                             "all_status": None}
+    written: set[str] = set()
+
+    def listen(record: RequestRecord) -> None:
+        with lock:
+            tally["requests"] += 1
+            if record.verb != "watch":
+                tally["service_s"] += record.duration
+            if record.verb not in WRITE_VERBS or (record.status or 500) >= 400:
+                return
+            if record.subresource == "status":
+                kind = f"status:{record.plural}"
+            elif record.plural == "events":
+                kind = "events"
+            else:
+                kind = f"other:{record.plural}:{record.verb}"
+            tally["writes"][kind] = tally["writes"].get(kind, 0) + 1
+            if record.subresource == "status" and record.plural == "anomalydetectors" and record.name:
+                if tally["first_status"] is None:
+                    tally["first_status"] = record.received
+                written.add(record.name)
+                if tally["all_status"] is None and len(written) >= count:
+                    tally["all_status"] = record.received
+
+    with KubeAPIServer(crds=crdgen.all_crds(), request_log_size=100) as server:
+        server.handler.listeners.append(listen)
+        server.write_kubeconfig(kubeconfig)
+        started = time.perf_counter()
+        for i in range(count):
+            server.create({
+                "apiVersion": "vigil.dev/v1alpha1", "kind": "AnomalyDetector",
+                "metadata": {"name": detector_name(i), "namespace": "default"},
+                "spec": {"query": f'{METRIC}{{detector="{detector_name(i)}"}}', "interval": f"{interval:g}s",
+                         "step": f"{STEP:g}s"},
+            })
+        conn.send(("ready", time.perf_counter() - started))
+        while True:
+            command = conn.recv()
+            if command == "tally":
+                with lock:
+                    conn.send(json.loads(json.dumps(tally)))
+            else:
+                break
+    conn.send("stopped")
+
+
+class Emulator:
+    """Handle on the emulator child process."""
+
+    def __init__(self, workdir: pathlib.Path, count: int, interval: float) -> None:
+        self.kubeconfig = workdir / "kubeconfig"
+        ctx = multiprocessing.get_context("spawn")
+        self._conn, child = ctx.Pipe()
+        self.process = ctx.Process(target=_emulator_main, args=(child, str(self.kubeconfig), count, interval),
+                                   name="bench-kubeapi", daemon=True)
+        self.process.start()
+        if not self._conn.poll(600):
+            raise RuntimeError("the emulator did not come up within 600 s")
+        _, self.create_seconds = self._conn.recv()
+
+    @property
+    def pid(self) -> int:
+        assert self.process.pid is not None
+        return self.process.pid
+
+    def tally(self) -> dict[str, Any]:
+        if not self.process.is_alive():
+            raise RuntimeError(f"the emulator died (exit code {self.process.exitcode})")
+        self._conn.send("tally")
+        result: dict[str, Any] = self._conn.recv()
+        return result
+
+    def stop(self) -> None:
+        with contextlib.suppress(Exception):
+            self._conn.send("stop")
+            self._conn.poll(15)
+        self.process.join(15)
+        if self.process.is_alive():
+            self.process.kill()
+            self.process.join()
+
+
+# ---------------------------------------------------------------------------------------------
+# Measuring.
+# ---------------------------------------------------------------------------------------------
+
+_TICK = os.sysconf("SC_CLK_TCK")
+
+
+def cpu_seconds(pid: int) -> float:
+    """user + system CPU time of one process (all threads), from /proc/<pid>/stat."""
+    fields = pathlib.Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / _TICK
+
+
+def peak_rss_mib(pid: int) -> float:
+    for line in pathlib.Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    raise RuntimeError("no VmHWM")
+
+
+def scrape(url: str) -> dict[str, list[tuple[dict[str, str], float]]]:
+    with urllib.request.urlopen(url, timeout=30) as response:
+        text = response.read().decode()
+    out: dict[str, list[tuple[dict[str, str], float]]] = {}
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            out.setdefault(sample.name, []).append((dict(sample.labels), float(sample.value)))
+    return out
+
+
+def total(metrics: dict[str, list[tuple[dict[str, str], float]]], name: str, **labels: str) -> float:
+    return sum(v for got, v in metrics.get(name, []) if all(got.get(k) == want for k, want in labels.items()))
+
+
+def buckets(metrics: dict[str, list[tuple[dict[str, str], float]]], name: str) -> list[tuple[float, float]]:
+    return sorted((float(labels["le"]), v) for labels, v in metrics.get(f"{name}_bucket", []))
+
+
+def quantile(q: float, before: list[tuple[float, float]], after: list[tuple[float, float]]) -> float:
+    """histogram_quantile over the bucket deltas (linear within a bucket, like Prometheus)."""
+    deltas = [(le, a - b) for (le, a), (_, b) in zip(after, before, strict=True)]
+    count = deltas[-1][1] if deltas else 0
+    if count <= 0:
+        return math.nan
+    rank = q * count
+    lower, below = 0.0, 0.0
+    for le, cumulative in deltas:
+        if cumulative >= rank:
+            if math.isinf(le):
+                return lower  # beyond the last finite bucket: report its bound
+            inside = cumulative - below
+            return lower + (le - lower) * ((rank - below) / inside if inside else 0.0)
+        lower, below = le, cumulative
+    return lower
+
+
+@dataclasses.dataclass
+class Snapshot:
+    at: float
+    operator_cpu: float
+    emulator_cpu: float
+    prometheus_cpu: float
+    harness_cpu: float
+    operator: dict[str, list[tuple[dict[str, str], float]]]
+    queries: float
+    tally: dict[str, Any]
+
+
+def snapshot(operator: OperatorProcess, emulator: Emulator, prometheus: PrometheusServer, *,
+             cpu_first: bool) -> Snapshot:
+    """Scrape the operator's /metrics outside the CPU window (its own cost is not the workload)."""
+    assert operator.proc is not None and prometheus.pid is not None
+
+    def cpus() -> tuple[float, float, float, float, float]:
+        return (time.time(), cpu_seconds(operator.proc.pid), cpu_seconds(emulator.pid),  # type: ignore[union-attr]
+                cpu_seconds(prometheus.pid), time.process_time())  # type: ignore[arg-type]
+
+    if cpu_first:
+        at, op, em, pr, me = cpus()
+    tally = emulator.tally()
+    queries = total(scrape(f"{prometheus.url}/metrics"), "prometheus_http_requests_total",
+                    handler="/api/v1/query_range")
+    metrics = scrape(f"{operator.url}/metrics")
+    if not cpu_first:
+        at, op, em, pr, me = cpus()
+    return Snapshot(at, op, em, pr, me, metrics, queries, tally)
+
+
+@dataclasses.dataclass
+class Result:
+    n: int
+    series: int
+    interval: float
+    window: float
+    lag_p50: float
+    lag_p99: float
+    evals_per_s: float
+    series_per_s: float
+    cpu_ms_per_series: float
+    cores: float
+    peak_rss_mib: float
+    queries_per_eval: float
+    status_per_min: float
+    events_per_min: float
+    other_per_min: float
+    writes_per_detector_hour: float
+    other_writes: dict[str, int]
+    infer_us_per_series: float
+    startup_first_s: float
+    startup_all_s: float
+    create_s: float
+    emulator_cores: float
+    emulator_ms_per_request: float
+    prometheus_cores: float
+    harness_cores: float
+    prometheus_errors: float
+    profile: str | None = None
+
+
+def measure(before: Snapshot, after: Snapshot, n: int, config: Config, startup: tuple[float, float],
+            create_s: float) -> Result:
+    elapsed = after.at - before.at
+    a, b = after.operator, before.operator
+    evaluations = total(a, "vigil_evaluations_total") - total(b, "vigil_evaluations_total")
+    rows = total(a, "vigil_inference_rows_total") - total(b, "vigil_inference_rows_total")
+    infer = total(a, "vigil_inference_duration_seconds_sum") - total(b, "vigil_inference_duration_seconds_sum")
+    lag_b, lag_a = buckets(b, "vigil_evaluation_lag_seconds"), buckets(a, "vigil_evaluation_lag_seconds")
+    cpu = after.operator_cpu - before.operator_cpu
+    writes_b, writes_a = before.tally["writes"], after.tally["writes"]
+    delta = {k: writes_a.get(k, 0) - writes_b.get(k, 0) for k in writes_a}
+    status = sum(v for k, v in delta.items() if k.startswith("status:"))
+    events = delta.get("events", 0)
+    other = {k.removeprefix("other:"): v for k, v in delta.items() if k.startswith("other:") and v}
+    detector_writes = delta.get("status:anomalydetectors", 0) + events
+    requests = after.tally["requests"] - before.tally["requests"]
+    service = after.tally["service_s"] - before.tally["service_s"]
+    minutes = elapsed / 60
+    return Result(
+        n=n, series=config.series, interval=config.interval, window=elapsed,
+        lag_p50=quantile(0.5, lag_b, lag_a), lag_p99=quantile(0.99, lag_b, lag_a),
+        evals_per_s=evaluations / elapsed, series_per_s=rows / elapsed,
+        cpu_ms_per_series=1000 * cpu / rows if rows else math.nan, cores=cpu / elapsed,
+        peak_rss_mib=0.0,
+        queries_per_eval=(after.queries - before.queries) / evaluations if evaluations else math.nan,
+        status_per_min=status / minutes, events_per_min=events / minutes, other_per_min=sum(other.values()) / minutes,
+        writes_per_detector_hour=detector_writes / n / (elapsed / 3600), other_writes=other,
+        infer_us_per_series=1e6 * infer / rows if rows else math.nan,
+        startup_first_s=startup[0], startup_all_s=startup[1], create_s=create_s,
+        emulator_cores=(after.emulator_cpu - before.emulator_cpu) / elapsed,
+        emulator_ms_per_request=1000 * service / requests if requests else math.nan,
+        prometheus_cores=(after.prometheus_cpu - before.prometheus_cpu) / elapsed,
+        harness_cores=(after.harness_cpu - before.harness_cpu) / elapsed,
+        prometheus_errors=total(a, "vigil_prometheus_errors_total") - total(b, "vigil_prometheus_errors_total"),
+    )
+
+
+# ---------------------------------------------------------------------------------------------
+# One N.
+# ---------------------------------------------------------------------------------------------
+
+def run_one(n: int, config: Config, prometheus: PrometheusServer, workdir: pathlib.Path) -> Result:
+    print(f"\n== N={n} detectors x {config.series} series, interval {config.interval:g}s", flush=True)
+    emulator = Emulator(workdir, n, config.interval)
+    operator: OperatorProcess | None = None
+    spy: subprocess.Popen[bytes] | None = None
+    try:
+        print(f"   {n} detectors created in the emulator in {emulator.create_seconds:.1f}s", flush=True)
+        args = ["--prometheus-url", prometheus.url, "--heartbeat", f"{config.heartbeat:g}", *config.operator_args]
+        operator = OperatorProcess(emulator.kubeconfig, workdir, args, name=f"operator-{n}")
+        spawned = time.time()
+        operator.start(ready_timeout=120)
+
+        def all_written() -> dict[str, Any]:
+            if operator is not None and operator.proc is not None and operator.proc.poll() is not None:
+                raise RuntimeError(f"operator exited:\n{operator.log()[-3000:]}")
+            tally = emulator.tally()
+            return tally if tally["all_status"] is not None else {}
+
+        tally = wait_for(all_written, timeout=max(120.0, 4 * config.interval + n / 20), interval=0.5,
+                         what=f"a first status on all {n} detectors")
+        startup = (tally["first_status"] - spawned, tally["all_status"] - spawned)
+        print(f"   start-up: first evaluation after {startup[0]:.1f}s, all {n} after {startup[1]:.1f}s; "
+              f"warm-up {config.warmup:g}s", flush=True)
+        time.sleep(config.warmup)
+        assert operator.proc is not None
+        if config.profile is not None:
+            spy = _start_profiler(config.profile, n, operator.proc.pid, config.window)
+        before = snapshot(operator, emulator, prometheus, cpu_first=False)
+        print(f"   measuring for {config.window:g}s", flush=True)
+        _sleep_watching(config.window, operator)
+        after = snapshot(operator, emulator, prometheus, cpu_first=True)
+        result = measure(before, after, n, config, startup, emulator.create_seconds)
+        result.peak_rss_mib = peak_rss_mib(operator.proc.pid)
+        if spy is not None:
+            spy.wait(timeout=60)
+            result.profile = str(config.profile / f"operator-{n}.svg")  # type: ignore[operator]
+        if result.evals_per_s <= 0:
+            raise RuntimeError(f"nothing was evaluated at N={n}; operator log tail:\n{operator.log()[-3000:]}")
+        errors = operator.errors()
+        if errors:
+            print(f"   operator logged {len(errors)} errors, first: {errors[0][:300]}", flush=True)
+        print_result(result)
+        return result
+    finally:
+        if spy is not None and spy.poll() is None:
+            spy.terminate()
+            spy.wait()
+        if operator is not None:
+            operator.stop()
+        emulator.stop()
+
+
+def _sleep_watching(seconds: float, operator: OperatorProcess) -> None:
+    deadline = time.monotonic() + seconds
+    while (left := deadline - time.monotonic()) > 0:
+        time.sleep(min(1.0, left))
+        if operator.proc is not None and operator.proc.poll() is not None:
+            raise RuntimeError(f"operator exited during the window:\n{operator.log()[-3000:]}")
+
+
+def _start_profiler(folder: pathlib.Path, n: int, pid: int, seconds: float) -> subprocess.Popen[bytes]:
+    spy = shutil.which("py-spy") or str(pathlib.Path(sys.executable).with_name("py-spy"))
+    folder.mkdir(parents=True, exist_ok=True)
+    return subprocess.Popen(
+        [spy, "record", "--pid", str(pid), "--duration", str(int(seconds)), "--rate", "50", "--nonblocking",
+         "--format", "flamegraph", "--output", str(folder / f"operator-{n}.svg")],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )
+
+
+# ---------------------------------------------------------------------------------------------
+# Reporting.
+# ---------------------------------------------------------------------------------------------
+
+def _f(value: float, digits: int = 2) -> str:
+    return "n/a" if math.isnan(value) else f"{value:.{digits}f}"
+
+
+def print_result(r: Result) -> None:
+    print(f"   evaluation lag p50 {_f(r.lag_p50, 3)}s p99 {_f(r.lag_p99, 3)}s; {r.evals_per_s:.1f} evaluations/s "
+          f"({r.series_per_s:.0f} series/s)", flush=True)
+    print(f"   operator: {r.cores:.3f} cores, {_f(r.cpu_ms_per_series, 3)} ms CPU per evaluated series, "
+          f"peak RSS {r.peak_rss_mib:.0f} MiB; features+inference {_f(r.infer_us_per_series, 1)} us per series")
+    print(f"   Prometheus queries per evaluation {_f(r.queries_per_eval)}; Kubernetes writes/min: status "
+          f"{r.status_per_min:.1f}, events {r.events_per_min:.1f}, other {r.other_per_min:.1f} {r.other_writes}; "
+          f"{r.writes_per_detector_hour:.2f} detector writes per detector per hour")
+    print(f"   peers: emulator {r.emulator_cores:.3f} cores ({_f(r.emulator_ms_per_request)} ms per request), "
+          f"Prometheus {r.prometheus_cores:.3f} cores, harness {r.harness_cores:.3f} cores; "
+          f"Prometheus errors {r.prometheus_errors:g}", flush=True)
+
+
+HEADERS = ("N", "lag p50 s", "lag p99 s", "evals/s", "CPU ms/series", "cores", "peak RSS MiB", "queries/eval",
+           "status writes/min", "events/min", "other writes/min", "writes/detector/h", "feat+inf us/series",
+           "first eval s", "all evaluated s")
+
+
+def row(r: Result) -> list[str]:
+    return [str(r.n), _f(r.lag_p50, 3), _f(r.lag_p99, 3), f"{r.evals_per_s:.1f}", _f(r.cpu_ms_per_series, 3),
+            f"{r.cores:.3f}", f"{r.peak_rss_mib:.0f}", _f(r.queries_per_eval), f"{r.status_per_min:.1f}",
+            f"{r.events_per_min:.1f}", f"{r.other_per_min:.1f}", f"{r.writes_per_detector_hour:.2f}",
+            _f(r.infer_us_per_series, 1), f"{r.startup_first_s:.1f}", f"{r.startup_all_s:.1f}"]
+
+
+CURVE_HEADERS = ("N", "cores / N (milli)", "RSS MiB / N", "evals/s / N", "writes/min / N", "first eval s / N (ms)",
+                 "all evaluated s / N (ms)", "CPU ms/series vs smallest N")
+
+
+def curve_row(r: Result, base: Result) -> list[str]:
+    writes = r.status_per_min + r.events_per_min + r.other_per_min
+    return [str(r.n), f"{1000 * r.cores / r.n:.3f}", f"{r.peak_rss_mib / r.n:.4f}", f"{r.evals_per_s / r.n:.4f}",
+            f"{writes / r.n:.4f}", f"{1000 * r.startup_first_s / r.n:.2f}", f"{1000 * r.startup_all_s / r.n:.2f}",
+            f"{r.cpu_ms_per_series / base.cpu_ms_per_series:.2f}x"]
+
+
+def markdown_table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
+    lines = ["| " + " | ".join(headers) + " |", "|" + "|".join("---:" for _ in headers) + "|"]
+    lines += ["| " + " | ".join(cells) + " |" for cells in rows]
+    return "\n".join(lines)
+
+
+def goals(results: Sequence[Result], config: Config) -> list[str]:
+    """The issue's goals, judged on the measured figures."""
+    lines = []
+    at = next((r for r in results if r.n == GOAL_N), None)
+    if at is None or config.interval != 60 or config.series != 5:
+        lines.append(f"- Goal point (N={GOAL_N}, S=5, I=60 s) not in this run: no verdict.")
+    else:
+        for text, ok in (
+            (f"p99 evaluation lag {_f(at.lag_p99, 3)} s < 5 s", at.lag_p99 < 5),
+            (f"operator {at.cores:.3f} cores < 0.5 core", at.cores < 0.5),
+            (f"peak RSS {at.peak_rss_mib:.0f} MiB < 400 MiB", at.peak_rss_mib < 400),
+        ):
+            lines.append(f"- {'met' if ok else '**MISSED**'}: {text} (N={GOAL_N})")
+    worst = max(results, key=lambda r: r.writes_per_detector_hour)
+    # Compressed time (a shorter heartbeat) is scaled back to the real 300 s heartbeat.
+    scale = config.heartbeat / 300.0
+    worst_real = worst.writes_per_detector_hour * scale
+    ok = worst_real <= 13
+    scaled = "" if scale == 1 else f" (time compressed {1 / scale:g}x: {worst.writes_per_detector_hour:.2f}/h measured)"
+    lines.append(f"- {'met' if ok else '**MISSED**'}: at most {worst_real:.2f} detector writes (status + Events) per "
+                 f"detector per hour <= 13{scaled}; measured over {worst.window:.0f} s windows, heartbeat "
+                 f"{config.heartbeat:g} s, {3600 / config.interval:.0f} evaluations per detector per hour")
+    costs = [r.cpu_ms_per_series for r in results if not math.isnan(r.cpu_ms_per_series)]
+    if len(costs) >= 2:
+        ratio = max(costs) / min(costs)
+        lines.append(f"- {'met' if ratio <= 1.5 else '**MISSED**'}: CPU per evaluated series max/min over N = "
+                     f"{ratio:.2f} <= 1.5 (N = {results[0].n}..{results[-1].n})")
+    return lines
+
+
+def machine() -> str:
+    model = platform.processor() or "unknown CPU"
+    with contextlib.suppress(OSError):
+        for line in pathlib.Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    memory = ""
+    with contextlib.suppress(OSError):
+        kib = int(pathlib.Path("/proc/meminfo").read_text().split()[1])
+        memory = f", {kib / 1024 / 1024:.1f} GiB RAM"
+    load = os.getloadavg()
+    return (f"{os.cpu_count()} CPUs ({model}){memory}, Linux {platform.release()}, Python {platform.python_version()}; "
+            f"load average at the end {load[0]:.2f} / {load[1]:.2f} / {load[2]:.2f}")
+
+
+def report(results: Sequence[Result], config: Config, runtime: float) -> str:
+    base = results[0]
+    peers = markdown_table(
+        ("N", "emulator cores", "emulator ms/request", "Prometheus cores", "harness cores", "detectors created s",
+         "Prometheus errors", "other writes in window"),
+        [[str(r.n), f"{r.emulator_cores:.3f}", _f(r.emulator_ms_per_request), f"{r.prometheus_cores:.3f}",
+          f"{r.harness_cores:.3f}", f"{r.create_s:.1f}", f"{r.prometheus_errors:g}",
+          ", ".join(f"{k} {v}" for k, v in sorted(r.other_writes.items())) or "none"] for r in results],
+    )
+    stamp = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC")
+    return f"""<!-- Written by bench/scale.py: do not edit the measured part by hand; rerun the benchmark. -->
+# Scale benchmark
+
+Measured {stamp} on {machine()}. Command: `{config.command}`;
+total runtime {runtime / 60:.1f} min.
+
+Setup: one real Prometheus (2.42) with {max(config.ns)} x {config.series} synthetic series (diurnal cycle, noise,
+level-shift incidents in ~2% of series) backfilled with promtool ({HISTORY_POINTS} points at 1 min, sample counts
+verified) plus live samples scraped every {config.scrape_interval} from an in-process exporter; the Kubernetes API
+emulator (`vigil.sandbox.kubeapi`, an in-memory API server with watches, resource versions, status subresource and
+schema validation) in its own process; the operator as `python -m vigil run` with leader election on (its Lease
+renewals are the "other" writes) and `--heartbeat {config.heartbeat:g}`. Each detector queries
+`{METRIC}{{detector="dNNNNN"}}` ({config.series} series) at step 1m, every {config.interval:g} s. The N detectors
+exist before the operator starts. After every detector has written its first status and a {config.warmup:g} s
+warm-up, a {config.window:g} s window is measured: CPU from /proc (user + system), lag from the operator's
+`vigil_evaluation_lag_seconds` histogram (verdict ready minus scheduled time; quantiles interpolated within
+buckets), Prometheus queries counted by Prometheus, API writes counted by the emulator.
+
+## Results
+
+{markdown_table(HEADERS, [row(r) for r in results])}
+
+"writes/detector/h" counts status patches and Events of AnomalyDetectors only; a detector is evaluated
+{3600 / config.interval:.0f} times per hour. "feat+inf" is the operator's `vigil_inference_duration_seconds`
+(feature extraction and the batched ONNX run) per scored series. Start-up times run from spawning
+`vigil run` to the emulator receiving the first status write / the last detector's first status write.
+
+## Goals (issue 6)
+
+{chr(10).join(goals(results, config))}
+
+## Cost curve (figure / N)
+
+{markdown_table(CURVE_HEADERS, [curve_row(r, base) for r in results])}
+
+## Peers (is the harness the bottleneck?)
+
+{peers}
+"""
+
+
+def plot(results: Sequence[Result], path: pathlib.Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    ns = [r.n for r in results]
+    fig, axes = plt.subplots(2, 3, figsize=(13, 7))
+    panels = [
+        ("evaluation lag (s)", [("p50", [r.lag_p50 for r in results]), ("p99", [r.lag_p99 for r in results])]),
+        ("operator CPU ms per evaluated series", [("CPU", [r.cpu_ms_per_series for r in results])]),
+        ("operator cores", [("cores", [r.cores for r in results])]),
+        ("peak RSS (MiB)", [("RSS", [r.peak_rss_mib for r in results])]),
+        ("writes per detector per hour", [("status+events", [r.writes_per_detector_hour for r in results])]),
+        ("start-up (s)", [("first evaluation", [r.startup_first_s for r in results]),
+                          ("all evaluated", [r.startup_all_s for r in results])]),
+    ]
+    for ax, (title, lines) in zip(axes.flat, panels, strict=True):
+        for label, values in lines:
+            ax.plot(ns, values, marker="o", label=label)
+        ax.set_xscale("log")
+        ax.set_title(title)
+        ax.set_xlabel("detectors (N)")
+        ax.grid(True, alpha=0.3)
+        ax.legend(fontsize=8)
+    fig.suptitle(f"vigil scale benchmark: S={results[0].series}, interval {results[0].interval:g}s")
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+_README_START, _README_END = "<!-- bench-scale:start -->", "<!-- bench-scale:end -->"
+
+
+def update_readme(path: pathlib.Path, results: Sequence[Result], config: Config) -> None:
+    """Replace the README's quoted table (between markers) with this run's."""
+    text = path.read_text()
+    if _README_START not in text or _README_END not in text:
+        print(f"   {path} has no {_README_START} block; not updated", flush=True)
+        return
+    stamp = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d")
+    cells = [[str(r.n), _f(r.lag_p99, 2), f"{r.cores:.3f}", _f(r.cpu_ms_per_series, 3), f"{r.peak_rss_mib:.0f}",
+              f"{r.writes_per_detector_hour:.1f}", f"{r.startup_all_s:.0f}"] for r in results]
+    block = (f"{_README_START}\nMeasured {stamp} by `{config.command}` on {machine()}; S={config.series}, "
+             f"I={config.interval:g} s, {config.window:g} s windows. Full table, cost curve and setup: "
+             f"[docs/bench/scale.md](docs/bench/scale.md).\n\n"
+             + markdown_table(("N", "lag p99 s", "cores", "CPU ms/series", "peak RSS MiB", "writes/detector/h",
+                               "start-up s"), cells)
+             + f"\n{_README_END}")
+    start, end = text.index(_README_START), text.index(_README_END) + len(_README_END)
+    path.write_text(text[:start] + block + text[end:])
+
+
+# ---------------------------------------------------------------------------------------------
+# Main.
+# ---------------------------------------------------------------------------------------------
+
+@contextlib.contextmanager
+def peers(config: Config) -> Iterator[PrometheusServer]:
+    count = max(config.ns) * config.series
+    live = config.live_minutes
+    # History runs a little into the future: up to the first scrape that is sure to land (the scrape
+    # interval bounds it, not the data's spacing); live points follow from there, one per minute.
+    scrape_s = float(config.scrape_interval.removesuffix("s"))
+    start_time = seamless_start_time(scrape_s)
+    first = start_time - (HISTORY_POINTS - 1) * STEP
+    started = time.perf_counter()
+    values, incident = synthetic(count, HISTORY_POINTS + live, first)
+    history, replay = [], []
+    for i in range(count):
+        labels = {"detector": detector_name(i // config.series), "pod": f"p{i % config.series}"}
+        h, r = split_for_replay(METRIC, labels, values[i], live_from=HISTORY_POINTS, start_time=start_time,
+                                spacing=STEP)
+        history.append(h)
+        replay.append(r)
+    print(f"generated {count} series x {HISTORY_POINTS} history + {live} live points "
+          f"({int(incident.sum())} with incidents) in {time.perf_counter() - started:.1f}s", flush=True)
+    with ReplayExporter(replay, start_time, STEP) as exporter:
+        started = time.perf_counter()
+        del values
+        with PrometheusServer(history, scrape_targets=[exporter.target], scrape_interval=config.scrape_interval,
+                              ready_timeout=600) as prometheus:
+            print(f"Prometheus up with {count * HISTORY_POINTS} backfilled samples (counts verified) in "
+                  f"{time.perf_counter() - started:.1f}s; waiting for live samples", flush=True)
+            del history
+            prometheus.wait_for_targets(deadline=120)
+            yield prometheus
+            # The live half of the data really arrived (checked at the end: no wait up front).
+            query = f"count(timestamp({METRIC}) > {start_time:.3f})"
+            wait_for(lambda: _count(prometheus, query) == count, timeout=4 * scrape_s + 60,
+                     what=f"live samples of all {count} series after the backfilled history")
+            print(f"live samples: all {count} series scraped after the backfilled history", flush=True)
+
+
+def _count(prometheus: PrometheusServer, query: str) -> int:
+    result = prometheus.query(query)
+    return int(float(result[0]["value"][1])) if result else 0
+
+
+def parse(argv: Sequence[str] | None) -> Config:
+    p = argparse.ArgumentParser(prog="bench.scale", description=__doc__.split("\n\n")[0])
+    p.add_argument("-n", "--detectors", type=int, action="append", help=f"N (repeatable; default {FULL_NS})")
+    p.add_argument("-s", "--series", type=int, default=5, help="series per detector (S)")
+    p.add_argument("-i", "--interval", type=float, default=60.0, help="evaluation interval I in seconds")
+    p.add_argument("--heartbeat", type=float, help="operator --heartbeat (default 300 s, or 5 x I if I < 60)")
+    p.add_argument("--window", type=float, help="measured window per N (default: one heartbeat)")
+    p.add_argument("--warmup", type=float, help="wait after all detectors were first evaluated (default: I)")
+    p.add_argument("--quick", action="store_true", help="N = 20, 100 at I = 10 s, heartbeat 50 s: a fast check")
+    p.add_argument("--output", type=pathlib.Path, default=ROOT / "docs" / "bench" / "scale.md",
+                   help="Markdown report (a PNG plot is written beside it)")
+    p.add_argument("--no-output", action="store_true", help="print only")
+    p.add_argument("--readme", type=pathlib.Path, help="update the table quoted in this README")
+    p.add_argument("--profile", type=pathlib.Path, help="py-spy flame graph of the operator per N into this folder")
+    p.add_argument("--operator-arg", action="append", default=[], help="extra `vigil run` argument (repeatable)")
+    args = p.parse_args(argv)
+    interval = 10.0 if args.quick and args.interval == 60.0 else args.interval
+    ns = tuple(sorted(set(args.detectors or ((20, 100) if args.quick else FULL_NS))))
+    heartbeat = args.heartbeat or (300.0 if interval >= 60 else 5 * interval)
+    window = args.window or heartbeat
+    md = None if args.no_output else args.output
+    return Config(
+        ns=ns, series=args.series, interval=interval, heartbeat=heartbeat, window=window,
+        warmup=interval if args.warmup is None else args.warmup,
+        scrape_interval="5s" if interval < 30 else "15s",
+        live_minutes=int(len(ns) * (window + 3 * interval + 180) / 60) + 30,
+        out_md=md, out_png=md.with_suffix(".png") if md else None, readme=None if args.no_output else args.readme,
+        profile=args.profile, operator_args=tuple(args.operator_arg),
+        command="python -m bench.scale " + " ".join(argv if argv is not None else sys.argv[1:]),
+    )
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    config = parse(argv)
+    # SIGTERM (e.g. a CI timeout) unwinds like Ctrl-C, so every child is stopped.
+    signal.signal(signal.SIGTERM, _interrupt)
+    started = time.monotonic()
+    results: list[Result] = []
+    with tempfile.TemporaryDirectory(prefix="vigil-bench-scale-") as tmp, peers(config) as prometheus:
+        for n in config.ns:
+            workdir = pathlib.Path(tmp) / f"n{n}"
+            workdir.mkdir()
+            results.append(run_one(n, config, prometheus, workdir))
+    runtime = time.monotonic() - started
+    print("\n" + markdown_table(HEADERS, [row(r) for r in results]))
+    print("\ncost curve (figure / N):\n" + markdown_table(CURVE_HEADERS, [curve_row(r, results[0]) for r in results]))
+    print("\n" + "\n".join(goals(results, config)))
+    print(f"\ntotal runtime {runtime / 60:.1f} min")
+    if config.out_md is not None and config.out_png is not None:
+        config.out_md.parent.mkdir(parents=True, exist_ok=True)
+        config.out_md.write_text(report(results, config, runtime) + _kept_notes(config.out_md))
+        plot(results, config.out_png)
+        print(f"wrote {config.out_md} and {config.out_png}")
+    if config.readme is not None:
+        update_readme(config.readme, results, config)
+    return 0
+
+
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
+
+
+_NOTES = "<!-- notes: kept across runs -->"
+
+
+def _kept_notes(path: pathlib.Path) -> str:
+    """Hand-written findings (profiles, bottlenecks) below the marker survive a rerun."""
+    if path.exists() and _NOTES in (text := path.read_text()):
+        return "\n" + text[text.index(_NOTES):]
+    return ""
+
+
+if __name__ == "__main__":
+    try:
+        sys.exit(main())
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        sys.exit(130)
+    except Exception as exc:  # a harness failure: say why, exit non-zero
+        print(f"bench.scale failed: {exc!r}", file=sys.stderr)
+        raise
