@@ -13,7 +13,7 @@ help:
 	@echo "make crds      - regenerate crds/ and the chart's CRDs from the pydantic models"
 	@echo "make train     - retrain the built-in model (needs ../shared/data/nab)"
 	@echo "make bench     - benchmarks (detection quality needs ../shared/data/nab)"
-	@echo "make bench-scale - scale sweep N=100..5000 detectors (~35 min): docs/bench/scale.md, .png, README table"
+	@echo "make bench-scale - scale sweep N=100..5000 detectors (~35 min): docs/bench/scale.{md,png,json}, README"
 	@echo "make docs      - regenerate docs/configuration.md from charts/vigil/values.yaml"
 	@echo "make e2e       - kind end-to-end test (needs Docker, kind, helm, kubectl)"
 
@@ -53,7 +53,8 @@ bench-backtest: bootstrap
 
 # Real Prometheus + API emulator + `vigil run`; one command, unattended, non-zero exit on harness failure.
 bench-scale: bootstrap
-	$(PY) -m bench.scale --readme README.md
+	$(PY) -m bench.scale
+	$(PY) scripts/sync-bench-docs.py --write
 
 e2e:
 	bash scripts/e2e.sh

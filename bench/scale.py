@@ -47,6 +47,7 @@ import multiprocessing.connection
 import os
 import pathlib
 import platform
+import re
 import shutil
 import signal
 import subprocess
@@ -89,8 +90,8 @@ class Config:
     live_minutes: int
     out_md: pathlib.Path | None
     out_png: pathlib.Path | None
-    readme: pathlib.Path | None
     profile: pathlib.Path | None
+    render: pathlib.Path | None
     operator_args: tuple[str, ...]
     command: str
 
@@ -336,7 +337,7 @@ class Result:
     prometheus_cores: float
     harness_cores: float
     prometheus_errors: float
-    profile: str | None = None
+    profile: list[tuple[str, float]] | None = None
 
 
 def measure(before: Snapshot, after: Snapshot, n: int, config: Config, startup: tuple[float, float],
@@ -413,9 +414,9 @@ def run_one(n: int, config: Config, prometheus: PrometheusServer, workdir: pathl
         after = snapshot(operator, emulator, prometheus, cpu_first=True)
         result = measure(before, after, n, config, startup, emulator.create_seconds)
         result.peak_rss_mib = peak_rss_mib(operator.proc.pid)
-        if spy is not None:
+        if spy is not None and config.profile is not None:
             spy.wait(timeout=60)
-            result.profile = str(config.profile / f"operator-{n}.svg")  # type: ignore[operator]
+            result.profile = hot_spots(config.profile / f"operator-{n}.txt")
         if result.evals_per_s <= 0:
             raise RuntimeError(f"nothing was evaluated at N={n}; operator log tail:\n{operator.log()[-3000:]}")
         errors = operator.errors()
@@ -440,12 +441,41 @@ def _sleep_watching(seconds: float, operator: OperatorProcess) -> None:
             raise RuntimeError(f"operator exited during the window:\n{operator.log()[-3000:]}")
 
 
+def hot_spots(path: pathlib.Path, top: int = 6) -> list[tuple[str, float]]:
+    """Where the operator's CPU samples go (py-spy raw stacks: 'frame;frame;... count'; idle not sampled).
+
+    The ``top`` vigil functions by inclusive share (which stage of the pipeline), then the ``top``
+    functions by self share (the leaves that burn the time), per function rather than per line.
+    """
+    inclusive: dict[str, int] = {}
+    own: dict[str, int] = {}
+    samples = 0
+    for line in path.read_text().splitlines():
+        stack, _, count = line.rpartition(" ")
+        if not stack or not count.isdigit():
+            continue
+        samples += int(count)
+        frames = [re.sub(r":\d+\)$", ")", frame.strip()) for frame in stack.split(";")]
+        for name in set(frames):
+            if "vigil/" in name and not name.startswith(("<module>", "main (", "_run (", "run (")):
+                inclusive[name] = inclusive.get(name, 0) + int(count)
+        own[frames[-1]] = own.get(frames[-1], 0) + int(count)
+    if not samples:
+        return []
+
+    def ranked(table: dict[str, int], tag: str) -> list[tuple[str, float]]:
+        best = sorted(table.items(), key=lambda kv: -kv[1])[:top]
+        return [(f"{tag} {name}", 100.0 * c / samples) for name, c in best]
+
+    return ranked(inclusive, "incl") + ranked(own, "self")
+
+
 def _start_profiler(folder: pathlib.Path, n: int, pid: int, seconds: float) -> subprocess.Popen[bytes]:
     spy = shutil.which("py-spy") or str(pathlib.Path(sys.executable).with_name("py-spy"))
     folder.mkdir(parents=True, exist_ok=True)
     return subprocess.Popen(
         [spy, "record", "--pid", str(pid), "--duration", str(int(seconds)), "--rate", "50", "--nonblocking",
-         "--format", "flamegraph", "--output", str(folder / f"operator-{n}.svg")],
+         "--format", "raw", "--output", str(folder / f"operator-{n}.txt")],
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
     )
 
@@ -546,7 +576,7 @@ def machine() -> str:
             f"load average at the end {load[0]:.2f} / {load[1]:.2f} / {load[2]:.2f}")
 
 
-def report(results: Sequence[Result], config: Config, runtime: float) -> str:
+def report(results: Sequence[Result], config: Config, runtime: float, host: str) -> str:
     base = results[0]
     peers = markdown_table(
         ("N", "emulator cores", "emulator ms/request", "Prometheus cores", "harness cores", "detectors created s",
@@ -559,7 +589,7 @@ def report(results: Sequence[Result], config: Config, runtime: float) -> str:
     return f"""<!-- Written by bench/scale.py: do not edit the measured part by hand; rerun the benchmark. -->
 # Scale benchmark
 
-Measured {stamp} on {machine()}. Command: `{config.command}`;
+Measured {stamp} on {host}. Command: `{config.command}`;
 total runtime {runtime / 60:.1f} min.
 
 Setup: one real Prometheus (2.42) with {max(config.ns)} x {config.series} synthetic series (diurnal cycle, noise,
@@ -594,7 +624,16 @@ buckets), Prometheus queries counted by Prometheus, API writes counted by the em
 ## Peers (is the harness the bottleneck?)
 
 {peers}
-"""
+{_profiles(results)}"""
+
+
+def _profiles(results: Sequence[Result]) -> str:
+    parts = []
+    for r in results:
+        if r.profile:
+            lines = "\n".join(f"- {pct:.1f}% {name}" for name, pct in r.profile)
+            parts.append(f"\n## Operator profile at N={r.n} (py-spy, share of CPU samples)\n\n{lines}\n")
+    return "".join(parts)
 
 
 def plot(results: Sequence[Result], path: pathlib.Path) -> None:
@@ -627,28 +666,6 @@ def plot(results: Sequence[Result], path: pathlib.Path) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=100)
     plt.close(fig)
-
-
-_README_START, _README_END = "<!-- bench-scale:start -->", "<!-- bench-scale:end -->"
-
-
-def update_readme(path: pathlib.Path, results: Sequence[Result], config: Config) -> None:
-    """Replace the README's quoted table (between markers) with this run's."""
-    text = path.read_text()
-    if _README_START not in text or _README_END not in text:
-        print(f"   {path} has no {_README_START} block; not updated", flush=True)
-        return
-    stamp = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d")
-    cells = [[str(r.n), _f(r.lag_p99, 2), f"{r.cores:.3f}", _f(r.cpu_ms_per_series, 3), f"{r.peak_rss_mib:.0f}",
-              f"{r.writes_per_detector_hour:.1f}", f"{r.startup_all_s:.0f}"] for r in results]
-    block = (f"{_README_START}\nMeasured {stamp} by `{config.command}` on {machine()}; S={config.series}, "
-             f"I={config.interval:g} s, {config.window:g} s windows. Full table, cost curve and setup: "
-             f"[docs/bench/scale.md](docs/bench/scale.md).\n\n"
-             + markdown_table(("N", "lag p99 s", "cores", "CPU ms/series", "peak RSS MiB", "writes/detector/h",
-                               "start-up s"), cells)
-             + f"\n{_README_END}")
-    start, end = text.index(_README_START), text.index(_README_END) + len(_README_END)
-    path.write_text(text[:start] + block + text[end:])
 
 
 # ---------------------------------------------------------------------------------------------
@@ -709,7 +726,7 @@ def parse(argv: Sequence[str] | None) -> Config:
     p.add_argument("--output", type=pathlib.Path, default=ROOT / "docs" / "bench" / "scale.md",
                    help="Markdown report (a PNG plot is written beside it)")
     p.add_argument("--no-output", action="store_true", help="print only")
-    p.add_argument("--readme", type=pathlib.Path, help="update the table quoted in this README")
+    p.add_argument("--render", type=pathlib.Path, help="only re-render the report from a saved scale.json")
     p.add_argument("--profile", type=pathlib.Path, help="py-spy flame graph of the operator per N into this folder")
     p.add_argument("--operator-arg", action="append", default=[], help="extra `vigil run` argument (repeatable)")
     args = p.parse_args(argv)
@@ -723,14 +740,22 @@ def parse(argv: Sequence[str] | None) -> Config:
         warmup=interval if args.warmup is None else args.warmup,
         scrape_interval="5s" if interval < 30 else "15s",
         live_minutes=int(len(ns) * (window + 3 * interval + 180) / 60) + 30,
-        out_md=md, out_png=md.with_suffix(".png") if md else None, readme=None if args.no_output else args.readme,
-        profile=args.profile, operator_args=tuple(args.operator_arg),
+        out_md=md, out_png=md.with_suffix(".png") if md else None,
+        profile=args.profile, render=args.render, operator_args=tuple(args.operator_arg),
         command="python -m bench.scale " + " ".join(argv if argv is not None else sys.argv[1:]),
     )
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     config = parse(argv)
+    if config.render is not None:
+        raw = json.loads(config.render.read_text())
+        saved = [Result(**r) for r in raw["results"]]
+        stored = Config(**{**raw["config"], "ns": tuple(raw["config"]["ns"]), "operator_args":
+                           tuple(raw["config"]["operator_args"]), "out_md": config.out_md, "out_png": config.out_png,
+                           "profile": None, "render": None})
+        write_outputs(saved, stored, raw["runtime"], raw["machine"])
+        return 0
     # SIGTERM (e.g. a CI timeout) unwinds like Ctrl-C, so every child is stopped.
     signal.signal(signal.SIGTERM, _interrupt)
     started = time.monotonic()
@@ -745,28 +770,26 @@ def main(argv: Sequence[str] | None = None) -> int:
     print("\ncost curve (figure / N):\n" + markdown_table(CURVE_HEADERS, [curve_row(r, results[0]) for r in results]))
     print("\n" + "\n".join(goals(results, config)))
     print(f"\ntotal runtime {runtime / 60:.1f} min")
-    if config.out_md is not None and config.out_png is not None:
-        config.out_md.parent.mkdir(parents=True, exist_ok=True)
-        config.out_md.write_text(report(results, config, runtime) + _kept_notes(config.out_md))
-        plot(results, config.out_png)
-        print(f"wrote {config.out_md} and {config.out_png}")
-    if config.readme is not None:
-        update_readme(config.readme, results, config)
+    if config.out_md is not None:
+        write_outputs(results, config, runtime)
     return 0
+
+
+def write_outputs(results: Sequence[Result], config: Config, runtime: float, host: str | None = None) -> None:
+    """scale.md (quoted by the README via scripts/sync-bench-docs.py), scale.png and scale.json (raw figures)."""
+    assert config.out_md is not None and config.out_png is not None
+    config.out_md.parent.mkdir(parents=True, exist_ok=True)
+    host = host or machine()
+    config.out_md.write_text(report(results, config, runtime, host))
+    plot(results, config.out_png)
+    raw = {"config": {k: str(v) if isinstance(v, pathlib.Path) else v for k, v in dataclasses.asdict(config).items()},
+           "runtime": runtime, "machine": host, "results": [dataclasses.asdict(r) for r in results]}
+    config.out_md.with_suffix(".json").write_text(json.dumps(raw, indent=1, default=str) + "\n")
+    print(f"wrote {config.out_md}, {config.out_png} and {config.out_md.with_suffix('.json')}")
 
 
 def _interrupt(signum: int, frame: object) -> None:
     raise KeyboardInterrupt
-
-
-_NOTES = "<!-- notes: kept across runs -->"
-
-
-def _kept_notes(path: pathlib.Path) -> str:
-    """Hand-written findings (profiles, bottlenecks) below the marker survive a rerun."""
-    if path.exists() and _NOTES in (text := path.read_text()):
-        return "\n" + text[text.index(_NOTES):]
-    return ""
 
 
 if __name__ == "__main__":
