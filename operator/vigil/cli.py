@@ -63,6 +63,15 @@ def _add_run(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
                    help="seconds a standby waits after the leader's last renewal (default 15)")
     p.add_argument("--identity", default=_env("POD_NAME", ""), help="identity in the Lease [env POD_NAME, "
                    "default hostname]")
+    p.add_argument("--shards", type=int, default=int(_env("VIGIL_SHARDS", "1") or 1),
+                   help="split detectors and policies over this many shards by a consistent hash of namespace/name; "
+                        "each shard has its own Lease (default 1: no hash sharding) [env VIGIL_SHARDS]")
+    p.add_argument("--shard-index", default=_env("VIGIL_SHARD_INDEX", "auto"),
+                   help="the shard this replica serves, 0..shards-1, or auto: the StatefulSet ordinal at the end "
+                        "of --identity (POD_NAME) modulo --shards [env VIGIL_SHARD_INDEX, default auto]")
+    p.add_argument("--selector", default=_env("VIGIL_SELECTOR", ""),
+                   help="only handle AnomalyDetectors and RemediationPolicies whose labels match this label "
+                        "selector (kubectl -l syntax); actions follow their policy [env VIGIL_SELECTOR]")
     p.add_argument("--aws-endpoint-url", default=_env("VIGIL_AWS_ENDPOINT_URL"),
                    help="send AWS calls to this endpoint (moto, LocalStack) [env VIGIL_AWS_ENDPOINT_URL]")
     p.add_argument("--aws-max-attempts", type=int, default=3,
@@ -120,6 +129,17 @@ def parser() -> argparse.ArgumentParser:
     return p
 
 
+def shard_index(value: str, shards: int, identity: str) -> int:
+    """``--shard-index``: a number, or ``auto`` (the pod ordinal modulo the shard count; 0 unsharded)."""
+    if value.strip().lower() != "auto":
+        return int(value)
+    if shards <= 1:
+        return 0
+    from vigil.domain import sharding
+
+    return sharding.ordinal(identity) % shards
+
+
 def _run(args: argparse.Namespace) -> int:
     # Before importing kopf: it imports the kubernetes client, which reads KUBECONFIG at import time.
     if args.kubeconfig:
@@ -127,11 +147,21 @@ def _run(args: argparse.Namespace) -> int:
 
     import asyncio
     import logging
+    import socket
 
     import kopf
 
+    from vigil.domain import sharding
     from vigil.handlers import build_registry
     from vigil.settings import OperatorConfig
+
+    identity = args.identity or socket.gethostname()
+    try:
+        index = shard_index(args.shard_index, args.shards, identity)
+        sharding.Layout(index, args.shards, args.selector)  # refuse a bad layout before starting anything
+    except ValueError as exc:
+        print(f"vigil run: {exc}", file=sys.stderr)
+        return 2
     namespaces = tuple(args.namespace) or tuple(
         n.strip() for n in (_env("VIGIL_NAMESPACES") or "").split(",") if n.strip()
     )
@@ -153,7 +183,10 @@ def _run(args: argparse.Namespace) -> int:
         leader_election_namespace=args.leader_election_namespace,
         leader_election_name=args.leader_election_name,
         lease_duration=args.lease_duration,
-        identity=args.identity,
+        identity=identity,
+        shards=args.shards,
+        shard_index=index,
+        shard_selector=args.selector,
         aws_endpoint_url=args.aws_endpoint_url,
         aws_max_attempts=args.aws_max_attempts,
         alertmanager_token_file=args.alertmanager_token_file,

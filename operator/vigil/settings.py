@@ -68,6 +68,16 @@ class OperatorConfig:
     identity: str = ""
     """This replica's identity in the Lease (default: hostname, i.e. the pod name)."""
 
+    shards: int = 1
+    """Split the objects over this many shards by a consistent hash of namespace/name; each shard has
+    its own Lease (``<leader_election_name>-shard-<i>-of-<k>``), so each is served active/passive."""
+
+    shard_index: int = 0
+    """The shard this replica serves, in [0, shards) (``auto`` on the command line: the pod ordinal mod shards)."""
+
+    shard_selector: str = ""
+    """Only handle objects whose labels match this ``kubectl -l`` selector (label-selector sharding)."""
+
     aws_endpoint_url: str | None = None
     """Send AWS API calls here instead of AWS (moto, LocalStack, a VPC endpoint)."""
 

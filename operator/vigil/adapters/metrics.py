@@ -115,7 +115,10 @@ class OperatorMetrics:
             "vigil_policy_action_allowed", "1 if the policy's ActionAllowed condition is True.",
             ["namespace", "policy"], registry=r,
         )
-        self.leader = Gauge("vigil_leader", "1 while this replica holds the leader Lease and may act.", registry=r)
+        self.leader = Gauge(
+            "vigil_leader", "1 while this replica holds its Lease (named by lease; one per shard) and may act.",
+            ["lease"], registry=r,
+        )
         self.alerts_received = Counter(
             "vigil_alertmanager_alerts_received_total", "Alerts received on POST /alertmanager.", registry=r
         )

@@ -6,6 +6,7 @@ import dataclasses
 import datetime
 import hashlib
 import math
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import pydantic
@@ -41,6 +42,8 @@ class DetectorEntry:
     object_labels: dict[str, str] = dataclasses.field(default_factory=dict)
     #: resourceVersion of the newest state we know (our own status write or a watch event).
     resource_version: int = 0
+    #: Whether this replica's shard evaluates it; other shards' detectors are only read (policies).
+    owned: bool = True
 
     @property
     def id(self) -> DetectorId:
@@ -112,11 +115,24 @@ def _for_seconds(spec: AnomalyDetectorSpec | None) -> float:
         return 0.0
 
 
-class Registry:
-    """Detectors by (namespace, name). Only the engine's task touches it (single event loop)."""
+#: Whether this replica's shard owns an object: (namespace, name, labels) -> bool.
+Owns = Callable[[str, str, Mapping[str, str]], bool]
 
-    def __init__(self) -> None:
+
+class Registry:
+    """Detectors by (namespace, name). Only the engine's task touches it (single event loop).
+
+    It holds every detector the watch sees, including other shards' ones: a policy may match
+    detectors of any shard and reads their verdicts from here (kept current by the watch). Only
+    ``owned`` entries are ever due.
+    """
+
+    def __init__(self, owns: Owns | None = None) -> None:
         self.entries: dict[DetectorId, DetectorEntry] = {}
+        self._owns = owns
+
+    def _own(self, entry: DetectorEntry) -> None:
+        entry.owned = self._owns is None or self._owns(entry.namespace, entry.name, entry.object_labels)
 
     def upsert(self, body: dict[str, Any], now: float) -> DetectorEntry:
         """Track a new or changed object. A new generation is evaluated at once."""
@@ -134,7 +150,10 @@ class Registry:
                 entry.written = entry.current = stored
                 entry.verdicts = _seed_verdicts(stored, _for_seconds(entry.spec))
         if entry is not None and entry.uid == meta.get("uid") and entry.generation == generation:
-            entry.object_labels = dict(meta.get("labels") or {})
+            labels = dict(meta.get("labels") or {})
+            if labels != entry.object_labels:
+                entry.object_labels = labels
+                self._own(entry)  # a label change may move it into or out of a selector shard
             return entry  # our own status write, or a metadata-only change
         spec: AnomalyDetectorSpec | None = None
         error: str | None = None
@@ -160,6 +179,7 @@ class Registry:
             entry.generation = generation
             entry.spec = spec
             entry.spec_error = error
+        self._own(entry)
         entry.next_due = now  # evaluate new and changed detectors right away
         return entry
 
@@ -167,12 +187,12 @@ class Registry:
         return self.entries.pop((namespace, name), None)
 
     def due(self, now: float, limit: int) -> list[DetectorEntry]:
-        ready = [e for e in self.entries.values() if e.next_due <= now]
+        ready = [e for e in self.entries.values() if e.next_due <= now and e.owned]
         ready.sort(key=lambda e: e.next_due)
         return ready[:limit]
 
     def next_due(self) -> float | None:
-        return min((e.next_due for e in self.entries.values()), default=None)
+        return min((e.next_due for e in self.entries.values() if e.owned), default=None)
 
 
 def utc(epoch: float) -> datetime.datetime:

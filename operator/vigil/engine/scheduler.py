@@ -23,7 +23,7 @@ from vigil.domain import conditions, history
 from vigil.domain import status as statuses
 from vigil.domain.status import Outcome, OutcomeKind
 from vigil.engine import evaluation, models
-from vigil.engine.registry import DetectorEntry, Registry, resource_version, utc
+from vigil.engine.registry import DetectorEntry, Owns, Registry, resource_version, utc
 
 logger = logging.getLogger(__name__)
 
@@ -46,6 +46,7 @@ class Engine:
         batch_limit: int = 1000,
         heartbeat: float = 300.0,
         write_concurrency: int = 8,
+        owns: Owns | None = None,
     ) -> None:
         self.settings = settings
         self.source = source
@@ -56,7 +57,7 @@ class Engine:
         self.max_sleep = max_sleep
         self.batch_limit = batch_limit
         self.heartbeat = heartbeat
-        self.registry = Registry()
+        self.registry = Registry(owns)
         self.last_loop = clock()
         #: Set while this replica may act (always, unless leader election holds it back).
         self.active = asyncio.Event()
@@ -68,7 +69,12 @@ class Engine:
 
     def upsert(self, body: dict[str, Any]) -> None:
         before = len(self.registry.entries)
-        self.registry.upsert(body, self.clock())
+        meta = body.get("metadata", {})
+        known = self.registry.entries.get((meta.get("namespace", "default"), meta.get("name", "")))
+        was_owned = known is not None and known.owned
+        entry = self.registry.upsert(body, self.clock())
+        if was_owned and not entry.owned:  # relabelled out of this replica's selector shard
+            self.metrics.forget(entry.id)
         if len(self.registry.entries) != before:
             self.metrics.detectors.set(len(self.registry.entries))
         self._wake.set()

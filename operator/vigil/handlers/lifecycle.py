@@ -12,6 +12,7 @@ import kopf
 
 from vigil.adapters import alertmanager, aws, inference, kube, notify, prometheus, web
 from vigil.adapters.metrics import OperatorMetrics
+from vigil.domain import sharding
 from vigil.engine import evaluation, models
 from vigil.engine.leader import LeaderElector
 from vigil.engine.remediation.engine import RemediationEngine
@@ -63,22 +64,28 @@ def register(registry: kopf.OperatorRegistry, config: OperatorConfig) -> None:
         # Discovery is enough to find our resources; scanning CRDs would need cluster-wide RBAC.
         settings.scanning.disabled = True
 
+        layout = sharding.Layout(config.shard_index, config.shards, config.shard_selector)
+        owns = layout.owns if layout.sharded else None
+        identity = config.identity or socket.gethostname()
+        lease = layout.lease_name(config.leader_election_name) if config.leader_election else ""
         metrics = OperatorMetrics()
         source = prometheus.PrometheusSource(
             concurrency=config.prometheus_concurrency, timeout=config.prometheus_timeout
         )
         cache = inference.ModelCache()
         kube_client = kube.KubeClient(lambda: _login(settings))
+        kube_client.instance = identity  # Events name the replica that acted (reportingInstance)
         resolver = models.ModelResolver(cache, kube_client, config.model_refresh)
         engine = Engine(
             evaluation.EngineSettings(config.prometheus_url, config.min_interval),
             source, resolver, kube_client, metrics,
-            batch_limit=config.batch_limit, heartbeat=config.heartbeat,
+            batch_limit=config.batch_limit, heartbeat=config.heartbeat, owns=owns,
         )
         aws_clients = aws.ClientCache(endpoint_url=config.aws_endpoint_url, max_attempts=config.aws_max_attempts)
         remediation = RemediationEngine(
             engine.registry, kube_client, aws_clients.get, notify.Notifier(kube_client), None, metrics,
             namespaces=config.namespaces if not config.all_namespaces else (), upsert_detector=engine.upsert,
+            owns=owns, remote_lag=config.heartbeat,
         )
         alerts = _CountingAlertStore(metrics, on_change=remediation.wake)
         remediation.alerts = alerts
@@ -90,7 +97,7 @@ def register(registry: kopf.OperatorRegistry, config: OperatorConfig) -> None:
         alertmanager.register(endpoint, alerts, token)
 
         def lead(leader: bool) -> None:
-            metrics.leader.set(1 if leader else 0)
+            metrics.leader.labels(lease).set(1 if leader else 0)
             for gate in (engine.active, remediation.active):
                 if leader:
                     gate.set()
@@ -104,12 +111,12 @@ def register(registry: kopf.OperatorRegistry, config: OperatorConfig) -> None:
         elector = None
         if config.leader_election:
             elector = LeaderElector(
-                kube_client, config.leader_election_namespace, config.leader_election_name,
-                config.identity or socket.gethostname(), lead, lease_duration=config.lease_duration,
+                kube_client, config.leader_election_namespace, lease, identity, lead,
+                lease_duration=config.lease_duration,
             )
             lead(False)
         else:
-            metrics.leader.set(1)
+            metrics.leader.labels(lease).set(1)
         runtime = Runtime(config=config, metrics=metrics, source=source, models=cache, kube=kube_client,
                           engine=engine, remediation=remediation, aws=aws_clients, alerts=alerts, web=endpoint,
                           leader=elector, stop=stop)
@@ -120,10 +127,10 @@ def register(registry: kopf.OperatorRegistry, config: OperatorConfig) -> None:
         if elector is not None:
             runtime.tasks.append(asyncio.create_task(elector.run(stop), name="vigil-leader"))
         runtime.started = True
-        logger.info("vigil started: http on port %s, default Prometheus %s, leader election %s", endpoint.port,
-                    config.prometheus_url or "(none; detectors must set spec.prometheus.url)",
-                    f"on (lease {config.leader_election_namespace}/{config.leader_election_name})"
-                    if elector else "off (this replica always acts)")
+        logger.info("vigil started: http on port %s, default Prometheus %s, leader election %s, serving %s",
+                    endpoint.port, config.prometheus_url or "(none; detectors must set spec.prometheus.url)",
+                    f"on (lease {config.leader_election_namespace}/{lease})"
+                    if elector else "off (this replica always acts)", layout.describe())
 
     @kopf.on.cleanup(registry=registry)
     async def cleanup(memo: kopf.Memo, **_: Any) -> None:

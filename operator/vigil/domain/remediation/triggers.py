@@ -39,6 +39,9 @@ class DetectorSignal:
     interval: float
     series: tuple[SeriesSignal, ...] = ()
     missing_series: int = 0
+    #: Seconds the copy we read may lag the detector's last evaluation. 0 when this replica evaluates it;
+    #: the heartbeat when another shard does, since that shard writes only on a change and per heartbeat.
+    lag: float = 0.0
 
 
 @dataclasses.dataclass(frozen=True)
@@ -75,7 +78,7 @@ class TriggerResult:
 
 
 def freshness_limit(signal: DetectorSignal, max_staleness: float | None) -> float:
-    return max_staleness if max_staleness is not None else 3 * signal.interval
+    return (max_staleness if max_staleness is not None else 3 * signal.interval) + signal.lag
 
 
 def is_fresh(signal: DetectorSignal, now: float, max_staleness: float | None) -> tuple[bool, str]:
@@ -88,7 +91,8 @@ def is_fresh(signal: DetectorSignal, now: float, max_staleness: float | None) ->
     age = now - signal.last_evaluation
     limit = freshness_limit(signal, max_staleness)
     if age > limit:
-        return False, f"detector {signal.name} last evaluated {age:.0f}s ago (limit {limit:.0f}s)"
+        lagging = f", of which {signal.lag:.0f}s for another shard's heartbeat" if signal.lag else ""
+        return False, f"detector {signal.name} last evaluated {age:.0f}s ago (limit {limit:.0f}s{lagging})"
     return True, ""
 
 

@@ -49,7 +49,7 @@ from vigil.domain import conditions, durations, selectors
 from vigil.domain import notifications as notes
 from vigil.domain.remediation import approvals, guards, ladder, plans, triggers
 from vigil.domain.remediation.triggers import TriggerResult, TriggerState
-from vigil.engine.registry import DetectorEntry, Registry
+from vigil.engine.registry import DetectorEntry, Owns, Registry
 from vigil.engine.remediation import executors
 from vigil.engine.remediation.state import ActionEntry, ObjectId, PolicyEntry, newer, resource_version, to_time
 
@@ -105,8 +105,14 @@ class RemediationEngine:
         aws_workers: int = 8,
         namespaces: Sequence[str] = (),
         upsert_detector: Callable[[dict[str, Any]], None] | None = None,
+        owns: Owns | None = None,
+        remote_lag: float = 0.0,
     ) -> None:
         self.detectors = detectors
+        #: Sharding: which policies this replica reconciles. Actions follow their policy's shard.
+        self._owns = owns
+        #: How stale another shard's detector status may be on top of maxStaleness (that shard's heartbeat).
+        self.remote_lag = remote_lag
         self.namespaces = tuple(namespaces)
         self._upsert_detector = upsert_detector
         #: Set until a full LIST of our resources has been folded in: no decision on a partial view.
@@ -132,9 +138,11 @@ class RemediationEngine:
 
     def upsert_policy(self, body: dict[str, Any]) -> None:
         fresh = PolicyEntry.from_body(body)
+        fresh.owned = self._owns is None or self._owns(fresh.namespace, fresh.name, fresh.labels)
         known = self.policies.get(fresh.id)
         if known is not None and known.uid == fresh.uid:
             known.spec, known.spec_error, known.labels = fresh.spec, fresh.spec_error, fresh.labels
+            known.owned = fresh.owned
             known.generation = fresh.generation
             if fresh.resource_version > known.resource_version:
                 # Written by someone else (a previous leader): their incident and cooldown are ours now.
@@ -162,6 +170,11 @@ class RemediationEngine:
 
     def remove_action(self, namespace: str, name: str) -> None:
         self.actions.pop((namespace, name), None)
+
+    def owns_action(self, action: ActionEntry) -> bool:
+        """An action belongs to its policy's shard: the replica that decided it drives it."""
+        policy = self.policies.get((action.namespace, action.policy))
+        return policy is not None and policy.owned
 
     def wake(self) -> None:
         self._wake.set()
@@ -218,19 +231,19 @@ class RemediationEngine:
         self._by_namespace = {}
         for detector in self.detectors.entries.values():
             self._by_namespace.setdefault(detector.namespace, []).append(detector)
-        for entry in list(self.policies.values()):
+        for entry in [entry for entry in self.policies.values() if entry.owned]:
             try:
                 await self._reconcile(entry, now)
             except Exception:
                 logger.exception("reconciling policy %s/%s failed", *entry.id)
         for action in list(self.actions.values()):
-            if action.phase is not None and action.phase.terminal:
+            if (action.phase is not None and action.phase.terminal) or not self.owns_action(action):
                 continue
             try:
                 await self._progress(action, now)
             except Exception:
                 logger.exception("progressing action %s/%s failed", *action.id)
-        for entry in list(self.policies.values()):
+        for entry in [entry for entry in self.policies.values() if entry.owned]:
             await self._prune(entry)
             await self._reregister(entry, now)
 
@@ -249,8 +262,7 @@ class RemediationEngine:
                 found.append(detector)
         return sorted(found, key=lambda d: d.name)
 
-    @staticmethod
-    def _signal(detector: DetectorEntry) -> triggers.DetectorSignal:
+    def _signal(self, detector: DetectorEntry) -> triggers.DetectorSignal:
         status = detector.current
         interval = 60.0
         if detector.spec is not None:
@@ -270,6 +282,8 @@ class RemediationEngine:
             interval=interval,
             series=tuple(triggers.SeriesSignal(s.labels, s.score, s.anomalous, s.state) for s in status.series),
             missing_series=status.missing_series or 0,
+            # Another shard evaluates it: we only see what it wrote (on a change, else per heartbeat).
+            lag=0.0 if detector.owned else self.remote_lag,
         )
 
     def _alerts(self, spec: RemediationPolicySpec, now: float) -> list[triggers.AlertSignal]:

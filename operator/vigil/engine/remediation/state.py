@@ -58,6 +58,8 @@ class PolicyEntry:
     resource_version: int = 0
     #: Why the due step is held back by the blast radius (reported in ActionAllowed), if it is.
     held_back: str | None = None
+    #: Whether this replica's shard reconciles it (and drives its actions); others' policies are only held.
+    owned: bool = True
 
     @property
     def id(self) -> ObjectId:
