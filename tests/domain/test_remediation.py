@@ -56,6 +56,13 @@ def test_stale_or_unready_detector_never_fires(overrides: dict[str, object]) -> 
     assert fire(signal(**overrides)).state == TriggerState.STALE
 
 
+def test_another_shards_detector_may_lag_by_its_heartbeat_and_no_more() -> None:
+    """Another shard writes the status on a change and per heartbeat: that much extra age is expected."""
+    assert fire(signal(last_evaluation=NOW - 181, lag=300)).state == TriggerState.FIRING
+    stale = fire(signal(last_evaluation=NOW - 481, lag=300))
+    assert stale.state == TriggerState.STALE and "300s for another shard's heartbeat" in stale.message
+
+
 @pytest.mark.parametrize(("overrides", "kwargs"), [
     ({"anomalous": False}, {}),
     ({"anomalous_since": NOW - 100}, {}),  # not anomalous for long enough

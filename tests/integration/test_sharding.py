@@ -164,3 +164,21 @@ def test_two_replicas_of_one_shard_fail_over(kubeapi: KubeAPIServer, run_operato
              what="shard 0's statuses evaluated after the takeover")
     assert all(not conditions_of(kubeapi.get(*AD, "default", n)) for n in set(NAMES) - mine)
     assert standby.errors() == []
+
+
+def test_a_new_shard_count_waits_for_the_old_layout(kubeapi: KubeAPIServer, run_operator: OperatorFactory,
+                                                    prometheus: PrometheusServer) -> None:
+    """Changing the shard count moves objects between shards: the new layout starts only once the old is gone."""
+    old = run_operator(*shard_args(prometheus, 0, "old"), name="old")
+    wait_for(lambda: holder(kubeapi, "vigil-leader-shard-0-of-2") == "old", what="the 2-shard layout leads")
+    args = list(shard_args(prometheus, 0, "new"))
+    args[args.index("--shards") + 1] = "3"
+    new = run_operator(*args, name="new")
+    create_detectors(kubeapi, NAMES)
+    wait_for(lambda: "of the 2-shard layout is still held by old" in new.log(), what="the new layout held back")
+    steady(lambda: holder(kubeapi, "vigil-leader-shard-0-of-3") == "" and evaluated(new) == set())
+    old.stop()  # a clean stop releases the Lease: the new layout may start at once
+    wait_for(lambda: holder(kubeapi, "vigil-leader-shard-0-of-3") == "new", what="the 3-shard layout leads")
+    mine = {n for n in NAMES if shard_of("default", n, 3) == 0}
+    wait_for(lambda: evaluated(new) == mine, timeout=30, what=f"the new layout evaluates its shard {mine}")
+    assert new.errors() == []

@@ -135,6 +135,10 @@ class Layout:
             return False
         return shard_of(namespace, name, self.count) == self.index
 
+    def lease_group(self, base: str) -> str:
+        """The name shared by every Lease of this replica group (a selector group gets its own)."""
+        return base + ("-sel-" + selector_digest(self.selector) if self.selector.strip() else "")
+
     def lease_name(self, base: str) -> str:
         """The Lease this shard's replicas compete for.
 
@@ -142,18 +146,22 @@ class Layout:
         the name, so replicas of two different layouts never take each other's Lease; a selector group
         gets a suffix from a digest of its selector, so groups never share one either.
         """
-        name = base
-        if self.selector.strip():
-            name += "-sel-" + selector_digest(self.selector)
-        if self.count > 1:
-            name += f"-shard-{self.index}-of-{self.count}"
-        return name
+        group = self.lease_group(base)
+        return f"{group}-shard-{self.index}-of-{self.count}" if self.count > 1 else group
 
     def describe(self) -> str:
         parts = [f"shard {self.index} of {self.count}"] if self.count > 1 else []
         if self.selector.strip():
             parts.append(f"objects matching {self.selector!r}")
         return ", ".join(parts) or "all objects"
+
+
+def layout_of(lease: str, group: str) -> int | None:
+    """The shard count of the layout a Lease of ``group`` belongs to (1: unsharded), or None if not of it."""
+    if lease == group:
+        return 1
+    found = re.fullmatch(re.escape(group) + r"-shard-(\d+)-of-(\d+)", lease)
+    return int(found.group(2)) if found else None
 
 
 def selector_digest(selector: str) -> str:

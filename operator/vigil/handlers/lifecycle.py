@@ -14,7 +14,7 @@ from vigil.adapters import alertmanager, aws, inference, kube, notify, prometheu
 from vigil.adapters.metrics import OperatorMetrics
 from vigil.domain import sharding
 from vigil.engine import evaluation, models
-from vigil.engine.leader import LeaderElector
+from vigil.engine.leader import LayoutFence, LeaderElector
 from vigil.engine.remediation.engine import RemediationEngine
 from vigil.engine.scheduler import Engine
 from vigil.handlers.runtime import Runtime
@@ -110,9 +110,11 @@ def register(registry: kopf.OperatorRegistry, config: OperatorConfig) -> None:
 
         elector = None
         if config.leader_election:
+            fence = LayoutFence(kube_client, config.leader_election_namespace,
+                                layout.lease_group(config.leader_election_name), layout.count, config.lease_duration)
             elector = LeaderElector(
                 kube_client, config.leader_election_namespace, lease, identity, lead,
-                lease_duration=config.lease_duration,
+                lease_duration=config.lease_duration, fence=fence,
             )
             lead(False)
         else:
