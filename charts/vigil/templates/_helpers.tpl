@@ -54,6 +54,26 @@ app.kubernetes.io/part-of: vigil
 {{- end }}
 
 {{/*
+The Leases the operator holds: one, or one per shard. The same names as the operator computes
+(vigil.domain.sharding.Layout.lease_name): a selector group adds the first 8 hex digits of its sha256.
+*/}}
+{{- define "vigil.leaseGroup" -}}
+{{- .Values.leaderElection.name }}{{ with .Values.sharding.selector }}-sel-{{ sha256sum . | trunc 8 }}{{ end }}
+{{- end }}
+
+{{- define "vigil.leaseNames" -}}
+{{- $group := include "vigil.leaseGroup" . }}
+{{- $shards := int .Values.sharding.shards }}
+{{- if gt $shards 1 }}
+{{- range $i := until $shards }}
+- {{ printf "%s-shard-%d-of-%d" $group $i $shards | quote }}
+{{- end }}
+{{- else }}
+- {{ $group | quote }}
+{{- end }}
+{{- end }}
+
+{{/*
 RBAC rules for the watched scope (a ClusterRole in all-namespaces mode, a Role per watched namespace
 otherwise). Explicit verbs and resources only: no wildcards.
 */}}

@@ -1,0 +1,163 @@
+{{/*
+The operator pod, shared by the Deployment (one shard) and the StatefulSet (several shards).
+*/}}
+{{- define "vigil.podTemplate" -}}
+metadata:
+  labels:
+    {{- include "vigil.labels" . | nindent 4 }}
+    {{- with .Values.podLabels }}
+    {{- toYaml . | nindent 4 }}
+    {{- end }}
+  {{- with .Values.podAnnotations }}
+  annotations:
+    {{- toYaml . | nindent 4 }}
+  {{- end }}
+spec:
+  serviceAccountName: {{ include "vigil.serviceAccountName" . }}
+  automountServiceAccountToken: {{ .Values.serviceAccount.automountServiceAccountToken }}
+  {{- with .Values.imagePullSecrets }}
+  imagePullSecrets:
+    {{- range . }}
+    - name: {{ . | quote }}
+    {{- end }}
+  {{- end }}
+  {{- with .Values.priorityClassName }}
+  priorityClassName: {{ . | quote }}
+  {{- end }}
+  securityContext:
+    {{- toYaml .Values.podSecurityContext | nindent 4 }}
+  terminationGracePeriodSeconds: {{ .Values.terminationGracePeriodSeconds }}
+  containers:
+    - name: vigil
+      image: {{ include "vigil.image" . | quote }}
+      imagePullPolicy: {{ .Values.image.pullPolicy }}
+      args:
+        - --lease-duration
+        - {{ .Values.leaderElection.leaseDurationSeconds | quote }}
+        {{- with .Values.extraArgs }}
+        {{- toYaml . | nindent 8 }}
+        {{- end }}
+      env:
+        - name: POD_NAME
+          valueFrom:
+            fieldRef:
+              fieldPath: metadata.name
+        - name: POD_NAMESPACE
+          valueFrom:
+            fieldRef:
+              fieldPath: metadata.namespace
+        - name: VIGIL_NAMESPACES
+          value: {{ join "," .Values.watchNamespaces | quote }}
+        {{- with .Values.prometheus.url }}
+        - name: VIGIL_PROMETHEUS_URL
+          value: {{ . | quote }}
+        {{- end }}
+        - name: VIGIL_LOG_FORMAT
+          value: {{ .Values.logFormat | quote }}
+        - name: VIGIL_LOG_LEVEL
+          value: {{ .Values.logLevel | quote }}
+        - name: VIGIL_HTTP_PORT
+          value: {{ .Values.http.port | quote }}
+        - name: VIGIL_LEADER_ELECTION
+          value: {{ .Values.leaderElection.enabled | quote }}
+        - name: VIGIL_LEADER_ELECTION_NAMESPACE
+          {{- if .Values.leaderElection.namespace }}
+          value: {{ .Values.leaderElection.namespace | quote }}
+          {{- else }}
+          valueFrom:
+            fieldRef:
+              fieldPath: metadata.namespace
+          {{- end }}
+        - name: VIGIL_LEADER_ELECTION_NAME
+          value: {{ .Values.leaderElection.name | quote }}
+        {{- if gt (int .Values.sharding.shards) 1 }}
+        - name: VIGIL_SHARDS
+          value: {{ .Values.sharding.shards | quote }}
+        # The StatefulSet ordinal (from POD_NAME) modulo the shard count.
+        - name: VIGIL_SHARD_INDEX
+          value: auto
+        {{- end }}
+        {{- with .Values.sharding.selector }}
+        - name: VIGIL_SELECTOR
+          value: {{ . | quote }}
+        {{- end }}
+        {{- with .Values.aws.region }}
+        - name: AWS_REGION
+          value: {{ . | quote }}
+        - name: AWS_DEFAULT_REGION
+          value: {{ . | quote }}
+        {{- end }}
+        {{- with .Values.aws.endpointUrl }}
+        - name: VIGIL_AWS_ENDPOINT_URL
+          value: {{ . | quote }}
+        {{- end }}
+        {{- if .Values.alertmanager.tokenSecretName }}
+        - name: VIGIL_ALERTMANAGER_TOKEN_FILE
+          value: /etc/vigil/alertmanager/{{ .Values.alertmanager.tokenSecretKey }}
+        {{- end }}
+        {{- with .Values.extraEnv }}
+        {{- toYaml . | nindent 8 }}
+        {{- end }}
+      ports:
+        - name: http
+          containerPort: {{ .Values.http.port }}
+          protocol: TCP
+      livenessProbe:
+        httpGet:
+          path: /healthz
+          port: http
+        initialDelaySeconds: {{ .Values.livenessProbe.initialDelaySeconds }}
+        periodSeconds: {{ .Values.livenessProbe.periodSeconds }}
+        timeoutSeconds: {{ .Values.livenessProbe.timeoutSeconds }}
+        failureThreshold: {{ .Values.livenessProbe.failureThreshold }}
+      readinessProbe:
+        httpGet:
+          path: /readyz
+          port: http
+        initialDelaySeconds: {{ .Values.readinessProbe.initialDelaySeconds }}
+        periodSeconds: {{ .Values.readinessProbe.periodSeconds }}
+        timeoutSeconds: {{ .Values.readinessProbe.timeoutSeconds }}
+        failureThreshold: {{ .Values.readinessProbe.failureThreshold }}
+      securityContext:
+        {{- toYaml .Values.securityContext | nindent 8 }}
+      resources:
+        {{- toYaml .Values.resources | nindent 8 }}
+      volumeMounts:
+        - name: tmp
+          mountPath: /tmp
+        {{- if .Values.alertmanager.tokenSecretName }}
+        - name: alertmanager-token
+          mountPath: /etc/vigil/alertmanager
+          readOnly: true
+        {{- end }}
+  volumes:
+    # The root filesystem is read-only; /tmp is the only writable path.
+    - name: tmp
+      emptyDir:
+        sizeLimit: {{ .Values.tmpSizeLimit }}
+    {{- if .Values.alertmanager.tokenSecretName }}
+    - name: alertmanager-token
+      secret:
+        secretName: {{ .Values.alertmanager.tokenSecretName | quote }}
+        defaultMode: 0440
+        items:
+          - key: {{ .Values.alertmanager.tokenSecretKey | quote }}
+            path: {{ .Values.alertmanager.tokenSecretKey | quote }}
+    {{- end }}
+  {{- with .Values.nodeSelector }}
+  nodeSelector:
+    {{- toYaml . | nindent 4 }}
+  {{- end }}
+  {{- with .Values.affinity }}
+  affinity:
+    {{- toYaml . | nindent 4 }}
+  {{- end }}
+  {{- with .Values.tolerations }}
+  tolerations:
+    {{- toYaml . | nindent 4 }}
+  {{- end }}
+  {{- with .Values.topologySpreadConstraints }}
+  topologySpreadConstraints:
+    {{- toYaml . | nindent 4 }}
+  {{- end }}
+{{- end }}
