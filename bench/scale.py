@@ -318,6 +318,7 @@ class Result:
     lag_p50: float
     lag_p99: float
     evals_per_s: float
+    evals_per_batch: float
     series_per_s: float
     cpu_ms_per_series: float
     cores: float
@@ -346,6 +347,8 @@ def measure(before: Snapshot, after: Snapshot, n: int, config: Config, startup: 
     a, b = after.operator, before.operator
     evaluations = total(a, "vigil_evaluations_total") - total(b, "vigil_evaluations_total")
     rows = total(a, "vigil_inference_rows_total") - total(b, "vigil_inference_rows_total")
+    batches = (total(a, "vigil_evaluation_duration_seconds_count")
+               - total(b, "vigil_evaluation_duration_seconds_count"))
     infer = total(a, "vigil_inference_duration_seconds_sum") - total(b, "vigil_inference_duration_seconds_sum")
     lag_b, lag_a = buckets(b, "vigil_evaluation_lag_seconds"), buckets(a, "vigil_evaluation_lag_seconds")
     cpu = after.operator_cpu - before.operator_cpu
@@ -361,7 +364,8 @@ def measure(before: Snapshot, after: Snapshot, n: int, config: Config, startup: 
     return Result(
         n=n, series=config.series, interval=config.interval, window=elapsed,
         lag_p50=quantile(0.5, lag_b, lag_a), lag_p99=quantile(0.99, lag_b, lag_a),
-        evals_per_s=evaluations / elapsed, series_per_s=rows / elapsed,
+        evals_per_s=evaluations / elapsed, evals_per_batch=evaluations / batches if batches else math.nan,
+        series_per_s=rows / elapsed,
         cpu_ms_per_series=1000 * cpu / rows if rows else math.nan, cores=cpu / elapsed,
         peak_rss_mib=0.0,
         queries_per_eval=(after.queries - before.queries) / evaluations if evaluations else math.nan,
@@ -490,7 +494,7 @@ def _f(value: float, digits: int = 2) -> str:
 
 def print_result(r: Result) -> None:
     print(f"   evaluation lag p50 {_f(r.lag_p50, 3)}s p99 {_f(r.lag_p99, 3)}s; {r.evals_per_s:.1f} evaluations/s "
-          f"({r.series_per_s:.0f} series/s)", flush=True)
+          f"({r.series_per_s:.0f} series/s, {_f(r.evals_per_batch, 1)} detectors per batch)", flush=True)
     print(f"   operator: {r.cores:.3f} cores, {_f(r.cpu_ms_per_series, 3)} ms CPU per evaluated series, "
           f"peak RSS {r.peak_rss_mib:.0f} MiB; features+inference {_f(r.infer_us_per_series, 1)} us per series")
     print(f"   Prometheus queries per evaluation {_f(r.queries_per_eval)}; Kubernetes writes/min: status "
@@ -501,13 +505,15 @@ def print_result(r: Result) -> None:
           f"Prometheus errors {r.prometheus_errors:g}", flush=True)
 
 
-HEADERS = ("N", "lag p50 s", "lag p99 s", "evals/s", "CPU ms/series", "cores", "peak RSS MiB", "queries/eval",
+HEADERS = ("N", "lag p50 s", "lag p99 s", "evals/s", "evals/batch", "CPU ms/series", "cores", "peak RSS MiB",
+           "queries/eval",
            "status writes/min", "events/min", "other writes/min", "writes/detector/h", "feat+inf us/series",
            "first eval s", "all evaluated s")
 
 
 def row(r: Result) -> list[str]:
-    return [str(r.n), _f(r.lag_p50, 3), _f(r.lag_p99, 3), f"{r.evals_per_s:.1f}", _f(r.cpu_ms_per_series, 3),
+    return [str(r.n), _f(r.lag_p50, 3), _f(r.lag_p99, 3), f"{r.evals_per_s:.1f}", _f(r.evals_per_batch, 1),
+            _f(r.cpu_ms_per_series, 3),
             f"{r.cores:.3f}", f"{r.peak_rss_mib:.0f}", _f(r.queries_per_eval), f"{r.status_per_min:.1f}",
             f"{r.events_per_min:.1f}", f"{r.other_per_min:.1f}", f"{r.writes_per_detector_hour:.2f}",
             _f(r.infer_us_per_series, 1), f"{r.startup_first_s:.1f}", f"{r.startup_all_s:.1f}"]
