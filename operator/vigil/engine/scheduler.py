@@ -3,7 +3,12 @@
 Each detector runs on its own interval but at a stable phase derived from its
 uid, so thousands of detectors created at once spread evenly over the interval
 instead of stampeding Prometheus every minute. The loop sleeps until the next
-detector is due (or until a kopf handler wakes it for a new or changed spec).
+detector is due (or until a kopf handler wakes it for a new or changed spec),
+but at least a short batch window after the previous batch started: spread
+phases would otherwise give one batch per detector, so ONNX would run one tiny
+batch per detector and every tick would scan the registry (ticks per second
+grow with N, so the cost per detector would too). The window bounds the ticks
+per second and lets detectors due close together share one batch.
 """
 
 from __future__ import annotations
@@ -31,6 +36,20 @@ logger = logging.getLogger(__name__)
 _CONFIG_RETRY = 60.0
 
 
+def sleep_for(now: float, upcoming: float | None, batch_started: float, batch_window: float, max_sleep: float,
+              backlog: bool) -> float:
+    """Seconds to sleep before the next batch.
+
+    Until the next detector is due, but not before ``batch_window`` after the previous batch
+    started (unless a batch hit the batch limit and more are already due), and never more than
+    ``max_sleep`` (the loop's liveness beat).
+    """
+    if upcoming is None:
+        return max_sleep
+    wake = upcoming if backlog else max(upcoming, batch_started + batch_window)
+    return max(0.0, min(max_sleep, wake - now))
+
+
 class Engine:
     """Owns the registry and runs the evaluation loop. Lives in the kopf memo."""
 
@@ -43,6 +62,7 @@ class Engine:
         metrics: OperatorMetrics,
         clock: Callable[[], float] = time.time,
         max_sleep: float = 1.0,
+        batch_window: float = 0.5,
         batch_limit: int = 1000,
         heartbeat: float = 300.0,
         write_concurrency: int = 8,
@@ -55,6 +75,7 @@ class Engine:
         self.metrics = metrics
         self.clock = clock
         self.max_sleep = max_sleep
+        self.batch_window = batch_window
         self.batch_limit = batch_limit
         self.heartbeat = heartbeat
         self.registry = Registry(owns)
@@ -72,12 +93,14 @@ class Engine:
         meta = body.get("metadata", {})
         known = self.registry.entries.get((meta.get("namespace", "default"), meta.get("name", "")))
         was_owned = known is not None and known.owned
-        entry = self.registry.upsert(body, self.clock())
+        now = self.clock()
+        entry = self.registry.upsert(body, now)
         if was_owned and not entry.owned:  # relabelled out of this replica's selector shard
             self.metrics.forget(entry.id)
         if len(self.registry.entries) != before:
             self.metrics.detectors.set(len(self.registry.entries))
-        self._wake.set()
+        if entry.next_due <= now:  # new or changed; the echoes of our own status writes need no batch
+            self._wake.set()
 
     def wake_all(self) -> None:
         """Evaluate every detector now (e.g. on becoming leader: the standby's statuses are old)."""
@@ -96,18 +119,19 @@ class Engine:
     async def run(self, stop: asyncio.Event) -> None:
         logger.info("evaluation engine started")
         while not stop.is_set():
-            self.last_loop = self.clock()
+            started = self.last_loop = self.clock()
+            evaluated = 0
             if self.active.is_set():
                 try:
-                    await self.tick()
+                    evaluated = await self.tick()
                 except Exception:  # never let one bad batch stop all detection
                     logger.exception("evaluation batch failed")
-            await self._sleep(stop)
+            delay = sleep_for(self.clock(), self.registry.next_due(), started, self.batch_window, self.max_sleep,
+                              backlog=evaluated >= self.batch_limit)
+            await self._sleep(stop, delay)
         logger.info("evaluation engine stopped")
 
-    async def _sleep(self, stop: asyncio.Event) -> None:
-        upcoming = self.registry.next_due()
-        delay = self.max_sleep if upcoming is None else max(0.0, min(self.max_sleep, upcoming - self.clock()))
+    async def _sleep(self, stop: asyncio.Event, delay: float) -> None:
         self._wake.clear()
         waiters = [asyncio.ensure_future(stop.wait()), asyncio.ensure_future(self._wake.wait())]
         try:
