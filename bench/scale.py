@@ -108,6 +108,7 @@ def synthetic(count: int, points: int, start: float, seed: int = 6) -> tuple[np.
     20..120 minutes, so some detectors change verdict during a run (writes, Events).
     """
     rng = np.random.default_rng(seed)
+    incident = rng.random(count) < 0.02  # drawn first: the same series get incidents whatever the length
     t = start + STEP * np.arange(points)
     base = rng.uniform(20, 200, count)[:, None]
     amplitude = base * rng.uniform(0.2, 0.5, count)[:, None]
@@ -115,7 +116,6 @@ def synthetic(count: int, points: int, start: float, seed: int = 6) -> tuple[np.
     day = np.sin(2 * np.pi * (t[None, :] / 86400.0 + phase))
     noise = rng.normal(0, 1, (count, points)) * base * rng.uniform(0.02, 0.08, count)[:, None]
     values = base + amplitude * day + noise
-    incident = rng.random(count) < 0.02
     for i in np.flatnonzero(incident):
         begin = int(rng.integers(points // 3, points - 5))
         length = int(rng.integers(20, 120))
@@ -445,8 +445,12 @@ def _sleep_watching(seconds: float, operator: OperatorProcess) -> None:
             raise RuntimeError(f"operator exited during the window:\n{operator.log()[-3000:]}")
 
 
+_IDLE = ("EpollSelector.select (", "_worker (concurrent/futures/thread.py)", "Condition.wait (", "Event.wait (",
+         "Thread._wait_for_tstate_lock (")
+
+
 def hot_spots(path: pathlib.Path, top: int = 6) -> list[tuple[str, float]]:
-    """Where the operator's CPU samples go (py-spy raw stacks: 'frame;frame;... count'; idle not sampled).
+    """Where the operator's CPU samples go (py-spy raw stacks: 'frame;frame;... count'; idle waits left out).
 
     The ``top`` vigil functions by inclusive share (which stage of the pipeline), then the ``top``
     functions by self share (the leaves that burn the time), per function rather than per line.
@@ -458,8 +462,10 @@ def hot_spots(path: pathlib.Path, top: int = 6) -> list[tuple[str, float]]:
         stack, _, count = line.rpartition(" ")
         if not stack or not count.isdigit():
             continue
-        samples += int(count)
         frames = [re.sub(r":\d+\)$", ")", frame.strip()) for frame in stack.split(";")]
+        if frames[-1].startswith(_IDLE):
+            continue  # a thread parked in epoll or on its work queue (py-spy samples these as active)
+        samples += int(count)
         for name in set(frames):
             if "vigil/" in name and not name.startswith(("<module>", "main (", "_run (", "run (")):
                 inclusive[name] = inclusive.get(name, 0) + int(count)
