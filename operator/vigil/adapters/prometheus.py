@@ -1,24 +1,30 @@
-"""Range queries against Prometheus over one shared aiohttp connection pool.
+"""Range queries against Prometheus, built on prometheus-api-client.
 
-Queries run on the event loop (no thread per query): a semaphore bounds how many
-are in flight (``--prometheus-concurrency``), and the pool keeps that many
-keep-alive connections, so thousands of detectors reuse a handful of sockets.
-The scale benchmark (bench/scale.py) showed the previous synchronous client in
-a thread pool spending more CPU on thread hand-offs and the client library than
-on the queries' answers. There are no retries here: a failed evaluation is
-retried by the scheduler at the next interval, and retrying inside one
-evaluation would only stretch an outage into timeouts.
+prometheus-api-client is synchronous (requests), so queries run in a bounded
+thread pool: the pool size is the concurrency limit against Prometheus, and the
+event loop never blocks on the network. Its own retries are disabled: a failed
+evaluation is retried by the scheduler at the next interval, and retrying
+inside one evaluation would only stretch an outage into timeouts.
 """
 
 from __future__ import annotations
 
+import ast
 import asyncio
+import concurrent.futures
+import datetime
 import enum
 import json
+import re
+import threading
 from typing import Any
 
-import aiohttp
 import numpy as np
+import requests
+import requests.adapters
+import urllib3.util
+from prometheus_api_client import PrometheusConnect
+from prometheus_api_client.exceptions import PrometheusApiClientException
 
 from vigil.domain.history import Samples
 
@@ -39,13 +45,21 @@ class SourceError(Exception):
         self.message = message
 
 
-def classify_http(code: int, body: str) -> SourceError:
-    """A non-200 answer, with Prometheus' own error text when it sent its JSON error envelope."""
-    detail = body.strip()
+_STATUS = re.compile(r"^HTTP Status Code (\d+) \((.*)\)$", re.S)
+
+
+def _classify_http(exc: PrometheusApiClientException) -> SourceError:
+    """Recover the status code and Prometheus' own error text from the client's exception."""
+    match = _STATUS.match(str(exc))
+    if not match:
+        return SourceError(SourceErrorKind.SERVER_ERROR, str(exc)[:500])
+    code = int(match.group(1))
+    detail = match.group(2)
     try:
-        payload = json.loads(body)
+        body = ast.literal_eval(detail)
+        payload = json.loads(body.decode() if isinstance(body, bytes) else body)
         detail = f"{payload.get('errorType', 'error')}: {payload.get('error', '')}"
-    except (ValueError, AttributeError):
+    except (ValueError, SyntaxError, AttributeError, json.JSONDecodeError):
         pass
     text = f"HTTP {code}: {detail}"[:1000]
     if code in (400, 422):
@@ -57,21 +71,14 @@ def classify_http(code: int, body: str) -> SourceError:
     return SourceError(SourceErrorKind.SERVER_ERROR, text)
 
 
-def parse_matrix(payload: Any) -> list[Samples]:
-    """The ``data.result`` matrix of a successful query_range answer."""
-    if not isinstance(payload, dict) or payload.get("status") != "success":
-        raise ValueError(f"status {payload.get('status') if isinstance(payload, dict) else type(payload)!r}")
+def _parse(result: list[dict[str, Any]]) -> list[Samples]:
     samples = []
-    for item in payload["data"]["result"]:
+    for item in result:
         values = item.get("values") or []
-        timestamps = np.fromiter((t for t, _ in values), dtype=np.float64, count=len(values))
-        numbers = np.array([v for _, v in values], dtype=np.float64)  # "NaN", "+Inf" parse too
+        timestamps = np.array([float(t) for t, _ in values], dtype=np.float64)
+        numbers = np.array([float(v) for _, v in values], dtype=np.float64)  # "NaN", "+Inf" parse too
         samples.append(Samples(labels=dict(item.get("metric") or {}), timestamps=timestamps, values=numbers))
     return samples
-
-
-def _format_time(t: float) -> str:
-    return f"{t:.3f}"
 
 
 class PrometheusSource:
@@ -79,57 +86,69 @@ class PrometheusSource:
 
     def __init__(self, concurrency: int = 8, timeout: float = 15.0, headers: dict[str, str] | None = None):
         self._timeout = timeout
-        self._headers = dict(headers or {})
+        self._headers = headers
         self._concurrency = concurrency
-        self._session: aiohttp.ClientSession | None = None
-        self._slots: asyncio.Semaphore | None = None
+        self._clients: dict[str, PrometheusConnect] = {}
+        self._sessions: list[requests.Session] = []
+        self._lock = threading.Lock()
+        self._pool = concurrent.futures.ThreadPoolExecutor(
+            max_workers=concurrency, thread_name_prefix="vigil-prometheus"
+        )
 
-    def _connect(self) -> tuple[aiohttp.ClientSession, asyncio.Semaphore]:
-        if self._session is None or self._slots is None:
-            # Created on first use, inside the running loop (aiohttp binds a session to its loop).
-            self._slots = asyncio.Semaphore(self._concurrency)
-            self._session = aiohttp.ClientSession(
-                headers=self._headers,
-                connector=aiohttp.TCPConnector(limit=self._concurrency, keepalive_timeout=60),
+    def _client(self, url: str) -> PrometheusConnect:
+        with self._lock:
+            client = self._clients.get(url)
+            if client is None:
+                session = requests.Session()
+                client = PrometheusConnect(url=url, headers=self._headers, session=session)
+                # Replace the library's adapter: no retries (the scheduler retries), and a
+                # connection pool as large as our concurrency so threads never discard sockets.
+                adapter = requests.adapters.HTTPAdapter(
+                    max_retries=urllib3.util.Retry(total=0, connect=0, read=0, redirect=2),
+                    pool_connections=1,
+                    pool_maxsize=self._concurrency,
+                )
+                session.mount(url, adapter)
+                self._clients[url] = client
+                self._sessions.append(session)
+            return client
+
+    def _query_range_blocking(self, url: str, query: str, start: float, end: float, step: float) -> list[Samples]:
+        client = self._client(url)
+        try:
+            result = client.custom_query_range(
+                query,
+                start_time=datetime.datetime.fromtimestamp(start, tz=datetime.UTC),
+                end_time=datetime.datetime.fromtimestamp(end, tz=datetime.UTC),
+                step=f"{step:g}s",
+                params={"timeout": f"{self._timeout:g}s"},
+                timeout=self._timeout,
             )
-        return self._session, self._slots
+        except PrometheusApiClientException as exc:
+            raise _classify_http(exc) from exc
+        except requests.Timeout as exc:
+            raise SourceError(SourceErrorKind.TIMEOUT, f"no answer from {url} within {self._timeout:g}s") from exc
+        except requests.ConnectionError as exc:
+            raise SourceError(SourceErrorKind.UNAVAILABLE, f"cannot connect to {url}: {_root(exc)}") from exc
+        except requests.RequestException as exc:
+            raise SourceError(SourceErrorKind.SERVER_ERROR, f"request to {url} failed: {exc}") from exc
+        except (ValueError, KeyError) as exc:  # a non-JSON or oddly shaped 200 answer
+            raise SourceError(SourceErrorKind.SERVER_ERROR, f"unexpected answer from {url}: {exc}") from exc
+        return _parse(result)
 
     async def query_range(self, url: str, query: str, start: float, end: float, step: float) -> list[Samples]:
         """All series of ``query`` on the grid ``start, start+step, ..., end`` (epoch seconds)."""
-        session, slots = self._connect()
-        form = {"query": query, "start": _format_time(start), "end": _format_time(end), "step": f"{step:g}s",
-                "timeout": f"{self._timeout:g}s"}
-        endpoint = url.rstrip("/") + "/api/v1/query_range"
-        async with slots:  # the timeout starts once it is our turn, not while queued behind others
-            try:
-                async with session.post(endpoint, data=form,
-                                        timeout=aiohttp.ClientTimeout(total=self._timeout)) as response:
-                    body = await response.text()
-                    if response.status != 200:
-                        raise classify_http(response.status, body)
-            except TimeoutError as exc:
-                raise SourceError(SourceErrorKind.TIMEOUT,
-                                  f"no answer from {url} within {self._timeout:g}s") from exc
-            except aiohttp.ClientConnectionError as exc:
-                raise SourceError(SourceErrorKind.UNAVAILABLE, f"cannot connect to {url}: {_root(exc)}") from exc
-            except aiohttp.ClientError as exc:
-                raise SourceError(SourceErrorKind.SERVER_ERROR, f"request to {url} failed: {exc}") from exc
-        try:
-            return parse_matrix(json.loads(body))
-        except (ValueError, KeyError, TypeError) as exc:  # a non-JSON or oddly shaped 200 answer
-            raise SourceError(SourceErrorKind.SERVER_ERROR, f"unexpected answer from {url}: {exc}") from exc
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._pool, self._query_range_blocking, url, query, start, end, step)
 
-    async def close(self) -> None:
-        if self._session is not None:
-            await self._session.close()
-            self._session = None
+    def close(self) -> None:
+        self._pool.shutdown(wait=False, cancel_futures=True)
+        for session in self._sessions:
+            session.close()
 
 
 def _root(exc: BaseException) -> str:
     """The innermost cause, which is what says 'Connection refused'."""
-    os_error = getattr(exc, "os_error", None)
-    if isinstance(os_error, OSError) and os_error.strerror:
-        return os_error.strerror
     while exc.__cause__ is not None or exc.__context__ is not None:
         exc = exc.__cause__ or exc.__context__  # type: ignore[assignment]
     text = str(exc)

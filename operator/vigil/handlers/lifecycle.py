@@ -147,6 +147,6 @@ def register(registry: kopf.OperatorRegistry, config: OperatorConfig) -> None:
                 task.cancel()
         await runtime.web.stop()
         await runtime.kube.close()
-        await runtime.source.close()
+        runtime.source.close()
         runtime.remediation.close()
         runtime.aws.close()
