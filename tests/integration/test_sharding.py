@@ -19,7 +19,7 @@ from tests.conftest import OperatorFactory, conditions_of, detector
 from tests.harness import OperatorProcess, wait_for
 from tests.integration import scenario
 from vigil.adapters import inference
-from vigil.domain.sharding import shard_of
+from vigil.domain.sharding import selector_digest, shard_of
 from vigil.sandbox.kubeapi import KubeAPIServer
 from vigil.sandbox.prometheus import PrometheusServer
 
@@ -163,7 +163,33 @@ def test_two_replicas_of_one_shard_fail_over(kubeapi: KubeAPIServer, run_operato
     wait_for(lambda: all(last_evaluation(kubeapi, n) > killed for n in mine), timeout=20,
              what="shard 0's statuses evaluated after the takeover")
     assert all(not conditions_of(kubeapi.get(*AD, "default", n)) for n in set(NAMES) - mine)
+    # On takeover it re-lists detectors, policies and actions before deciding anything.
+    log = standby.log()
+    assert log.index(f"acquired leadership of lease {lease}") < log.index("remediation engine synced")
     assert standby.errors() == []
+
+
+def test_label_selector_groups(kubeapi: KubeAPIServer, run_operator: OperatorFactory,
+                               prometheus: PrometheusServer) -> None:
+    """Two replica groups split by labels: each evaluates its team's detectors; a relabel moves one."""
+    common = ("--prometheus-url", prometheus.url, "--leader-election", "--leader-election-namespace", "default",
+              "--lease-duration", "3")
+    a = run_operator(*common, "--selector", "team=a", "--identity", "a", name="a")
+    b = run_operator(*common, "--selector", "team in (b, c)", "--identity", "b", name="b")
+    for name, team in (("a1", "a"), ("a2", "a"), ("b1", "b"), ("none", None)):
+        body = detector(name, NORMAL, interval="1s", step="5m")
+        if team:
+            body["metadata"]["labels"] = {"team": team}  # type: ignore[index]
+        kubeapi.create(body)
+    wait_for(lambda: (evaluated(a), evaluated(b)) == ({"a1", "a2"}, {"b1"}), timeout=40,
+             what="each group evaluates its own team")
+    kubeapi.patch(*AD, "default", "a2", {"metadata": {"labels": {"team": "c"}}})
+    wait_for(lambda: (evaluated(a), evaluated(b)) == ({"a1"}, {"b1", "a2"}), timeout=20,
+             what="a relabelled detector moves to the other group")
+    steady(lambda: (evaluated(a), evaluated(b)) == ({"a1"}, {"b1", "a2"}))
+    assert not conditions_of(kubeapi.get(*AD, "default", "none"))  # matched by no group: nobody evaluates it
+    assert {holder(kubeapi, f"vigil-leader-sel-{selector_digest(s)}") for s in ("team=a", "team in (b, c)")} == {
+        "a", "b"}
 
 
 def test_a_new_shard_count_waits_for_the_old_layout(kubeapi: KubeAPIServer, run_operator: OperatorFactory,

@@ -142,6 +142,8 @@ class RemediationEngine:
         known = self.policies.get(fresh.id)
         if known is not None and known.uid == fresh.uid:
             known.spec, known.spec_error, known.labels = fresh.spec, fresh.spec_error, fresh.labels
+            if known.owned and not fresh.owned:  # relabelled out of this replica's selector shard
+                self._forget_gauges(*fresh.id)
             known.owned = fresh.owned
             known.generation = fresh.generation
             if fresh.resource_version > known.resource_version:
@@ -154,6 +156,9 @@ class RemediationEngine:
 
     def remove_policy(self, namespace: str, name: str) -> None:
         self.policies.pop((namespace, name), None)
+        self._forget_gauges(namespace, name)
+
+    def _forget_gauges(self, namespace: str, name: str) -> None:
         self._triggers.pop((namespace, name), None)
         for gauge in (self.metrics.policy_action_allowed, self.metrics.actions_in_flight):
             try:
