@@ -126,7 +126,10 @@ class Engine:
                     evaluated = await self.tick()
                 except Exception:  # never let one bad batch stop all detection
                     logger.exception("evaluation batch failed")
-            delay = sleep_for(self.clock(), self.registry.next_due(), started, self.batch_window, self.max_sleep,
+            # A standby has nothing due, however overdue its never-evaluated entries look: it sleeps the
+            # whole beat instead of turning every batch window. Becoming active wakes the loop (wake_all).
+            upcoming = self.registry.next_due() if self.active.is_set() else None
+            delay = sleep_for(self.clock(), upcoming, started, self.batch_window, self.max_sleep,
                               backlog=evaluated >= self.batch_limit)
             await self._sleep(stop, delay)
         logger.info("evaluation engine stopped")
