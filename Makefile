@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 export VENV
 
-.PHONY: help bootstrap test demo lint typecheck crds docs train bench bench-backtest bench-scale e2e clean
+.PHONY: help bootstrap test demo lint typecheck crds docs train bench bench-backtest bench-scale bench-shards e2e clean
 
 help:
 	@echo "make demo      - local sandbox: real Prometheus + emulated Kubernetes API + vigil run"
@@ -14,6 +14,7 @@ help:
 	@echo "make train     - retrain the built-in model (needs ../shared/data/nab)"
 	@echo "make bench     - benchmarks (detection quality needs ../shared/data/nab)"
 	@echo "make bench-scale - scale sweep N=100..5000 detectors (~35 min): docs/bench/scale.{md,png,json}, README"
+	@echo "make bench-shards - one replica vs 2 shards + standbys, N=1000 (~6 min): docs/bench/shards.md"
 	@echo "make docs      - regenerate docs/configuration.md from charts/vigil/values.yaml"
 	@echo "make e2e       - kind end-to-end test (needs Docker, kind, helm, kubectl)"
 
@@ -55,6 +56,10 @@ bench-backtest: bootstrap
 bench-scale: bootstrap
 	$(PY) -m bench.scale
 	$(PY) scripts/sync-bench-docs.py --write
+
+# One replica, then K shards each with a standby, then a failover: same peers as bench-scale.
+bench-shards: bootstrap
+	$(PY) -m bench.shards --output docs/bench/shards.md
 
 e2e:
 	bash scripts/e2e.sh

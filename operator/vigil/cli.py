@@ -132,6 +132,8 @@ def parser() -> argparse.ArgumentParser:
 def shard_index(value: str, shards: int, identity: str) -> int:
     """``--shard-index``: a number, or ``auto`` (the pod ordinal modulo the shard count; 0 unsharded)."""
     if value.strip().lower() != "auto":
+        if not value.strip().isdigit():
+            raise ValueError(f"--shard-index must be a number or auto, not {value!r}")
         return int(value)
     if shards <= 1:
         return 0

@@ -51,6 +51,15 @@ def test_shards_render_a_statefulset_of_shards_times_replicas(render: Render) ->
     assert lease_names(objects) == [Layout(i, 3).lease_name("vigil-leader") for i in range(3)]
 
 
+def test_pods_are_scraped_once(render: Render) -> None:
+    """The ServiceMonitor selects the metrics Service only, not the headless one (no double scrape)."""
+    objects = render({"sharding": {"shards": 2}, "serviceMonitor": {"enabled": True}})
+    wanted = only(objects, "ServiceMonitor")["spec"]["selector"]["matchLabels"]
+    scraped = [s["metadata"]["name"] for s in select(objects, "Service")
+               if wanted.items() <= s["metadata"]["labels"].items()]
+    assert scraped == [RELEASE]
+
+
 def test_statefulset_pods_are_the_deployment_pods(render: Render) -> None:
     deployment = only(render({"replicaCount": 2}), "Deployment")["spec"]["template"]
     sts = only(render({"sharding": {"shards": 2}}), "StatefulSet")["spec"]["template"]
