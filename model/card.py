@@ -75,6 +75,35 @@ def limitations(card: dict[str, Any]) -> list[str]:
     return lines
 
 
+BENCH_KEYS = (("f1", "event F1"), ("precision", "precision"), ("recall", "recall"), ("tp_windows", "TPw"),
+              ("fn_windows", "FNw"), ("fp_events", "FPe"),
+              ("false_alerts_per_series_week", "false alerts / series-week"),
+              ("median_delay_points", "median delay (points)"))
+
+
+def benchmark(bench: dict[str, Any]) -> list[str]:
+    """The section ``bench/detection.py`` adds: issue 5's event metrics, three detectors, grouped CV."""
+    out = [
+        "## Benchmark: event metrics, grouped CV (`bench/detection.py`)",
+        "",
+        "Written by the benchmark run that follows training (`make model`); the full tables, per folder, are "
+        "in `docs/bench/detection.md`. Each fold's model is this card's recipe fitted without the held-out "
+        "group, run through `vigil backtest`'s code path at a threshold chosen inside the training groups."
+        + (" **Quick run: not the shipped figures.**" if bench.get("quick") else ""),
+        "",
+    ]
+    for title, key in ((f"Anchor folders ({', '.join(bench['anchor_folders'])}), pooled", "anchor"),
+                       ("All folders, pooled", "all")):
+        rows = [[bench["detectors"][d], *(bench[key][d][k] for k, _ in BENCH_KEYS)] for d in bench["detectors"]]
+        out += [f"### {title}", "", *table(["detector", *(h for _, h in BENCH_KEYS)], rows), ""]
+    cost = bench["cost"]
+    out += [
+        f"Features + inference: {cost['batch_5_us_per_point']:.1f} µs/point with one detector's 5 series batched, "
+        f"{cost['batch_10000_us_per_point']:.1f} µs/point at batch 10,000 (single thread, {cost['machine']}).",
+    ]
+    return out
+
+
 def render(card: dict[str, Any]) -> str:
     cv, export, training = card["cv"], card["export"], card["training"]
     out = [
@@ -99,6 +128,8 @@ def render(card: dict[str, Any]) -> str:
         f"chance (uniform noise, same rule): recall {fmt(cv['chance']['overall']['window_recall'])}.",
         f"- {card['held_out_note']}",
     ]
+    if "benchmark" in card:
+        out += ["", *benchmark(card["benchmark"])]
     if card["model"]["quick"]:
         out += ["", "**Quick smoke run (`--quick`): small ensemble, no window study. Not the shipped model.**"]
 

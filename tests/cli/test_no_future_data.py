@@ -1,0 +1,57 @@
+"""No future data (issue 5): cutting a series anywhere leaves every score and verdict before the cut unchanged.
+
+Runs the whole offline path of ``vigil backtest`` (CSV → grid → ``vigil.backtest.run``:
+features, the built-in ONNX model, the verdict state machine) on a series and on
+prefixes of it cut at random points, and compares point by point, bit for bit.
+"""
+
+from __future__ import annotations
+
+import pathlib
+
+import numpy as np
+import pytest
+
+from tests.harness import DATA
+from vigil import backtest, features
+from vigil.adapters import csvseries, inference
+from vigil.domain import resample
+
+SERIES = [
+    DATA / "nab" / "realAWSCloudwatch" / "ec2_cpu_utilization_fe7f93.csv",
+    DATA / "nab" / "realKnownCause" / "rogue_agent_key_hold.csv",  # has gaps
+]
+
+
+@pytest.fixture(scope="module")
+def scorer() -> inference.Scorer:
+    return inference.Scorer(inference.builtin_bytes())
+
+
+@pytest.mark.parametrize("path", SERIES, ids=lambda p: p.stem)
+def test_scores_up_to_each_random_cut_are_unchanged(path: pathlib.Path, scorer: inference.Scorer) -> None:
+    raw = csvseries.read(path, duplicates="last", unordered="sort")
+    grid = resample.to_grid(raw.timestamps, raw.values, resample.median_step(raw.timestamps))
+    full = backtest.run(grid.timestamps, grid.values, scorer)
+    assert np.isfinite(full.scores).sum() > 1000  # the cuts below land among scored points
+    rng = np.random.default_rng(5)
+    n = len(grid.values)
+    cuts = sorted({int(c) for c in rng.integers(features.WINDOW, n, size=8)} | {features.MIN_POINTS + 1, n - 1})
+    for cut in cuts:
+        part = backtest.run(grid.timestamps[:cut], grid.values[:cut], scorer)
+        np.testing.assert_array_equal(part.scores, full.scores[:cut], err_msg=f"scores differ with a cut at {cut}")
+        np.testing.assert_array_equal(part.anomalous, full.anomalous[:cut])
+        assert part.states == full.states[:cut]
+
+
+def test_a_changed_future_changes_nothing_before_it(scorer: inference.Scorer) -> None:
+    """The cut test's converse: replace everything after a point by wild values; the past stays the same."""
+    raw = csvseries.read(SERIES[0])
+    grid = resample.to_grid(raw.timestamps, raw.values, resample.median_step(raw.timestamps))
+    full = backtest.run(grid.timestamps, grid.values, scorer)
+    at = len(grid.values) // 2
+    wild = grid.values.copy()
+    wild[at:] = np.random.default_rng(1).normal(1e6, 1e5, size=len(wild) - at)
+    changed = backtest.run(grid.timestamps, wild, scorer)
+    np.testing.assert_array_equal(changed.scores[:at], full.scores[:at])
+    assert not np.array_equal(changed.scores[at:], full.scores[at:])  # the future did change
