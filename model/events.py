@@ -188,21 +188,41 @@ def read_windows(path: Path) -> dict[str, list[tuple[float, float]]]:
     }
 
 
+#: Largest share of scored points a threshold may flag to compete in :func:`best_threshold`.
+MAX_FLAGGED_FRACTION = 0.01
+
+
 def best_threshold(
     candidates: Sequence[float], series: Sequence[tuple[Floats, Floats, Sequence[tuple[float, float]]]],
-    max_false_alerts: float | None = None,
+    max_false_alerts: float | None = None, max_flagged_fraction: float = MAX_FLAGGED_FRACTION,
 ) -> float:
     """The candidate threshold with the best pooled event F1 over ``series`` ((timestamps, scores, windows)).
 
-    Detections are ``score >= threshold`` (NaN never detects). With ``max_false_alerts``,
-    only thresholds within that many false alerts per series-week compete (when any
-    does). Ties go to the higher threshold (fewer alerts). Used on training folds only.
+    Detections are ``score >= threshold`` (NaN never detects). Only thresholds that flag at
+    most ``max_flagged_fraction`` of the scored points compete: the event metrics reward a
+    detector that alerts all the time (one endless event per series covers every window and
+    is never a false-positive event), and such a detector is useless. With
+    ``max_false_alerts``, thresholds above that many false alerts per series-week compete
+    only if none is within it. Ties go to the higher threshold (fewer alerts). Used on
+    training folds only. If no candidate passes the flagged-share cap, the highest wins.
     """
     best: tuple[float, float] | None = None
     fallback: tuple[float, float] | None = None
-    for threshold in sorted(candidates, reverse=True):
-        total = pooled(count(t, s >= threshold, w) for t, s, w in series)
-        figures = scores(total)
+    ordered = sorted(candidates, reverse=True)
+    if not ordered:
+        raise ValueError("no candidate thresholds")
+    for threshold in ordered:
+        flagged = scored = 0
+        counts = []
+        for t, s, w in series:
+            d = s >= threshold
+            first = probation(len(t))
+            flagged += int(d[first:].sum())
+            scored += len(t) - first
+            counts.append(count(t, d, w))
+        if scored and flagged > max_flagged_fraction * scored:
+            break  # lower thresholds flag even more
+        figures = scores(pooled(counts))
         f1 = float(figures["f1"] or 0.0)
         fa = figures["false_alerts_per_series_week"]
         if fallback is None or f1 > fallback[0]:
@@ -212,6 +232,4 @@ def best_threshold(
         if best is None or f1 > best[0]:
             best = (f1, threshold)
     chosen = best or fallback
-    if chosen is None:
-        raise ValueError("no candidate thresholds")
-    return chosen[1]
+    return chosen[1] if chosen else ordered[0]

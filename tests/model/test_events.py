@@ -115,15 +115,27 @@ def test_median_step_ignores_gaps() -> None:
 
 
 def test_best_threshold_maximises_f1_and_respects_the_false_alert_cap() -> None:
-    t = grid(200)
-    w = [(t[100], t[110])]
-    s = np.zeros(200)
-    s[105] = 0.8  # the window
-    s[60] = 0.9   # a false alarm scored higher than the window
-    s[150] = 0.5
+    t = grid(1000)
+    w = [(t[500], t[510])]
+    s = np.zeros(1000)
+    s[505] = 0.8  # the window
+    s[300] = 0.9  # a false alarm scored higher than the window
+    s[800] = 0.5
     assert events.best_threshold([0.4, 0.7, 0.85, 0.95], [(t, s, w)]) == 0.7
     # A cap no threshold that detects anything meets: the F1-best still wins over nothing.
     assert events.best_threshold([0.7, 0.95], [(t, s, w)], max_false_alerts=0.0) == 0.95
+
+
+def test_best_threshold_refuses_to_alert_all_the_time() -> None:
+    """Flagging every point is one endless event: every window detected, no FPe. The cap rules it out."""
+    t = grid(1000)
+    w = [(t[300], t[320]), (t[700], t[720])]
+    s = np.full(1000, 0.1)
+    s[310] = 0.9  # one window detected by a real score
+    s[500] = 0.95  # and one false alarm
+    always = events.scores(events.count(t, s >= 0.1, w))
+    assert always["f1"] == 1.0  # the loophole
+    assert events.best_threshold([0.1, 0.9], [(t, s, w)]) == 0.9
 
 
 def test_read_windows(tmp_path: Path) -> None:
