@@ -60,17 +60,18 @@ def limitations(card: dict[str, Any]) -> list[str]:
     lines = [
         f"- Folds where the model detects no window at the recommended threshold: {', '.join(missed) or 'none'}.",
         f"- Folds where its point ROC-AUC is below 0.5: {', '.join(below) or 'none'}.",
-        "- Point ROC-AUC near 0.5 is expected on NAB with these labels: a window runs 50-500 points past "
-        "the anomaly point and most of those points look normal; the event figures matter more.",
-        f"- A window of {card['window'] * 5 / 60:g} h (at 5-minute steps) cannot know a daily cycle: a sharp "
-        "daily ramp looks like a level shift. "
+        "- Point ROC-AUC is a poor guide for this model: it flags the onset of a new extreme, and most points "
+        "of a NAB window (which runs 50-500 points past the anomaly point) are not new extremes any more; "
+        "the event figures of the benchmark section are the ones that matter.",
+        f"- The model flags values beyond the range of the last {card['window']} points (a week at 5-minute "
+        "steps). An incident that stays within that range, or a drop to a familiar level, is missed. "
         "99th percentile of out-of-fold scores on the series without anomalies: "
         + ", ".join(f"{s['series'].split('/')[1]} {fmt(s['oof_p99_outside_windows'])}" for s in flat) + ".",
         "- Scores are P(anomaly) of a class-balanced model, not calibrated probabilities: use the "
         "recommended threshold, not 0.5.",
-        "- The features, the training horizon, the window width and the false-alarm budget were chosen "
-        "while looking at these same grouped-CV figures, so they are somewhat optimistic; the series the "
-        "project holds back are the real test.",
+        "- The features, the model's inputs, the window width and the 1% flagged-share cap were chosen "
+        "while looking at grouped-CV event figures on these same series, so the figures are somewhat "
+        "optimistic; the series the project holds back are the real test.",
     ]
     return lines
 
@@ -78,7 +79,8 @@ def limitations(card: dict[str, Any]) -> list[str]:
 BENCH_KEYS = (("f1", "event F1"), ("precision", "precision"), ("recall", "recall"), ("tp_windows", "TPw"),
               ("fn_windows", "FNw"), ("fp_events", "FPe"),
               ("false_alerts_per_series_week", "false alerts / series-week"),
-              ("median_delay_points", "median delay (points)"))
+              ("median_delay_points", "median delay (points)"),
+              ("median_offset_from_anomaly_points", "first detection - anomaly point (median, points)"))
 
 
 def benchmark(bench: dict[str, Any]) -> list[str]:
@@ -96,6 +98,12 @@ def benchmark(bench: dict[str, Any]) -> list[str]:
                        ("All folders, pooled", "all")):
         rows = [[bench["detectors"][d], *(bench[key][d][k] for k, _ in BENCH_KEYS)] for d in bench["detectors"]]
         out += [f"### {title}", "", *table(["detector", *(h for _, h in BENCH_KEYS)], rows), ""]
+    out += [
+        "Issue 5's targets on the anchor folders: event F1 >= 0.70, <= 0.3 false alerts per series-week, median "
+        "first detection no later than the labelled anomaly point. Published anchors under the same definitions: "
+        "contextOSE 0.64 F1 / 0.33 false alerts, Numenta HTM 0.57 / 0.52.",
+        "",
+    ]
     cost = bench["cost"]
     out += [
         f"Features + inference: {cost['batch_5_us_per_point']:.1f} µs/point with one detector's 5 series batched, "
@@ -117,7 +125,9 @@ def render(card: dict[str, Any]) -> str:
         f"- Features `{card['feature_version']}`: window {card['window']} points, "
         f"scores from {card['min_points']} non-missing points, last {card['recent']} points = 'recent'.",
         f"- Recommended threshold: **{card['recommended_threshold']}** ({card['threshold_rule']}).",
-        f"- Model: `{card['model']['type']}` ({card['model']['trees']} trees, {card['model']['nodes']} nodes), "
+        f"- Model: `{card['model']['type']}` (coefficients "
+        f"{', '.join(f'{k} {v:.3g}' for k, v in card['model']['coefficients'].items())}; intercept "
+        f"{card['model']['intercept']:.3g}; every other input has coefficient 0), "
         f"ONNX {export['onnx_bytes']:,} bytes, ~{export['onnxruntime_us_per_row_batch_10000']:.2f} µs/row "
         "in onnxruntime at batch 10,000 (single measurement; see `bench/inference.py`).",
         f"- Grouped CV, overall: model ROC-AUC {fmt(cv['model']['overall']['roc_auc'])} vs baseline "

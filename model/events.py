@@ -37,6 +37,10 @@ Choices where the definitions leave room:
   and F1 is 0 when P + R = 0.
 - The median sampling step is the median of the positive differences between
   consecutive grid timestamps.
+- For the goal "median delay no later than the labelled anomaly point", each
+  detected window also gets an *offset*: first detection minus the labelled anomaly
+  point (``combined_labels.json``, the first point at or after it), in points;
+  negative = before the anomaly point. Windows without a labelled point in them get none.
 
 Pure functions on numpy arrays: no I/O except :func:`read_windows`.
 """
@@ -105,6 +109,7 @@ class Counts:
     scored_points: int
     scored_seconds: float  # scored points x median sampling step
     delays: tuple[int, ...]  # one per detected window
+    offsets: tuple[int, ...] = ()  # first detection - labelled anomaly point, per detected window with one
 
     def __add__(self, other: Counts) -> Counts:
         return Counts(
@@ -115,10 +120,11 @@ class Counts:
             self.scored_points + other.scored_points,
             self.scored_seconds + other.scored_seconds,
             self.delays + other.delays,
+            self.offsets + other.offsets,
         )
 
 
-EMPTY = Counts(0, 0, 0, 0, 0, 0.0, ())
+EMPTY = Counts(0, 0, 0, 0, 0, 0.0, (), ())
 
 
 def median_step(timestamps: Floats) -> float:
@@ -127,8 +133,12 @@ def median_step(timestamps: Floats) -> float:
     return float(np.median(diffs)) if diffs.size else 0.0
 
 
-def count(timestamps: Floats, detections: Bool, windows: Iterable[tuple[float, float]]) -> Counts:
-    """TPw, FNw, FPe and delays of one series: ``detections[i]`` is the detector's verdict at point i."""
+def count(timestamps: Floats, detections: Bool, windows: Iterable[tuple[float, float]],
+          anomalies: Sequence[float] = ()) -> Counts:
+    """TPw, FNw, FPe and delays of one series: ``detections[i]`` is the detector's verdict at point i.
+
+    ``anomalies``: the labelled anomaly points (epoch seconds), for the offsets only.
+    """
     t = np.asarray(timestamps, dtype=np.float64)
     d = np.asarray(detections, dtype=bool).copy()
     if d.shape != t.shape:
@@ -139,19 +149,24 @@ def count(timestamps: Floats, detections: Bool, windows: Iterable[tuple[float, f
     inside = np.zeros(len(t), dtype=bool)
     tp = fn = 0
     delays: list[int] = []
+    offsets: list[int] = []
+    marks = np.searchsorted(t, np.asarray(sorted(anomalies), dtype=np.float64), side="left")
     for i0, i1 in ranges:
         inside[i0 : i1 + 1] = True
         hits = np.flatnonzero(d[i0 : i1 + 1])
         if hits.size:
             tp += 1
             delays.append(int(hits[0]))
+            mark = marks[(marks >= i0) & (marks <= i1)]
+            if mark.size:
+                offsets.append(i0 + int(hits[0]) - int(mark[0]))
         else:
             fn += 1
     events = alert_events(d)
     hit_inside = np.concatenate([[0], np.cumsum(d & inside)])  # detections inside windows, prefix sums
     fp = sum(1 for a, b in events if hit_inside[b + 1] - hit_inside[a] == 0)
     scored = len(t) - first
-    return Counts(tp, fn, fp, len(events), scored, scored * median_step(t), tuple(delays))
+    return Counts(tp, fn, fp, len(events), scored, scored * median_step(t), tuple(delays), tuple(offsets))
 
 
 def pooled(counts: Iterable[Counts]) -> Counts:
@@ -176,6 +191,7 @@ def scores(c: Counts) -> dict[str, float | int | None]:
         "fp_events": c.fp_events,
         "false_alerts_per_series_week": c.fp_events / weeks if weeks > 0 else None,
         "median_delay_points": float(np.median(c.delays)) if c.delays else None,
+        "median_offset_from_anomaly_points": float(np.median(c.offsets)) if c.offsets else None,
     }
 
 
@@ -190,6 +206,12 @@ def read_windows(path: Path) -> dict[str, list[tuple[float, float]]]:
 
 #: Largest share of scored points a threshold may flag to compete in :func:`best_threshold`.
 MAX_FLAGGED_FRACTION = 0.01
+
+
+def read_anomalies(path: Path) -> dict[str, list[float]]:
+    """``combined_labels.json`` as {"<folder>/<file>.csv": [anomaly point epoch seconds, ...]}."""
+    raw: dict[str, list[str]] = json.loads(path.read_text())
+    return {name: [csvseries.parse_timestamp(a) for a in points] for name, points in raw.items()}
 
 
 def best_threshold(

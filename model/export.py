@@ -1,4 +1,4 @@
-"""Fitted classifier → ONNX bytes with Vigil's metadata (see ``vigil.features.contract``).
+"""Fitted scikit-learn classifier → ONNX bytes with Vigil's metadata (see ``vigil.features.contract``).
 
 The file is deterministic: no timestamps, fixed names, so the same fitted model
 always gives the same bytes.
@@ -9,36 +9,17 @@ from __future__ import annotations
 import warnings
 from collections.abc import Mapping
 
-import numpy as np
 import onnx
 from skl2onnx import convert_sklearn
 from skl2onnx.common.data_types import FloatTensorType
-from sklearn.ensemble import HistGradientBoostingClassifier
+from sklearn.base import ClassifierMixin
 
 from vigil.features import contract
 
 TARGET_OPSET = {"": 18, "ai.onnx.ml": 3}
 
 
-def snap_thresholds_to_float32(clf: HistGradientBoostingClassifier) -> None:
-    """Round every split threshold down to a float32 value, in place.
-
-    The model sees float32 features. For float32 ``x`` and a float64 threshold
-    ``t``, ``x <= t`` holds exactly when ``x <= t32`` with ``t32`` the largest
-    float32 not above ``t``; so this changes no sklearn prediction on float32
-    input, and makes the float32 thresholds of the ONNX tree ensemble exact.
-    """
-    for trees in clf._predictors:
-        for predictor in trees:
-            nodes = predictor.nodes
-            t = nodes["num_threshold"]
-            t32 = t.astype(np.float32)
-            too_big = t32.astype(np.float64) > t
-            t32[too_big] = np.nextafter(t32[too_big], np.float32(-np.inf))
-            nodes["num_threshold"] = t32.astype(np.float64)
-
-
-def to_onnx(clf: HistGradientBoostingClassifier, n_features: int, metadata: Mapping[str, str]) -> bytes:
+def to_onnx(clf: ClassifierMixin, n_features: int, metadata: Mapping[str, str]) -> bytes:
     """Convert, name the graph and write ``metadata`` into ``metadata_props``."""
     with warnings.catch_warnings():
         # skl2onnx hands Python bools to an INTS attribute (nodes_missing_value_tracks_true);

@@ -56,7 +56,7 @@ def test_backtest_equals_the_operator_scoring_path(tmp_path: pathlib.Path) -> No
     values = np.array([float(r["value"]) if r["value"] else np.nan for r in rows])
     stamps = np.arange(values.size, dtype=float) * 300.0 + 1_000_000_200.0
     grid = history.GridHistory(step=300.0, capacity=features.WINDOW)
-    for index in (features.WINDOW * 2, 2500, 3000, values.size - 1):
+    for index in (features.MIN_POINTS * 4, 1500, 2500, 3000, values.size - 1):
         fetch = grid.next_fetch(stamps[index] + 1)
         lo = int(np.searchsorted(stamps, fetch.start))
         part = slice(lo, index + 1)

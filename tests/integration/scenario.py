@@ -44,32 +44,37 @@ class Scenario:
         return float(self.backtest.scores[index]), bool(self.backtest.anomalous[index])
 
 
-def load(key: str) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.float64], tuple[float, float], float]:
+def load(key: str) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.float64], list[tuple[float, float]],
+                           list[float]]:
+    """Grid timestamps and values, the labelled windows and anomaly points (in order) of a NAB series."""
     loaded = nab.load_series(DATA / "nab" / key, strict=False)
     windows = nab.load_windows(DATA / "nab" / "combined_windows.json", key)
     labels = json.loads((DATA / "nab" / "combined_labels.json").read_text())[key]
-    label = nab.parse_timestamp(labels[0])
     grid = resample.to_grid(loaded.timestamps, loaded.values, STEP)
-    return grid.timestamps, grid.values, (windows[0][0], windows[0][1]), label
+    return grid.timestamps, grid.values, [(w[0], w[1]) for w in windows], [nab.parse_timestamp(x) for x in labels]
 
 
 def build(key: str, metric: str, labels: dict[str, str], where: str, scorer: inference.Scorer,
           now: float | None = None) -> Scenario:
     """``where``: "incident" (first flagged point after the labelled anomaly, inside its window)
     or "normal" (a quiet point well before the window)."""
-    t, v, window, label = load(key)
+    t, v, windows, anomaly_points = load(key)
     result = backtest.run(t, v, scorer)
     # Points whose next two neighbours agree: a test that crosses a 5-minute boundary sees the same verdict.
     flagged = result.anomalous.copy()
     steady_flag = flagged[:-2] & flagged[1:-1] & flagged[2:]
     steady_quiet = ~flagged[:-2] & ~flagged[1:-1] & ~flagged[2:] & np.isfinite(result.scores[:-2])
+    # The incident: the first labelled window in which the model flags a steady point.
+    window, label = windows[0], anomaly_points[0]
     if where == "incident":
-        inside = np.flatnonzero((t[:-2] >= window[0]) & (t[:-2] <= window[1]) & steady_flag)
-        assert inside.size, f"the model flags no steady point of {key}'s labelled window"
-        index = int(inside[0])
+        hits = [np.flatnonzero((t[:-2] >= w[0]) & (t[:-2] <= w[1]) & steady_flag) for w in windows]
+        chosen = next((k for k, inside in enumerate(hits) if inside.size), None)
+        assert chosen is not None, f"the model flags no steady point of any of {key}'s labelled windows"
+        window, label = windows[chosen], anomaly_points[chosen]
+        index = int(hits[chosen][0])
     else:
         quiet = np.flatnonzero((t[:-2] < window[0] - 86400) & steady_quiet)
-        quiet = quiet[quiet >= features.WINDOW * 2]
+        quiet = quiet[quiet >= features.MIN_POINTS * 4]  # well past warm-up
         assert quiet.size, f"no quiet point before {key}'s window"
         index = int(quiet[quiet.size // 2])
     end = index + 1 + FUTURE_POINTS

@@ -143,3 +143,14 @@ def test_read_windows(tmp_path: Path) -> None:
     path.write_text(json.dumps({"a/b.csv": [["2014-02-19 10:50:00.000000", "2014-02-20 03:30:00.000000"]]}))
     [(start, end)] = events.read_windows(path)["a/b.csv"]
     assert end - start == math.floor(16 * 3600 + 40 * 60)
+
+
+def test_offsets_from_the_labelled_anomaly_point() -> None:
+    t = grid(200)  # probation 30
+    windows = [(t[50], t[70]), (t[100], t[120]), (t[150], t[170])]
+    anomalies = [t[60], t[110] - 1.0, t[160]]  # the second between two points: the next point (110)
+    c = events.count(t, flags(200, [55, 115]), windows, anomalies)
+    assert c.delays == (5, 15)
+    assert c.offsets == (-5, 5)  # detected before its anomaly point, then after
+    assert events.scores(c)["median_offset_from_anomaly_points"] == 0.0
+    assert events.count(t, flags(200, [55]), windows).offsets == ()  # no labels given: no offsets

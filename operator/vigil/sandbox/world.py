@@ -45,7 +45,7 @@ SERIES_FILE = "ec2_cpu_utilization_fe7f93.csv"
 class Replay:
     """Which stretch of the packaged series is replayed, in original point indices."""
 
-    first: int = 580  # first backfilled point (the model needs 96 points of history)
+    first: int = 580  # first backfilled point (the model scores from 48 points; its long window sees these)
     live_from: int = 720  # first point served live: 40 points before the incident starts
     last: int = 805  # one past the last point served live: after the CPU spike has passed
 
