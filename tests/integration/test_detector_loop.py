@@ -180,8 +180,10 @@ def test_wrong_but_valid_specs_give_precise_reasons(kubeapi: KubeAPIServer, oper
         got = wait_for(lambda name=name: _ready_reason(kubeapi, name), timeout=30, what=f"{name} Ready=False")
         assert got[1] == reason, (name, got)
         assert text in got[2], (name, got)
-        events = kubeapi.events_for("AnomalyDetector", "default", name)
-        assert any(e["reason"] == reason and e["type"] == "Warning" for e in events), events
+        # The Event follows the status write (best effort, posted after it): wait for it, do not race it.
+        wait_for(lambda name=name, reason=reason: any(
+            e["reason"] == reason and e["type"] == "Warning"
+            for e in kubeapi.events_for("AnomalyDetector", "default", name)), timeout=10, what=f"{name} Event")
     assert operator.value("vigil_prometheus_errors_total", kind="invalid-query")
     assert operator.proc is not None and operator.proc.poll() is None  # the operator never crashes
 
