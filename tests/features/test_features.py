@@ -187,3 +187,21 @@ def test_selection_medians_equal_sorted_medians(width: int) -> None:
     assert np.array_equal(lo, ordered[:, 0], equal_nan=True)
     assert np.array_equal(hi, np.take_along_axis(ordered, np.maximum(n - 1, 0)[:, None], axis=1)[:, 0],
                           equal_nan=True)
+
+
+@pytest.mark.parametrize("width", [97, 300, window.WINDOW])
+def test_sliding_extremes_equal_per_window_reductions(width: int) -> None:
+    """The series path (sliding min/max, short windows) equals compute() on each full window, bit for bit."""
+    rng = np.random.default_rng(width)
+    v = np.cumsum(rng.normal(size=2 * width + 500))
+    v[rng.random(len(v)) < 0.05] = np.nan
+    v[50:150] = np.nan  # a long gap
+    v[width] = np.inf  # Prometheus can return +Inf/-Inf
+    v[width + 40] = -np.inf
+    v[width + 100 : width + 200] = 3.0  # a flatline
+    x, valid = window.series_features(v, width, window.RECENT, 48)
+    rows = np.flatnonzero(valid)
+    assert rows.size > width  # the case is not vacuous
+    with np.errstate(over="ignore", invalid="ignore"):
+        expected = window.compute(np.ascontiguousarray(window.windows_of(v, width)[rows]), window.RECENT)
+    assert np.array_equal(x[rows], expected)

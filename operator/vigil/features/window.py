@@ -139,21 +139,28 @@ def compute(x: F64, recent: int, short: int = SHORT) -> F32:
 
 def _long(x: F64) -> F32:
     """The long-window features: the current point against the range of the rest of the window."""
-    n_rows = x.shape[0]
+    a, b = LONG_RECENT
+    older, gap = x[:, :-b], x[:, -b:-a]
+    return _long_from(x[:, -b:], _nanmin_rows(older), _nanmax_rows(older), _nanmin_rows(gap), _nanmax_rows(gap))
+
+
+def _long_from(recent: F64, lo_b: F64, hi_b: F64, gap_lo: F64, gap_hi: F64) -> F32:
+    """:func:`_long` given each row's last ``LONG_RECENT[1]`` points and the extremes it needs.
+
+    ``lo_b``/``hi_b``: min/max of the window minus its last b points; ``gap_lo``/``gap_hi``:
+    of the points between the last b and the last a. Split out so a whole series can get
+    its extremes from a sliding minimum (:func:`_long_series`) with the same arithmetic.
+    """
+    n_rows = recent.shape[0]
     out = np.zeros((n_rows, 3), dtype=np.float64)
     if n_rows == 0:
         return out.astype(np.float32)
-    a, b = LONG_RECENT
-    last = x[:, -1]
-    older = x[:, :-b]
-    lo_b, hi_b = _nanmin_rows(older), _nanmax_rows(older)
-    gap = x[:, -b:-a]
-    lo_a, hi_a = np.fmin(lo_b, _nanmin_rows(gap)), np.fmax(hi_b, _nanmax_rows(gap))
+    last = recent[:, -1]
+    lo_a, hi_a = np.fmin(lo_b, gap_lo), np.fmax(hi_b, gap_hi)
     excess = np.maximum(np.maximum(last - hi_a, lo_a - last), 0.0)
     out[:, 0] = _safe_ratio(np.where(np.isfinite(excess), excess, 0.0), hi_a - lo_a, Z_CLIP)
     # The largest excess among the last b points: a new extreme stays visible for b points, so an
     # incident gives a steady run of flags rather than a single one (one alert event either way).
-    recent = x[:, -b:]
     beyond = np.maximum(np.maximum(recent - hi_b[:, None], lo_b[:, None] - recent), 0.0)
     excess_b = _nanmax_rows(np.where(np.isfinite(beyond), beyond, np.nan))
     out[:, 1] = _safe_ratio(np.where(np.isfinite(excess_b), excess_b, 0.0), hi_b - lo_b, Z_CLIP)
@@ -274,19 +281,70 @@ def extract_series(values: npt.ArrayLike) -> tuple[F32, Bool]:
 
 
 def series_features(values: npt.ArrayLike, width: int, recent: int, min_points: int) -> tuple[F32, Bool]:
-    """:func:`extract_series` for any window geometry (used by the window study in training)."""
-    windows = windows_of(values, width)
-    valid = valid_mask(values, width, min_points)
-    out = np.zeros((len(windows), len(FEATURE_NAMES)), dtype=np.float32)
+    """:func:`extract_series` for any window geometry (used by the window study in training).
+
+    Row t equals ``compute(windows_of(values, width)[t], recent)``, but cheaper: the
+    short features read only the last ``SHORT`` points of each window, and the long
+    ones take their extremes from a sliding minimum/maximum over the series (exact,
+    O(1) per point) instead of reducing ``width`` points per row.
+    """
+    v = np.asarray(values, dtype=np.float64)
+    valid = valid_mask(v, width, min_points)
+    out = np.zeros((len(v), len(FEATURE_NAMES)), dtype=np.float32)
     rows = np.flatnonzero(valid)
-    for start in range(0, len(rows), _CHUNK):
-        idx = rows[start : start + _CHUNK]
-        out[idx] = compute(np.ascontiguousarray(windows[idx]), recent)
+    if rows.size == 0:
+        return out, valid
+    short_windows = windows_of(v, min(SHORT, width))
+    with np.errstate(over="ignore", invalid="ignore"):
+        for start in range(0, len(rows), _CHUNK):
+            idx = rows[start : start + _CHUNK]
+            out[idx, :SHORT_FEATURES] = _compute(np.ascontiguousarray(short_windows[idx]), recent)
+        out[rows, SHORT_FEATURES:] = _long_series(v, width, rows)
     return out, valid
 
 
-#: Rows per feature batch in :func:`series_features` (bounds the memory of long windows).
-_CHUNK = 1024
+def _long_series(v: F64, width: int, rows: npt.NDArray[np.intp]) -> F32:
+    """:func:`_long` of the windows ending at ``rows`` of series ``v`` (left-padded like :func:`windows_of`)."""
+    a, b = LONG_RECENT
+    padded = np.concatenate([np.full(width - 1, np.nan), v])
+    # In padded coordinates the window ending at t covers padded[t : t + width].
+    lo_b, hi_b = _sliding_nan_extremes(padded, width - b)
+    tail = padded[width - b :]
+    gap_lo, gap_hi = _sliding_nan_extremes(tail, b - a)
+    recent = np.lib.stride_tricks.sliding_window_view(tail, b)
+    return _long_from(np.ascontiguousarray(recent[rows]), lo_b[rows], hi_b[rows], gap_lo[rows], gap_hi[rows])
+
+
+def _sliding_nan_extremes(p: F64, length: int) -> tuple[F64, F64]:
+    """(fmin, fmax) over every run ``p[j : j + length]``: NaN skipped, NaN only where the run is all NaN.
+
+    van Herk / Gil-Werman: within blocks of ``length``, prefix and suffix running
+    extremes; a run spans at most two blocks, so its extreme is the suffix extreme
+    of its first point combined with the prefix extreme of its last. Min and max
+    are exact, so the features equal the per-window reduction bit for bit.
+    """
+    runs = len(p) - length + 1
+    if runs <= 0:
+        empty = np.empty(0)
+        return empty, empty
+    present = ~np.isnan(p)
+    counts = np.concatenate([[0], np.cumsum(present)])
+    none = (counts[length:] - counts[:-length]) == 0
+    blocks = -(-len(p) // length)
+    result = []
+    for fill, accumulate in ((np.inf, np.minimum), (-np.inf, np.maximum)):
+        q = np.full(blocks * length, fill)
+        q[: len(p)] = np.where(present, p, fill)
+        grid = q.reshape(blocks, length)
+        prefix = accumulate.accumulate(grid, axis=1).ravel()
+        suffix = accumulate.accumulate(grid[:, ::-1], axis=1)[:, ::-1].ravel()
+        run = accumulate(suffix[:runs], prefix[length - 1 : length - 1 + runs])
+        result.append(np.where(none, np.nan, run))
+    return result[0], result[1]
+
+
+#: Rows per batch of short windows in :func:`series_features` (bounds its working memory).
+_CHUNK = 8192
 
 
 def _row_median(a: F64, n: npt.NDArray[np.int64]) -> F64:
