@@ -36,7 +36,11 @@ def test_scores_up_to_each_random_cut_are_unchanged(path: pathlib.Path, scorer: 
     assert np.isfinite(full.scores).sum() > 1000  # the cuts below land among scored points
     rng = np.random.default_rng(5)
     n = len(grid.values)
-    cuts = sorted({int(c) for c in rng.integers(features.WINDOW, n, size=8)} | {features.MIN_POINTS + 1, n - 1})
+    # Random cuts, plus cuts just before and at each flagged point: a look-ahead shows where scores move most.
+    flagged = np.flatnonzero(full.anomalous)
+    near_flags = {int(i) + d for i in flagged for d in (-3, -1, 0, 1) if features.MIN_POINTS < int(i) + d < n}
+    cuts = sorted({int(c) for c in rng.integers(features.MIN_POINTS, n, size=20)} | near_flags
+                  | {features.MIN_POINTS + 1, n - 1})
     for cut in cuts:
         part = backtest.run(grid.timestamps[:cut], grid.values[:cut], scorer)
         np.testing.assert_array_equal(part.scores, full.scores[:cut], err_msg=f"scores differ with a cut at {cut}")
