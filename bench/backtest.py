@@ -107,7 +107,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     grids = read_all()
     points = sum(len(g.values) for g in grids)
-    feats = [features.extract_series(g.values) for g in grids]
+    names = scorer.info.feature_names
+    feats = [features.extract_series(g.values, names) for g in grids]
     scored_rows = sum(int(valid.sum()) for _, valid in feats)
     rule = detection.Rule(scorer.info.recommended_threshold, 0.0, MissingDataPolicy.IGNORE)
 
@@ -157,7 +158,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     stages = [
         ("read CSV + grid", best_of(args.repeat, read_all)),
-        ("features", best_of(args.repeat, lambda: [features.extract_series(g.values) for g in grids])),
+        ("features", best_of(args.repeat, lambda: [features.extract_series(g.values, names) for g in grids])),
         ("inference (onnxruntime)", best_of(args.repeat, infer_all)),
         ("verdicts (vectorised)", best_of(args.repeat, verdicts_vectorised)),
         ("write scored CSV", best_of(args.repeat, write_all)),

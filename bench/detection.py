@@ -260,11 +260,11 @@ def per_point_cost(model: Path, repeat: int = 20) -> dict[str, float]:
     with threadpoolctl.threadpool_limits(limits=1):
         for label, n in (("batch_5_us_per_point", 5), ("batch_10000_us_per_point", 10_000)):
             batch = walk[:n]
-            scorer.score(features.extract_batch(batch))  # warm up
+            scorer.score(features.extract_batch(batch, scorer.info.feature_names))  # warm up
             reps = repeat if n > 5 else repeat * 50
             t0 = time.perf_counter()
             for _ in range(reps):
-                scorer.score(features.extract_batch(batch))
+                scorer.score(features.extract_batch(batch, scorer.info.feature_names))
             out[label] = (time.perf_counter() - t0) / (reps * n) * 1e6
     return out
 

@@ -127,7 +127,8 @@ def render(card: dict[str, Any]) -> str:
         f"- Recommended threshold: **{card['recommended_threshold']}** ({card['threshold_rule']}).",
         f"- Model: `{card['model']['type']}` (coefficients "
         f"{', '.join(f'{k} {v:.3g}' for k, v in card['model']['coefficients'].items())}; intercept "
-        f"{card['model']['intercept']:.3g}; every other input has coefficient 0), "
+        f"{card['model']['intercept']:.3g}; its ONNX input is these features only, so the operator computes "
+        "no other), "
         f"ONNX {export['onnx_bytes']:,} bytes, ~{export['onnxruntime_us_per_row_batch_10000']:.2f} µs/row "
         "in onnxruntime at batch 10,000 (single measurement; see `bench/inference.py`).",
         f"- Grouped CV, overall: model ROC-AUC {fmt(cv['model']['overall']['roc_auc'])} vs baseline "

@@ -143,6 +143,27 @@ def fit(
     return clf
 
 
+def narrowed(clf: LogisticRegression, names: Sequence[str]) -> LogisticRegression:
+    """``clf`` (one coefficient per feature column, 0 for unused ones) as a model of ``names`` only.
+
+    This is what ships: its ONNX input has one column per name and its metadata
+    lists those names, so the operator computes only those features (the long
+    group here, skipping the short window's medians). Dropping terms whose
+    coefficient is exactly 0 leaves every score unchanged.
+    """
+    columns = [window.FEATURE_NAMES.index(n) for n in names]
+    unused = np.delete(clf.coef_, columns, axis=1)
+    if unused.any():
+        raise ValueError("narrowing would drop a non-zero coefficient")
+    small = LogisticRegression(random_state=SEED, C=clf.C, max_iter=clf.max_iter)
+    small.classes_ = clf.classes_
+    small.coef_ = clf.coef_[:, columns].copy()
+    small.intercept_ = clf.intercept_.copy()
+    small.n_features_in_ = len(columns)
+    small.n_iter_ = clf.n_iter_
+    return small
+
+
 def score_series(clf: LogisticRegression, feats: Features, i: int) -> npt.NDArray[np.float64]:
     """P(anomaly) at every scored point of series ``i``, NaN elsewhere."""
     scores = np.full(len(feats.valid[i]), np.nan)
@@ -352,15 +373,17 @@ def run(data: Path, out: Path, quick: bool = False, log: Callable[[str], None] =
     metadata = {
         contract.META_MODEL_NAME: MODEL_NAME,
         contract.META_FEATURE_VERSION: window.FEATURE_VERSION,
-        contract.META_FEATURE_NAMES: ",".join(window.FEATURE_NAMES),
+        contract.META_FEATURE_NAMES: ",".join(params["features"]),
         contract.META_WINDOW: str(window.WINDOW),
         contract.META_MIN_POINTS: str(window.MIN_POINTS),
         contract.META_RECOMMENDED_THRESHOLD: repr(threshold),
         contract.META_SCORE_OUTPUT: contract.DEFAULT_SCORE_OUTPUT,
         contract.META_SCORE_COLUMN: "1",
     }
-    onnx_bytes = export.to_onnx(clf, len(window.FEATURE_NAMES), metadata)
-    deterministic = export.to_onnx(fit(X, y, w, params), len(window.FEATURE_NAMES), metadata) == onnx_bytes
+    shipped_columns = [window.FEATURE_NAMES.index(n) for n in params["features"]]
+    onnx_bytes = export.to_onnx(narrowed(clf, params["features"]), len(shipped_columns), metadata)
+    deterministic = export.to_onnx(narrowed(fit(X, y, w, params), params["features"]), len(shipped_columns),
+                                   metadata) == onnx_bytes
     out.mkdir(parents=True, exist_ok=True)
     onnx_path = out / "default.onnx"
     onnx_path.write_bytes(onnx_bytes)
@@ -368,9 +391,9 @@ def run(data: Path, out: Path, quick: bool = False, log: Callable[[str], None] =
     # The shipped file against the fitted estimator, on every scored row of every series.
     session = ort.InferenceSession(onnx_bytes, providers=["CPUExecutionProvider"])
     rows = np.concatenate([x[v] for x, v in zip(feats.X, feats.valid, strict=True)])
-    p_onnx = session.run([contract.DEFAULT_SCORE_OUTPUT], {contract.INPUT_NAME: rows})[0][:, 1]
+    p_onnx = session.run([contract.DEFAULT_SCORE_OUTPUT], {contract.INPUT_NAME: rows[:, shipped_columns]})[0][:, 1]
     p_sklearn = clf.predict_proba(rows)[:, 1]
-    batch = rows[:10_000]
+    batch = np.ascontiguousarray(rows[:10_000, shipped_columns])
     session.run(None, {contract.INPUT_NAME: batch})
     t0 = time.perf_counter()
     session.run(None, {contract.INPUT_NAME: batch})

@@ -51,7 +51,7 @@ def run(
     chunk: int = 4096,
 ) -> Result:
     """Causal scores and verdicts for a series already on its regular grid."""
-    x, valid = features.extract_series(values)
+    x, valid = features.extract_series(values, scorer.info.feature_names)
     rows = np.flatnonzero(valid)
     scores = np.full(values.shape[0], np.nan)
     for begin in range(0, rows.size, chunk):

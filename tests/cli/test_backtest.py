@@ -65,7 +65,7 @@ def test_backtest_equals_the_operator_scoring_path(tmp_path: pathlib.Path) -> No
         window = grid.window(history.series_key({"a": "b"}), features.WINDOW)
         assert rows[index]["score"], "pick points the backtest scored"
         assert scoring.assess(window) == detection.Availability.SCORED
-        live = float(scorer.score(features.extract_batch(window[np.newaxis, :]))[0])
+        live = float(scorer.score(features.extract_batch(window[np.newaxis, :], scorer.info.feature_names))[0])
         assert float(rows[index]["score"]) == round(live, 6)
 
 

@@ -205,3 +205,21 @@ def test_sliding_extremes_equal_per_window_reductions(width: int) -> None:
     with np.errstate(over="ignore", invalid="ignore"):
         expected = window.compute(np.ascontiguousarray(window.windows_of(v, width)[rows]), window.RECENT)
     assert np.array_equal(x[rows], expected)
+
+
+def test_a_subset_of_names_gives_exactly_those_columns() -> None:
+    """Models may read any subset of the features, in their own order; only needed groups are computed."""
+    values = SERIES[sorted(SERIES)[0]]
+    full, valid = features.extract_series(values)
+    windows = features.windows_of(values)[valid][:200]
+    for names in [window.FEATURE_NAMES[-3:], window.FEATURE_NAMES[:2], ("long_range_pos", "absz_last")]:
+        index = list(features.columns(names))
+        sub, sub_valid = features.extract_series(values, names)
+        assert np.array_equal(sub_valid, valid) and np.array_equal(sub, full[:, index])
+        assert np.array_equal(features.extract_batch(windows, names), features.extract_batch(windows)[:, index])
+
+
+@pytest.mark.parametrize("names", [(), ("absz_last", "absz_last"), ("absz_last", "no_such_feature")])
+def test_unknown_repeated_or_no_names_are_refused(names: tuple[str, ...]) -> None:
+    with pytest.raises(ValueError, match="feature names"):
+        features.columns(names)

@@ -41,7 +41,7 @@ def test_metadata(result: train.Result) -> None:
     assert set(contract.REQUIRED_METADATA) <= set(meta)
     assert meta[contract.META_MODEL_NAME] == train.MODEL_NAME
     assert meta[contract.META_FEATURE_VERSION] == features.FEATURE_VERSION
-    assert tuple(meta[contract.META_FEATURE_NAMES].split(",")) == features.FEATURE_NAMES
+    assert tuple(meta[contract.META_FEATURE_NAMES].split(",")) == tuple(train.PARAMS["features"])
     assert int(meta[contract.META_WINDOW]) == features.WINDOW
     assert int(meta[contract.META_MIN_POINTS]) == features.MIN_POINTS
     assert meta[contract.META_SCORE_OUTPUT] == contract.DEFAULT_SCORE_OUTPUT
@@ -54,16 +54,22 @@ def test_metadata(result: train.Result) -> None:
 def test_input_and_output_signature(session: ort.InferenceSession) -> None:
     (inp,) = session.get_inputs()
     assert inp.name == contract.INPUT_NAME and inp.type == "tensor(float)"
-    assert len(inp.shape) == 2 and not isinstance(inp.shape[0], int) and inp.shape[1] == len(features.FEATURE_NAMES)
+    assert len(inp.shape) == 2 and not isinstance(inp.shape[0], int) and inp.shape[1] == len(names_of(session))
     outputs = {o.name: o for o in session.get_outputs()}
     assert outputs[contract.DEFAULT_SCORE_OUTPUT].type == "tensor(float)"
     assert outputs[contract.DEFAULT_SCORE_OUTPUT].shape[1] == 2
 
 
+def names_of(session: ort.InferenceSession) -> tuple[str, ...]:
+    """The feature names the exported model reads, from its metadata."""
+    return tuple(session.get_modelmeta().custom_metadata_map[contract.META_FEATURE_NAMES].split(","))
+
+
 def test_onnxruntime_matches_sklearn(result: train.Result, session: ort.InferenceSession) -> None:
     feats = result.features
     X = np.concatenate([x[v] for x, v in zip(feats.X, feats.valid, strict=True)])
-    (p_onnx,) = session.run([contract.DEFAULT_SCORE_OUTPUT], {contract.INPUT_NAME: X})
+    shipped = np.ascontiguousarray(X[:, features.columns(names_of(session))])  # the columns the model reads
+    (p_onnx,) = session.run([contract.DEFAULT_SCORE_OUTPUT], {contract.INPUT_NAME: shipped})
     p_sklearn = result.classifier.predict_proba(X)
     assert p_onnx.shape == (len(X), 2)
     assert np.abs(p_onnx - p_sklearn).max() < 1e-4
@@ -75,9 +81,11 @@ def test_serving_path_scores_like_training(result: train.Result, session: ort.In
     i = next(k for k, s in enumerate(result.series) if "825cc2" in s.name)
     values, X = result.series[i].values, result.features.X[i]
     rows = np.flatnonzero(result.features.valid[i])[::50]
-    served = features.extract_batch(features.windows_of(values)[rows])
+    names = names_of(session)
+    served = features.extract_batch(features.windows_of(values)[rows], names)
+    trained = np.ascontiguousarray(X[rows][:, features.columns(names)])
     (p_served,) = session.run([contract.DEFAULT_SCORE_OUTPUT], {contract.INPUT_NAME: served})
-    (p_trained,) = session.run([contract.DEFAULT_SCORE_OUTPUT], {contract.INPUT_NAME: X[rows]})
+    (p_trained,) = session.run([contract.DEFAULT_SCORE_OUTPUT], {contract.INPUT_NAME: trained})
     np.testing.assert_array_equal(p_served, p_trained)
 
 

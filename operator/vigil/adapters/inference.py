@@ -79,7 +79,20 @@ def _verify(session: onnxruntime.InferenceSession, sha: str) -> ModelInfo:
     if len(inputs) != 1:
         raise ModelError(Reason.MODEL_SIGNATURE_MISMATCH, f"model has {len(inputs)} inputs, expected 1")
     model_input = inputs[0]
-    n_features = len(features.FEATURE_NAMES)
+    version = meta[contract.META_FEATURE_VERSION]
+    names = tuple(meta[contract.META_FEATURE_NAMES].split(","))
+    if version != features.FEATURE_VERSION:
+        raise ModelError(
+            Reason.MODEL_SIGNATURE_MISMATCH,
+            f"model was trained on features v{version} ({len(names)} features); this operator computes "
+            f"v{features.FEATURE_VERSION}",
+        )
+    try:
+        features.columns(names)
+    except ValueError as exc:
+        raise ModelError(Reason.MODEL_SIGNATURE_MISMATCH,
+                         f"model metadata {contract.META_FEATURE_NAMES}: {exc}") from exc
+    n_features = len(names)
     signature = f"{model_input.name}: {model_input.type}[{_shape_text(model_input.shape)}]"
     if model_input.name != contract.INPUT_NAME or model_input.type != "tensor(float)":
         raise ModelError(
@@ -90,15 +103,8 @@ def _verify(session: onnxruntime.InferenceSession, sha: str) -> ModelInfo:
     if len(shape) != 2 or (isinstance(shape[1], int) and shape[1] != n_features):
         raise ModelError(
             Reason.MODEL_SIGNATURE_MISMATCH,
-            f"model input is {signature}; expected [N,{n_features}] (features v{features.FEATURE_VERSION})",
-        )
-    version = meta[contract.META_FEATURE_VERSION]
-    names = tuple(meta[contract.META_FEATURE_NAMES].split(","))
-    if version != features.FEATURE_VERSION or names != tuple(features.FEATURE_NAMES):
-        raise ModelError(
-            Reason.MODEL_SIGNATURE_MISMATCH,
-            f"model was trained on features v{version} ({len(names)} features); this operator computes "
-            f"v{features.FEATURE_VERSION} ({n_features} features)",
+            f"model input is {signature}; expected [N,{n_features}], one column per name in "
+            f"{contract.META_FEATURE_NAMES}",
         )
     try:
         window = int(meta[contract.META_WINDOW])
@@ -154,7 +160,7 @@ class Scorer:
         self.info = _verify(self._session, sha)
         self._lock = threading.Lock()
         # Prove the model runs before any detector relies on it.
-        self.score(np.zeros((1, len(features.FEATURE_NAMES)), dtype=np.float32))
+        self.score(np.zeros((1, len(self.info.feature_names)), dtype=np.float32))
 
     def score(self, rows: npt.NDArray[np.float32]) -> npt.NDArray[np.float64]:
         """P(anomaly) for each row of features, clipped to [0, 1]."""

@@ -234,4 +234,4 @@ def _previous_since(entry: DetectorEntry) -> float | None:
 
 
 def _score(scorer: inference.Scorer, windows: Any) -> Any:
-    return scorer.score(features.extract_batch(windows))
+    return scorer.score(features.extract_batch(windows, scorer.info.feature_names))

@@ -8,7 +8,9 @@ Pure constants: no I/O.
 
 from __future__ import annotations
 
-#: Name of the single model input: float32 tensor of shape [N, len(FEATURE_NAMES)].
+#: Name of the single model input: float32 tensor of shape [N, len(names)], where names are
+#: the model's META_FEATURE_NAMES: any distinct subset of FEATURE_NAMES, in the model's
+#: column order. The operator computes only the feature groups those names need.
 INPUT_NAME = "features"
 
 #: Output holding class probabilities, shape [N, 2]; column 1 is P(anomaly).
@@ -18,7 +20,7 @@ DEFAULT_SCORE_OUTPUT = "probabilities"
 # Keys of the ONNX ``metadata_props`` Vigil reads.
 META_MODEL_NAME = "vigil.model_name"
 META_FEATURE_VERSION = "vigil.feature_version"
-META_FEATURE_NAMES = "vigil.feature_names"  # comma-separated, in input column order
+META_FEATURE_NAMES = "vigil.feature_names"  # comma-separated subset of FEATURE_NAMES, in input column order
 META_WINDOW = "vigil.window"  # points of history one score needs (int)
 META_MIN_POINTS = "vigil.min_points"  # fewest non-missing points in the window to score (int)
 META_RECOMMENDED_THRESHOLD = "vigil.recommended_threshold"  # float in [0, 1]

@@ -110,30 +110,57 @@ FEATURE_DESCRIPTIONS: dict[str, str] = {
 SHORT_FEATURES = len(FEATURE_NAMES) - 3
 
 
-def extract_batch(windows: npt.ArrayLike) -> F32:
-    """Features of N windows at once.
+def extract_batch(windows: npt.ArrayLike, names: tuple[str, ...] = FEATURE_NAMES) -> F32:
+    """Features ``names`` (default: all, in ``FEATURE_NAMES`` order) of N windows at once.
 
     ``windows`` is float [N, WINDOW], oldest → newest, NaN = missing. The caller
     guarantees the last column is finite and each row has at least ``MIN_POINTS``
-    finite values. Returns float32 [N, len(FEATURE_NAMES)], all finite.
+    finite values. Returns float32 [N, len(names)], all finite. Only the feature
+    groups ``names`` draws on are computed: a model that reads the three long
+    features skips the short window's medians entirely (see :func:`columns`).
     """
     x = np.asarray(windows, dtype=np.float64)
     if x.ndim != 2 or x.shape[1] != WINDOW:
         raise ValueError(f"expected windows of shape [N, {WINDOW}], got {x.shape}")
-    return compute(x, RECENT)
+    index = columns(names)
+    return _select(compute(x, RECENT, groups=_groups(index)), index)
 
 
-def compute(x: F64, recent: int, short: int = SHORT) -> F32:
+def columns(names: tuple[str, ...]) -> tuple[int, ...]:
+    """Column indices of ``names`` in ``FEATURE_NAMES``; ValueError for an unknown or repeated name."""
+    unknown = [n for n in names if n not in FEATURE_NAMES]
+    if unknown or not names or len(set(names)) != len(names):
+        problem = f"unknown {', '.join(unknown)}" if unknown else "empty or repeated names"
+        raise ValueError(f"feature names must be distinct names of {FEATURE_VERSION}: {problem}")
+    return tuple(FEATURE_NAMES.index(n) for n in names)
+
+
+def _groups(index: tuple[int, ...]) -> tuple[bool, bool]:
+    """Whether the short and the long feature groups are needed for these columns."""
+    return any(i < SHORT_FEATURES for i in index), any(i >= SHORT_FEATURES for i in index)
+
+
+def _select(out: F32, index: tuple[int, ...]) -> F32:
+    if index == tuple(range(len(FEATURE_NAMES))):
+        return out
+    return np.ascontiguousarray(out[:, index])
+
+
+def compute(x: F64, recent: int, short: int = SHORT, groups: tuple[bool, bool] = (True, True)) -> F32:
     """Features of windows of any width > ``short`` > 2 * ``recent``; :func:`extract_batch` fixes the width.
 
     Kept separate so the training pipeline can study other window widths with the
-    exact same code. Rows are independent: no statistic mixes two rows.
+    exact same code. Rows are independent: no statistic mixes two rows. ``groups``
+    says whether to compute the short and the long features; columns of a skipped
+    group are 0.
     """
-    out = np.empty((x.shape[0], len(FEATURE_NAMES)), dtype=np.float32)
+    out = np.zeros((x.shape[0], len(FEATURE_NAMES)), dtype=np.float32)
     # Values near the float64 limit overflow to inf; the final clips handle that.
     with np.errstate(over="ignore", invalid="ignore"):
-        out[:, :SHORT_FEATURES] = _compute(np.ascontiguousarray(x[:, -short:]), recent)
-        out[:, SHORT_FEATURES:] = _long(x)
+        if groups[0]:
+            out[:, :SHORT_FEATURES] = _compute(np.ascontiguousarray(x[:, -short:]), recent)
+        if groups[1]:
+            out[:, SHORT_FEATURES:] = _long(x)
     return out
 
 
@@ -271,16 +298,20 @@ def valid_mask(values: npt.ArrayLike, width: int = WINDOW, min_points: int = MIN
     return valid
 
 
-def extract_series(values: npt.ArrayLike) -> tuple[F32, Bool]:
-    """Features for every point of a whole series, each from ``values[: t + 1]`` only.
+def extract_series(values: npt.ArrayLike, names: tuple[str, ...] = FEATURE_NAMES) -> tuple[F32, Bool]:
+    """Features ``names`` for every point of a whole series, each from ``values[: t + 1]`` only.
 
-    Returns ``(X, valid)``: X float32 [T, F] and valid bool [T] as in :func:`valid_mask`.
-    Valid rows equal :func:`extract_batch` of the window ending at t; invalid rows are 0.
+    Returns ``(X, valid)``: X float32 [T, len(names)] and valid bool [T] as in
+    :func:`valid_mask`. Valid rows equal :func:`extract_batch` of the window ending
+    at t with the same ``names``; invalid rows are 0.
     """
-    return series_features(values, WINDOW, RECENT, MIN_POINTS)
+    index = columns(names)
+    x, valid = series_features(values, WINDOW, RECENT, MIN_POINTS, groups=_groups(index))
+    return _select(x, index), valid
 
 
-def series_features(values: npt.ArrayLike, width: int, recent: int, min_points: int) -> tuple[F32, Bool]:
+def series_features(values: npt.ArrayLike, width: int, recent: int, min_points: int,
+                    groups: tuple[bool, bool] = (True, True)) -> tuple[F32, Bool]:
     """:func:`extract_series` for any window geometry (used by the window study in training).
 
     Row t equals ``compute(windows_of(values, width)[t], recent)``, but cheaper: the
@@ -294,12 +325,14 @@ def series_features(values: npt.ArrayLike, width: int, recent: int, min_points: 
     rows = np.flatnonzero(valid)
     if rows.size == 0:
         return out, valid
-    short_windows = windows_of(v, min(SHORT, width))
     with np.errstate(over="ignore", invalid="ignore"):
-        for start in range(0, len(rows), _CHUNK):
-            idx = rows[start : start + _CHUNK]
-            out[idx, :SHORT_FEATURES] = _compute(np.ascontiguousarray(short_windows[idx]), recent)
-        out[rows, SHORT_FEATURES:] = _long_series(v, width, rows)
+        if groups[0]:
+            short_windows = windows_of(v, min(SHORT, width))
+            for start in range(0, len(rows), _CHUNK):
+                idx = rows[start : start + _CHUNK]
+                out[idx, :SHORT_FEATURES] = _compute(np.ascontiguousarray(short_windows[idx]), recent)
+        if groups[1]:
+            out[rows, SHORT_FEATURES:] = _long_series(v, width, rows)
     return out, valid
 
 
