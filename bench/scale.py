@@ -683,6 +683,7 @@ def plot(results: Sequence[Result], path: pathlib.Path) -> None:
         for label, values in lines:
             ax.plot(ns, values, marker="o", label=label)
         ax.set_xscale("log")
+        ax.set_ylim(bottom=0)  # a zoomed axis would make a flat line look like a swing
         ax.set_title(title)
         ax.set_xlabel("detectors (N)")
         ax.grid(True, alpha=0.3)
