@@ -92,6 +92,7 @@ class Config:
     out_png: pathlib.Path | None
     profile: pathlib.Path | None
     render: pathlib.Path | None
+    revision: str
     operator_args: tuple[str, ...]
     command: str
 
@@ -584,6 +585,35 @@ def goals(results: Sequence[Result], config: Config) -> list[str]:
     return lines
 
 
+def revision() -> str:
+    """The commit measured (and whether the tree had local changes), and the built-in model."""
+    try:
+        commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True,
+                                check=True).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=ROOT,
+                               capture_output=True, text=True, check=True).stdout.strip()
+        commit += " + local changes" if dirty else ""
+    except (OSError, subprocess.CalledProcessError):
+        commit = "unknown commit"
+    from vigil import features
+    from vigil.adapters import inference
+
+    info = inference.Scorer(inference.builtin_bytes()).info
+    return f"commit {commit}, built-in model {info.name} ({features.FEATURE_VERSION}, window {features.WINDOW} points)"
+
+
+def _window() -> int:
+    from vigil import features
+
+    return features.WINDOW
+
+
+def _min_points() -> int:
+    from vigil import features
+
+    return features.MIN_POINTS
+
+
 def machine() -> str:
     model = platform.processor() or "unknown CPU"
     with contextlib.suppress(OSError):
@@ -612,12 +642,14 @@ def report(results: Sequence[Result], config: Config, runtime: float, host: str)
     return f"""<!-- Written by bench/scale.py: do not edit the measured part by hand; rerun the benchmark. -->
 # Scale benchmark
 
-Measured {stamp} on {host}. Command: `{config.command}`;
+Measured {stamp} on {host}; {config.revision}. Command: `{config.command}`;
 total runtime {runtime / 60:.1f} min.
 
 Setup: one real Prometheus (2.42) with {max(config.ns)} x {config.series} synthetic series (diurnal cycle, noise,
 level-shift incidents in ~2% of series) backfilled with promtool ({HISTORY_POINTS} points at 1 min, sample counts
-verified) plus live samples scraped every {config.scrape_interval} from an in-process exporter; the Kubernetes API
+verified; the model reads up to {_window()} points and scores from {_min_points()}, so longer windows are NaN-padded
+while the grids are allocated at full size) plus live samples scraped every {config.scrape_interval} from an in-process
+exporter; the Kubernetes API
 emulator (`vigil.sandbox.kubeapi`, an in-memory API server with watches, resource versions, status subresource and
 schema validation) in its own process; the operator as `python -m vigil run` with leader election on (its Lease
 renewals are the "other" writes) and `--heartbeat {config.heartbeat:g}`. Each detector queries
@@ -768,7 +800,8 @@ def parse(argv: Sequence[str] | None) -> Config:
         scrape_interval="5s" if interval < 30 else "15s",
         live_minutes=int(len(ns) * (window + 3 * interval + 180) / 60) + 30,
         out_md=md, out_png=md.with_suffix(".png") if md else None,
-        profile=args.profile, render=args.render, operator_args=tuple(args.operator_arg),
+        profile=args.profile, render=args.render, revision="" if args.render else revision(),
+        operator_args=tuple(args.operator_arg),
         command="python -m bench.scale " + " ".join(argv if argv is not None else sys.argv[1:]),
     )
 
@@ -778,9 +811,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     if config.render is not None:
         raw = json.loads(config.render.read_text())
         saved = [Result(**r) for r in raw["results"]]
-        stored = Config(**{**raw["config"], "ns": tuple(raw["config"]["ns"]), "operator_args":
-                           tuple(raw["config"]["operator_args"]), "out_md": config.out_md, "out_png": config.out_png,
-                           "profile": None, "render": None})
+        fields = {"revision": "revision not recorded", **raw["config"]}
+        stored = Config(**{**fields, "ns": tuple(fields["ns"]), "operator_args": tuple(fields["operator_args"]),
+                           "out_md": config.out_md, "out_png": config.out_png, "profile": None, "render": None})
         write_outputs(saved, stored, raw["runtime"], raw["machine"])
         return 0
     # SIGTERM (e.g. a CI timeout) unwinds like Ctrl-C, so every child is stopped.
