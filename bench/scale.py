@@ -654,7 +654,8 @@ total runtime {runtime / 60:.1f} min.
 
 Setup: one real Prometheus (2.42) with {max(config.ns)} x {config.series} synthetic series (a daily-like cycle
 scaled to {CYCLE_SECONDS / 60:.0f} min so the backfilled history spans it, noise, level-shift incidents in ~2% of
-series) backfilled with promtool ({HISTORY_POINTS} points at 1 min, sample counts verified; the model reads up to {_window()} points and scores from {_min_points()}, so longer windows are NaN-padded
+series) backfilled with promtool ({HISTORY_POINTS} points at 1 min, sample counts verified; the model reads up to
+{_window()} points and scores from {_min_points()}, so longer windows are NaN-padded
 while the grids are allocated at full size) plus live samples scraped every {config.scrape_interval} from an in-process
 exporter; the Kubernetes API
 emulator (`vigil.sandbox.kubeapi`, an in-memory API server with watches, resource versions, status subresource and
