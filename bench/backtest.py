@@ -91,7 +91,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     before = rss_bytes()
     held = [inference.Scorer(model_bytes) for _ in range(args.models)]
     for session in held:
-        session.score(np.zeros((1, len(features.FEATURE_NAMES)), dtype=np.float32))
+        session.score(np.zeros((1, len(session.info.feature_names)), dtype=np.float32))
     gc.collect()
     grown = rss_bytes() - before
     del held

@@ -1,0 +1,23 @@
+"""bench/backtest.py runs end to end on the shipped series, so it cannot rot (figures are not checked)."""
+
+from __future__ import annotations
+
+import os
+import pathlib
+
+from bench import backtest
+
+ROOT = pathlib.Path(__file__).resolve().parents[2]
+
+
+def test_backtest_bench_runs_and_writes_its_report(tmp_path: pathlib.Path) -> None:
+    out = tmp_path / "backtest.md"
+    cpus = os.sched_getaffinity(0)
+    try:
+        code = backtest.main(["--data", str(ROOT / "tests/data/nab"), "--repeat", "1", "--models", "2",
+                              "--write", str(out)])
+    finally:
+        os.sched_setaffinity(0, cpus)  # the bench pins itself to one CPU; the rest of the suite must not be
+    assert code == 0
+    text = out.read_text()
+    assert "| **end to end** (`backtest.main`) |" in text and "per loaded session" in text
