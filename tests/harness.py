@@ -9,7 +9,6 @@ from __future__ import annotations
 import os
 import pathlib
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -20,9 +19,16 @@ from typing import Any, TypeVar
 
 from prometheus_client.parser import text_string_to_metric_families
 
+from vigil.sandbox.ports import free_port
+
 T = TypeVar("T")
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 DATA = ROOT / "tests" / "data"
+
+
+#: What a check raises while the state it reads is not there yet: an assert, a missing key or index
+#: (``status["conditions"]`` before the first write), ``None`` subscripted or without the attribute.
+NOT_YET = (AssertionError, LookupError, TypeError, AttributeError)
 
 
 def wait_for(condition: Callable[[], T], timeout: float = 20.0, interval: float = 0.1, what: str = "") -> T:
@@ -32,20 +38,37 @@ def wait_for(condition: Callable[[], T], timeout: float = 20.0, interval: float 
     while True:
         try:
             last = condition()
-        except AssertionError as exc:
+        except NOT_YET as exc:  # e.g. a status or condition the operator has not written yet
             last = exc
         else:
             if last:
                 return last
         if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what or condition}: last {last!r}")
+            error = AssertionError(f"timed out after {timeout}s waiting for {what or condition}: last {last!r}")
+            raise error from (last if isinstance(last, BaseException) else None)
         time.sleep(interval)
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+def steady(check: Callable[[], object], progress: Callable[[], float], more: float = 3, seconds: float = 2.0,
+           timeout: float = 60.0, what: str = "") -> None:
+    """Assert ``check()`` keeps holding until ``progress()`` has risen by ``more`` (and ``seconds`` passed).
+
+    For "nothing more happens": a watch of fixed length cannot catch an event that comes after it, and
+    on a loaded machine the operator may not even have looked at the new state yet. ``progress`` is the
+    operator's own count of decisions (``OperatorProcess.passes``, evaluations): once it has moved by
+    ``more``, the operator has decided that many times on the state the check reads. If it does not move
+    within ``timeout`` the operator stalled, which proves nothing, so that fails too.
+    """
+    start, began = progress(), time.monotonic()
+    while True:
+        assert check(), what or getattr(check, "__doc__", None) or "condition stopped holding"
+        moved = progress() - start
+        if moved >= more and time.monotonic() - began >= seconds:
+            return
+        if time.monotonic() - began > timeout:
+            raise AssertionError(f"the operator made {moved} of {more} passes in {timeout}s: cannot tell "
+                                 f"that {what or 'nothing'} stays so")
+        time.sleep(0.2)
 
 
 AWS_ENV = {
@@ -128,6 +151,13 @@ class OperatorProcess:
             if all(got.get(k) == v for k, v in labels.items()):
                 return value
         return None
+
+    def passes(self) -> float:
+        """Completed passes of the remediation engine (counts only while this replica leads)."""
+        return self.value("vigil_remediation_ticks_total") or 0.0
+
+    def evaluations(self) -> float:
+        return self.value("vigil_evaluations_total", result="evaluated") or 0.0
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""

@@ -14,7 +14,6 @@ from __future__ import annotations
 import dataclasses
 import datetime
 import json
-import socket
 import urllib.request
 from collections.abc import Iterator
 from typing import Any
@@ -28,6 +27,7 @@ from vigil.adapters import aws
 from vigil.api.v1alpha1.action import ErrorClass
 from vigil.api.v1alpha1.policy import DEFAULT_TAG_KEY, DEFAULT_TAG_VALUE
 from vigil.sandbox.faultproxy import FaultProxy
+from vigil.sandbox.ports import free_port
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -56,13 +56,6 @@ class World:
         groups: list[dict[str, Any]] = self.client("autoscaling").describe_auto_scaling_groups(
             AutoScalingGroupNames=[name])["AutoScalingGroups"]
         return groups[0]
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -423,7 +416,7 @@ def test_moto_instance_not_found_is_terminal(adapter: aws.AwsAdapter) -> None:
 
 
 def test_connection_refused_is_recoverable(session: boto3.Session) -> None:
-    endpoint = f"http://127.0.0.1:{_free_port()}"
+    endpoint = f"http://127.0.0.1:{free_port()}"
     adapter = aws.AwsAdapter(aws.AwsClients(REGION, endpoint_url=endpoint, max_attempts=1, session=session))
     with pytest.raises(aws.AwsError) as caught:
         adapter.describe_group(MANAGED)

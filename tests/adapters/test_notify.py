@@ -13,7 +13,6 @@ import collections
 import dataclasses
 import datetime
 import logging
-import socket
 import threading
 import uuid
 from collections.abc import Iterator
@@ -32,6 +31,7 @@ from vigil.api.v1alpha1.policy import Notify
 from vigil.domain import notifications
 from vigil.domain.notifications import EventKind, NotificationEvent
 from vigil.sandbox.kubeapi import KubeAPIServer
+from vigil.sandbox.ports import free_port
 
 T0 = datetime.datetime(2024, 5, 1, 12, 0, tzinfo=datetime.UTC)
 TOKEN = "XyZzY-s3cr3t-T0KEN-4242"
@@ -172,12 +172,6 @@ def stub(chat: ChatStub) -> Iterator[ChatStub]:
 def ns() -> str:
     """A namespace of its own per test, so Secrets never collide on the shared API server."""
     return f"team-{uuid.uuid4().hex[:8]}"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def put_secret(kubeapi: KubeAPIServer, namespace: str, name: str, **data: str) -> None:

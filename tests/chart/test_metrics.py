@@ -15,7 +15,6 @@ import os
 import pathlib
 import re
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -27,6 +26,7 @@ import helm_python as helm
 import pytest
 
 from vigil.api import crdgen
+from vigil.sandbox.ports import free_port
 
 from .conftest import CHART_DIR, ROOT, only, parse, render_text
 
@@ -87,13 +87,6 @@ def exposed_names(exposition: str) -> set[str]:
     return names
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
-
-
 def _get(url: str) -> tuple[int, str]:
     try:
         with urllib.request.urlopen(url, timeout=5) as response:
@@ -108,7 +101,7 @@ def live_exposition(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     from vigil.sandbox.kubeapi import KubeAPIServer
 
     tmp = tmp_path_factory.mktemp("operator")
-    port = _free_port()
+    port = free_port()
     log_path = tmp / "operator.log"
     with KubeAPIServer(crds=crdgen.all_crds()) as server, log_path.open("wb") as log:
         kubeconfig = server.write_kubeconfig(tmp / "kubeconfig")
@@ -139,8 +132,17 @@ def live_exposition(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
                 time.sleep(0.3)
             else:
                 pytest.fail(f"/metrics of vigil run did not answer in {STARTUP_TIMEOUT:.0f}s:\n{_tail(log_path)}")
-            time.sleep(1.0)  # let the engine and the leader election turn once
-            yield _get(f"http://127.0.0.1:{port}/metrics")[1]
+            # Until the leader election and the remediation engine have turned once (their families appear).
+            while time.monotonic() < deadline and not all(
+                re.search(rf"^{name}\b.* [1-9]", _get(f"http://127.0.0.1:{port}/metrics")[1], re.M)
+                for name in ("vigil_leader", "vigil_remediation_ticks_total")
+            ):
+                if process.poll() is not None:
+                    pytest.fail(f"vigil run exited with {process.returncode}:\n{_tail(log_path)}")
+                time.sleep(0.2)
+            exposition = _get(f"http://127.0.0.1:{port}/metrics")[1]
+            assert re.search(r"^vigil_remediation_ticks_total [1-9]", exposition, re.M), _tail(log_path)
+            yield exposition
         finally:
             process.send_signal(signal.SIGINT)
             try:

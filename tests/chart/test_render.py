@@ -360,7 +360,8 @@ def test_optional_manifests(render: Render) -> None:
     rule = only(objects, "PrometheusRule")
     alerts = {r["alert"] for group in rule["spec"]["groups"] for r in group["rules"]}
     assert {"VigilOperatorDown", "VigilNoLeader", "VigilEvaluationsFailing", "VigilDetectorStale",
-            "VigilActionsFailing", "VigilModelLoadErrors", "VigilPrometheusQueryErrors"} <= alerts
+            "VigilActionsFailing", "VigilModelLoadErrors", "VigilPrometheusQueryErrors",
+            "VigilRemediationStalled"} <= alerts
     dashboard = only(objects, "ConfigMap", name=f"{RELEASE}-dashboard")
     assert dashboard["metadata"]["labels"]["grafana_dashboard"] == "1"
     assert only(objects, "PodDisruptionBudget")["spec"]["minAvailable"] == 1

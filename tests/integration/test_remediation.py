@@ -22,7 +22,7 @@ import numpy as np
 import pytest
 
 from tests.conftest import OperatorFactory, conditions_of, detector
-from tests.harness import OperatorProcess, wait_for
+from tests.harness import OperatorProcess, steady, wait_for
 from tests.integration import aws_world, scenario
 from tests.integration.aws_world import Estate, Moto
 from vigil.adapters import inference
@@ -142,14 +142,6 @@ def stamp(text: str) -> float:
     return datetime.datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp()
 
 
-def steady(check: Any, seconds: float = 3.0) -> None:
-    """Assert ``check()`` stays true for a while (for 'nothing more happens')."""
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        assert check(), getattr(check, "__doc__", None) or "condition stopped holding"
-        time.sleep(0.2)
-
-
 # --- the semantics ----------------------------------------------------------------------------------
 
 
@@ -180,7 +172,7 @@ def test_scale_out_within_bounds(kubeapi: KubeAPIServer, operator: OperatorProce
     assert policy is not None and policy["status"]["lastAction"]["name"] == name
     assert policy["status"]["matchedDetectors"] == ["cpu"]
     # The detector is still anomalous, but the ladder has one step: nothing more happens.
-    steady(lambda: proxy.hits("SetDesiredCapacity") == 1 and len(actions(kubeapi)) == 1)
+    steady(lambda: proxy.hits("SetDesiredCapacity") == 1 and len(actions(kubeapi)) == 1, operator.passes)
     assert not operator.errors()
 
 
@@ -239,7 +231,7 @@ def test_approval_granted_rejected_and_expired(kubeapi: KubeAPIServer, operator:
     # A late approval of an expired action changes nothing.
     kubeapi.patch(*RA, "expired", expired["metadata"]["name"],
                   {"metadata": {"annotations": {"vigil.dev/approve": "true"}}})
-    steady(lambda: estate.desired(moto) == 3 and phases(kubeapi, "expired") == ["Expired"])
+    steady(lambda: estate.desired(moto) == 3 and phases(kubeapi, "expired") == ["Expired"], operator.passes)
 
 
 def _flip(kubeapi: KubeAPIServer, query: str, anomalous: bool, policy: str = "web") -> None:
@@ -270,7 +262,7 @@ def test_cooldown_and_rate_limit(kubeapi: KubeAPIServer, operator: OperatorProce
     assert (kubeapi.get(*RP, "default", "web") or {})["status"]["cooldownUntil"]
     event(kubeapi, "RemediationAction", skipped["metadata"]["name"], "ActionSkipped")
     # One skip record per incident and reason, not one per tick.
-    steady(lambda: phases(kubeapi).count("Skipped") == 1)
+    steady(lambda: phases(kubeapi).count("Skipped") == 1, operator.passes)
     assert estate.desired(moto) == 3
 
     # Without the cooldown, the rate limit (1 per hour) is what holds the next incident back.
@@ -294,7 +286,7 @@ def test_a_flicker_continues_the_incident(kubeapi: KubeAPIServer, operator: Oper
              what="quiet spell noticed")
     _flip(kubeapi, INCIDENT, True)
     steady(lambda: len(actions(kubeapi)) == 1
-           and (kubeapi.get(*RP, "default", "web") or {})["status"]["incident"] == incident)
+           and (kubeapi.get(*RP, "default", "web") or {})["status"]["incident"] == incident, operator.passes)
     assert "quietSince" not in (kubeapi.get(*RP, "default", "web") or {})["status"]  # firing again
     assert estate.desired(moto) == 3
 
@@ -386,7 +378,7 @@ def test_access_denied_is_terminal(kubeapi: KubeAPIServer, operator: OperatorPro
     assert failed["status"]["errorClass"] == "Terminal" and failed["status"]["errorCode"] == "AccessDenied"
     assert "not retried" in failed["status"]["message"]
     event(kubeapi, "RemediationAction", failed["metadata"]["name"], "ActionFailed")
-    steady(lambda: proxy.hits("SetDesiredCapacity") == 1, seconds=4)  # no retry storm
+    steady(lambda: proxy.hits("SetDesiredCapacity") == 1, operator.passes, seconds=4)  # no retry storm
     assert estate.desired(moto) == 2
     assert operator.value("vigil_aws_errors_total", operation="SetDesiredCapacity", error_class="Terminal") == 1
 
@@ -409,7 +401,7 @@ def test_missing_or_stale_data_never_acts(kubeapi: KubeAPIServer, operator: Oper
     refused = wait_phase(kubeapi, "Skipped", "scalein")[0]
     assert refused["status"]["skipReason"] == "MissingData"
     assert "scale-in refused" in refused["status"]["message"]
-    steady(lambda: actions(kubeapi, "missing") == [] and actions(kubeapi, "stale") == [], seconds=3)
+    steady(lambda: actions(kubeapi, "missing") == [] and actions(kubeapi, "stale") == [], operator.passes, seconds=3)
     assert proxy.hits("SetDesiredCapacity") == 0 and estate.desired(moto) == 2
 
 
@@ -447,7 +439,7 @@ def test_restart_before_the_call_reaches_aws_issues_it_once(kubeapi: KubeAPIServ
     first.kill()
     release()
     assert estate.desired(moto) == 2  # lost in flight
-    run_operator(*args, name="restarted")
+    restarted = run_operator(*args, name="restarted")
     done = wait_phase(kubeapi, "Succeeded")[0]
     assert done["status"]["attempts"] == 2 and estate.desired(moto) == 4
     expected = (4, [done["metadata"]["name"]], 2)
@@ -458,7 +450,7 @@ def test_restart_before_the_call_reaches_aws_issues_it_once(kubeapi: KubeAPIServ
         assert got == expected, got
         return True
 
-    steady(unchanged)
+    steady(unchanged, restarted.passes)
 
 
 def test_two_replicas_never_both_act(kubeapi: KubeAPIServer, run_operator: OperatorFactory,
@@ -481,7 +473,7 @@ def test_two_replicas_never_both_act(kubeapi: KubeAPIServer, run_operator: Opera
     leader.kill()  # no release: the standby must wait for expiry, then take over
     wait_for(lambda: standby.value("vigil_leader") == 1, timeout=20, what="failover")
     wait_for(lambda: (standby.value("vigil_evaluations_total", result="evaluated") or 0) > 0, what="standby works")
-    steady(lambda: proxy.hits("SetDesiredCapacity") == 1 and len(actions(kubeapi)) == 1)
+    steady(lambda: proxy.hits("SetDesiredCapacity") == 1 and len(actions(kubeapi)) == 1, standby.passes)
 
 
 def test_alertmanager_alert_triggers_a_policy(kubeapi: KubeAPIServer, run_operator: OperatorFactory,

@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 
 from tests.conftest import OperatorFactory, conditions_of, detector
-from tests.harness import OperatorProcess, wait_for
+from tests.harness import OperatorProcess, steady, wait_for
 from tests.integration import scenario
 from vigil.adapters import inference
 from vigil.domain.sharding import selector_digest, shard_of
@@ -75,13 +75,6 @@ def holder(kubeapi: KubeAPIServer, lease: str) -> str:
     return str((obj.get("spec") or {}).get("holderIdentity") or "")
 
 
-def steady(check: Any, seconds: float = 3.0) -> None:
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        assert check()
-        time.sleep(0.2)
-
-
 def test_every_detector_is_evaluated_by_exactly_one_shard(kubeapi: KubeAPIServer, run_operator: OperatorFactory,
                                                           prometheus: PrometheusServer) -> None:
     owner = {name: shard_of("default", name, 2) for name in NAMES}
@@ -97,7 +90,7 @@ def test_every_detector_is_evaluated_by_exactly_one_shard(kubeapi: KubeAPIServer
     wait_for(lambda: [evaluated(zero), evaluated(one)] == expected, timeout=20,
              what=f"each shard evaluates its own detectors {expected}")
     # Exactly one, and it stays that way: no detector ever shows up on the other process.
-    steady(lambda: [evaluated(zero), evaluated(one)] == expected)
+    steady(lambda: [evaluated(zero), evaluated(one)] == expected, lambda: min(zero.evaluations(), one.evaluations()))
     for name, shard in owner.items():
         assert reporters(kubeapi, "AnomalyDetector", name) == {("zero", "one")[shard]}, name
     for process in (zero, one):
@@ -149,8 +142,7 @@ def test_two_replicas_of_one_shard_fail_over(kubeapi: KubeAPIServer, run_operato
 
     wait_for(lambda: evaluated(leader) == mine and all(ready(kubeapi, n) for n in mine), timeout=40,
              what=f"the holder evaluates shard 0 {mine}")
-    steady(lambda: evaluated(standby) == set()
-           and (standby.value("vigil_evaluations_total", result="evaluated") or 0) == 0)
+    steady(lambda: evaluated(standby) == set() and standby.evaluations() == 0, leader.evaluations)
     # Shard 1 has no replica here: nobody evaluates its detectors, least of all shard 0's.
     assert all(not conditions_of(kubeapi.get(*AD, "default", n)) for n in set(NAMES) - mine)
 
@@ -186,7 +178,8 @@ def test_label_selector_groups(kubeapi: KubeAPIServer, run_operator: OperatorFac
     kubeapi.patch(*AD, "default", "a2", {"metadata": {"labels": {"team": "c"}}})
     wait_for(lambda: (evaluated(a), evaluated(b)) == ({"a1"}, {"b1", "a2"}), timeout=20,
              what="a relabelled detector moves to the other group")
-    steady(lambda: (evaluated(a), evaluated(b)) == ({"a1"}, {"b1", "a2"}))
+    steady(lambda: (evaluated(a), evaluated(b)) == ({"a1"}, {"b1", "a2"}),
+           lambda: min(a.evaluations(), b.evaluations()))
     assert not conditions_of(kubeapi.get(*AD, "default", "none"))  # matched by no group: nobody evaluates it
     assert {holder(kubeapi, f"vigil-leader-sel-{selector_digest(s)}") for s in ("team=a", "team in (b, c)")} == {
         "a", "b"}
@@ -202,7 +195,8 @@ def test_a_new_shard_count_waits_for_the_old_layout(kubeapi: KubeAPIServer, run_
     new = run_operator(*args, name="new")
     create_detectors(kubeapi, NAMES)
     wait_for(lambda: "of the 2-shard layout is still held by old" in new.log(), what="the new layout held back")
-    steady(lambda: holder(kubeapi, "vigil-leader-shard-0-of-3") == "" and evaluated(new) == set())
+    steady(lambda: holder(kubeapi, "vigil-leader-shard-0-of-3") == "" and evaluated(new) == set(), old.evaluations,
+           seconds=4)  # longer than --lease-duration 3: the new layout had its chance to (wrongly) take over
     old.stop()  # a clean stop releases the Lease: the new layout may start at once
     wait_for(lambda: holder(kubeapi, "vigil-leader-shard-0-of-3") == "new", what="the 3-shard layout leads")
     mine = {n for n in NAMES if shard_of("default", n, 3) == 0}

@@ -24,6 +24,7 @@ import pytest
 from vigil.sandbox import faultproxy
 from vigil.sandbox import moto as sandbox_moto
 from vigil.sandbox.faultproxy import FaultProxy
+from vigil.sandbox.ports import free_port
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -208,9 +209,7 @@ def test_identify(headers: dict[str, str], body: bytes, query: str, expected: fa
 
 
 def test_unreachable_target_answers_502(session: boto3.Session) -> None:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        dead = f"http://127.0.0.1:{sock.getsockname()[1]}"
+    dead = f"http://127.0.0.1:{free_port()}"  # nothing listens there
     with FaultProxy(dead) as proxy:
         status, body = _post(proxy.url, b"Action=DescribeRegions", "ec2")
         assert status == 502 and b"cannot reach" in body
@@ -220,15 +219,23 @@ def test_stop_closes_the_port_and_keep_alive_connections(moto_url: str) -> None:
     proxy = FaultProxy(moto_url).start()
     url = urllib.parse.urlsplit(proxy.url)
     idle = http.client.HTTPConnection(url.hostname or "", url.port, timeout=5)
-    idle.request("POST", "/", body=b"Action=DescribeRegions", headers={"Authorization": SIGNED.format("ec2")})
-    assert idle.getresponse().read()  # the connection stays open (HTTP/1.1 keep-alive)
-    proxy.stop()
-    with pytest.raises(OSError):
-        socket.create_connection((url.hostname or "", url.port or 0), timeout=2).close()
-    with pytest.raises((OSError, http.client.HTTPException)):
-        idle.request("POST", "/", body=b"Action=DescribeRegions")
-        idle.getresponse()
-    idle.close()
+    # A form POST as botocore sends it: moto answers a body without this Content-Type with an empty 404.
+    form = {"Authorization": SIGNED.format("ec2"), "Content-Type": "application/x-www-form-urlencoded"}
+    try:
+        idle.request("POST", "/", body=b"Action=DescribeRegions&Version=2016-11-15", headers=form)
+        answer = idle.getresponse()
+        body = answer.read()
+        assert answer.status == 200 and b"DescribeRegionsResponse" in body, (answer.status, body[:300])
+        assert not answer.will_close  # the connection stays open (HTTP/1.1 keep-alive)
+        proxy.stop()
+        with pytest.raises(OSError):
+            socket.create_connection((url.hostname or "", url.port or 0), timeout=2).close()
+        with pytest.raises((OSError, http.client.HTTPException)):
+            idle.request("POST", "/", body=b"Action=DescribeRegions&Version=2016-11-15", headers=form)
+            idle.getresponse()
+    finally:
+        idle.close()
+        proxy.stop()
     with pytest.raises(RuntimeError):
         _ = proxy.url
     with pytest.raises(ValueError):

@@ -103,6 +103,11 @@ class OperatorMetrics:
             "vigil_actions_in_flight", "RemediationActions pending approval, approved or executing.",
             ["namespace", "policy"], registry=r,
         )
+        self.remediation_ticks = Counter(
+            "vigil_remediation_ticks_total",
+            "Completed passes of the remediation engine over its policies and actions (leader only): "
+            "a leader whose count stops rising has stalled.", registry=r,
+        )
         self.aws_errors = Counter(
             "vigil_aws_errors_total", "AWS API errors by operation and class (Recoverable/Terminal).",
             ["operation", "error_class"], registry=r,

@@ -11,11 +11,12 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-import socket
 import urllib.request
 from typing import Any
 
 import boto3
+
+from vigil.sandbox.ports import free_port
 
 REGION = "us-east-1"
 TAG = {"Key": "vigil.dev/managed", "Value": "true"}
@@ -27,19 +28,13 @@ def session() -> boto3.Session:
     return boto3.Session(region_name=REGION, **CREDENTIALS)
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 class MotoServer:
     """moto's ThreadedMotoServer on a free port of 127.0.0.1."""
 
     def __init__(self) -> None:
         from moto.server import ThreadedMotoServer
 
-        self.port = _free_port()
+        self.port = free_port()
         self._server = ThreadedMotoServer(ip_address="127.0.0.1", port=self.port, verbose=False)
         self.url = f"http://127.0.0.1:{self.port}"
 

@@ -22,7 +22,6 @@ import os
 import re
 import shutil
 import signal
-import socket
 import subprocess
 import tempfile
 import threading
@@ -39,6 +38,8 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 import yaml
+
+from vigil.sandbox.ports import free_port
 
 __all__ = [
     "FIRST_SCRAPE_DELAY_S",
@@ -261,15 +262,6 @@ def _block_duration_hours(span_s: float) -> int:
     return hours
 
 
-def _free_port() -> int:
-    # The port is released before Prometheus binds it; start() retries with a
-    # fresh one if something else grabbed it in between.
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
 def _make_pdeathsig_preexec() -> Any:
     """A ``preexec_fn`` asking Linux to SIGKILL the child if we die.
 
@@ -334,7 +326,7 @@ class PrometheusServer:
         self._data_dir.mkdir()
         self._config_path = self._tmp / "prometheus.yml"
         self._log_path = self._tmp / "prometheus.log"
-        self._port = _free_port()
+        self._port = free_port()
         self._proc: subprocess.Popen[bytes] | None = None
         self._backfilled = False
         self._ever_started = False
@@ -414,7 +406,7 @@ class PrometheusServer:
             except PrometheusError:
                 if attempt + 1 < attempts and "address already in use" in self._log_tail():
                     self.kill()
-                    self._port = _free_port()
+                    self._port = free_port()
                     continue
                 self.kill()
                 raise

@@ -20,7 +20,6 @@ import json
 import os
 import pathlib
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -33,6 +32,7 @@ import numpy as np
 from vigil.api import crdgen
 from vigil.sandbox import chat, moto, nab
 from vigil.sandbox.kubeapi import KubeAPIServer
+from vigil.sandbox.ports import free_port
 from vigil.sandbox.prometheus import PrometheusServer
 from vigil.sandbox.replay import ReplayExporter, seamless_start_time, split_for_replay
 
@@ -77,12 +77,6 @@ def packaged_series() -> tuple[np.ndarray[Any, np.dtype[np.float64]], np.ndarray
     return t, loaded.values, incident
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 class Sandbox:
     """Start everything with :meth:`start`, stop everything with :meth:`stop` (or use ``with``)."""
 
@@ -99,7 +93,7 @@ class Sandbox:
         self.prometheus: PrometheusServer | None = None
         self.exporter: ReplayExporter | None = None
         self.operator: subprocess.Popen[bytes] | None = None
-        self.http_port = _free_port()
+        self.http_port = free_port()
         self.kubeconfig = out / "kubeconfig"
         self.operator_log = out / "operator.log"
         self.values: np.ndarray[Any, np.dtype[np.float64]] = np.empty(0)

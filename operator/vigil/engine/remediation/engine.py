@@ -251,6 +251,7 @@ class RemediationEngine:
         for entry in [entry for entry in self.policies.values() if entry.owned]:
             await self._prune(entry)
             await self._reregister(entry, now)
+        self.metrics.remediation_ticks.inc()
 
     async def _aws(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
         loop = asyncio.get_running_loop()
