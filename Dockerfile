@@ -1,7 +1,8 @@
 # syntax=docker/dockerfile:1
 #
 # Vigil operator image. Two stages:
-#   builder  builds the vigil-operator wheel and a wheelhouse of its runtime dependencies;
+#   builder  builds the vigil-operator wheel and a wheelhouse of its runtime dependencies, at the
+#            versions of requirements/runtime.lock (the ones the tests ran: `make lock`);
 #   runtime  installs ONLY that wheel with its runtime dependencies (no extras: never scikit-learn,
 #            no compilers, no build tools), runs as UID 10001 on a read-only root filesystem.
 # tests/chart/test_image.py reproduces these steps without Docker (wheel -> fresh venv) and parses
@@ -15,10 +16,12 @@ ENV PIP_NO_CACHE_DIR=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1 \
     PYTHONDONTWRITEBYTECODE=1
 WORKDIR /src
-# The build context is an allow-list (.dockerignore): pyproject.toml, README.md and operator/.
+# The build context is an allow-list (.dockerignore): pyproject.toml, README.md, operator/ and
+# requirements/runtime.lock. The lock constrains the wheelhouse, so the runtime stage, which installs
+# offline from it, gets exactly the locked versions.
 COPY . .
 RUN pip wheel --no-deps --wheel-dir /wheels . \
- && pip wheel --wheel-dir /wheels /wheels/vigil_operator-*.whl
+ && pip wheel --wheel-dir /wheels --constraint requirements/runtime.lock /wheels/vigil_operator-*.whl
 
 FROM ${PYTHON_IMAGE} AS runtime
 ARG VERSION=0.1.0

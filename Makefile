@@ -4,11 +4,13 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 export VENV
 
-.PHONY: help bootstrap test demo lint typecheck crds docs model train bench bench-detection bench-backtest bench-scale bench-shards e2e clean
+.PHONY: help bootstrap test test-fast lock demo lint typecheck crds docs model train bench bench-detection bench-backtest bench-scale bench-shards e2e clean
 
 help:
 	@echo "make demo      - local sandbox: real Prometheus + emulated Kubernetes API + vigil run"
 	@echo "make test      - the test suite (real Prometheus, emulated Kubernetes API, moto)"
+	@echo "make test-fast - only the tests that need no peer (pytest -m 'not slow'): no Prometheus needed"
+	@echo "make lock      - refresh requirements/dev.lock and runtime.lock from pyproject.toml (UPGRADE=1: newest allowed)"
 	@echo "make lint      - ruff + mypy"
 	@echo "make crds      - regenerate crds/ and the chart's CRDs from the pydantic models"
 	@echo "make model     - retrain the built-in model, then the detection benchmark (card + docs/bench/detection.md)"
@@ -25,6 +27,17 @@ bootstrap:
 
 test: bootstrap
 	$(PY) -m pytest
+
+# The pure tests (api, domain, features, adapters without peers): the `slow` ones are those that start
+# Prometheus, moto, the API emulator or `vigil run` (tests/conftest.py marks them), so no Prometheus here.
+test-fast:
+	@bash scripts/bootstrap.sh dev --no-prometheus
+	$(PY) -m pytest -m "not slow"
+
+# Not behind bootstrap: after a pyproject.toml edit the old lock may no longer install. uv comes from
+# the venv ([dev] pins it) or PATH; uv keeps the locked versions unless UPGRADE=1.
+lock:
+	$(if $(wildcard $(PY)),$(PY),python3) scripts/lock.py $(if $(UPGRADE),--upgrade)
 
 demo: bootstrap
 	$(PY) -m vigil.sandbox.demo

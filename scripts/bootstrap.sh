@@ -1,12 +1,16 @@
 #!/usr/bin/env bash
 # Prepare a fresh Debian/Ubuntu machine for `make test` / `make demo`:
 #   - a Python >= 3.11 with venv (installs python3-venv through apt if it is missing),
-#   - the project in .venv with the requested extras,
+#   - the project in .venv with the requested extras, at the versions of requirements/dev.lock,
 #   - Prometheus and promtool on PATH (Debian package `prometheus`, run as a plain process, no systemd).
 # Anything that cannot be installed is reported with what to do, and the script fails.
+# `bootstrap.sh dev --no-prometheus` stops before Prometheus: `make test-fast` runs only the tests
+# that need no peer, so it must work on a machine where Prometheus cannot be installed.
 set -euo pipefail
 
 extras="${1:-dev}"
+with_prometheus=1
+[ "${2:-}" = "--no-prometheus" ] && with_prometheus=0
 venv="${VENV:-.venv}"
 python="${PYTHON:-}"
 
@@ -52,12 +56,27 @@ if [ ! -x "$venv/bin/python" ]; then
   fi
 fi
 
+# The versions CI tested: requirements/dev.lock (`make lock` refreshes it from pyproject.toml), and a
+# pinned pip, so a fresh machine installs the same set as CI rather than whatever is newest today.
+# The stamp holds a digest of everything that decides the install, not an mtime: a changed lock,
+# pyproject.toml or pip pin re-installs (a checkout that changes the lock leaves older mtimes too).
+pip_version=26.3
+lock=requirements/dev.lock
 stamp="$venv/.installed-$extras"
-if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
-  say "installing vigil-operator[$extras] into $venv"
-  "$venv/bin/python" -m pip install -q --upgrade pip >/dev/null
-  "$venv/bin/python" -m pip install -q -e ".[$extras]"
-  touch "$stamp"
+want=$(cat pyproject.toml "$lock" | sha256sum | cut -d' ' -f1)
+want="$want pip==$pip_version extras=$extras"
+if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
+  say "installing vigil-operator[$extras] into $venv, versions from $lock"
+  "$venv/bin/python" -m pip install -q "pip==$pip_version" >/dev/null
+  # The lock as constraints: only what [$extras] needs is installed, each at its locked version,
+  # and pip fails if the lock cannot satisfy pyproject.toml (run `make lock` then).
+  "$venv/bin/python" -m pip install -q -c "$lock" -e ".[$extras]"
+  printf '%s\n' "$want" > "$stamp"
+fi
+
+if [ "$with_prometheus" = 0 ]; then
+  say "ready: $("$venv/bin/python" --version) (Prometheus not checked: --no-prometheus)"
+  exit 0
 fi
 
 if ! command -v prometheus >/dev/null 2>&1 || ! command -v promtool >/dev/null 2>&1; then

@@ -17,13 +17,35 @@ from vigil.api import crdgen
 from vigil.sandbox.kubeapi import KubeAPIServer
 from vigil.sandbox.moto import MotoServer
 
+#: Fixtures that start a real peer or process: the API emulator, moto, `vigil run`, and (by the
+#: convention of tests/integration/) a module's ``prometheus`` fixture. A test whose fixture closure
+#: holds one of these is marked ``slow`` at collection, so ``pytest -m "not slow"`` (``make test-fast``)
+#: runs the pure tests without any peer, and a new test using them cannot land in the fast loop by
+#: forgetting a mark. Tests that start a peer inline carry an explicit ``@pytest.mark.slow``.
+PEER_FIXTURES = frozenset({"kubeapi", "kubeconfig", "run_operator", "moto", "moto_url", "prometheus"})
+PROMETHEUS_BINARIES = ("prometheus", "promtool")
 
-def pytest_sessionstart(session: pytest.Session) -> None:
-    missing = [name for name in ("prometheus", "promtool") if shutil.which(name) is None]
-    if missing:
+
+@pytest.hookimpl(tryfirst=True)  # before `-m` deselects: the marks must be there when it looks
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    for item in items:
+        if PEER_FIXTURES.intersection(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.slow)
+
+
+def pytest_collection_finish(session: pytest.Session) -> None:
+    """Fail the run, loudly, when a selected peer test would need a Prometheus that is not there.
+
+    Checked after `-m` deselection, so the fast loop (`-m "not slow"`) runs without Prometheus,
+    while `make test` and CI stop with this message instead of skipping anything.
+    """
+    missing = [name for name in PROMETHEUS_BINARIES if shutil.which(name) is None]
+    slow = [item for item in session.items if item.get_closest_marker("slow")]
+    if missing and slow:
         raise pytest.UsageError(
-            f"{' and '.join(missing)} not on PATH: the tests run a real Prometheus. "
-            "Run `make test` (it installs the Debian package `prometheus`) or install it yourself."
+            f"{' and '.join(missing)} not on PATH, and {len(slow)} selected tests are `slow` (real peers: "
+            "Prometheus, moto, the API emulator, `vigil run`). Run `make test` (it installs the Debian package "
+            "`prometheus`) or install it yourself; `make test-fast` runs only the tests that need no peer."
         )
 
 

@@ -12,6 +12,7 @@ from vigil.adapters.prometheus import PrometheusSource, SourceError, SourceError
 from vigil.sandbox.prometheus import PrometheusServer, Series
 
 
+@pytest.mark.slow
 def test_range_query_and_errors_against_a_real_prometheus() -> None:
     now = float(int(time.time()) // 60 * 60)
     series = Series("src_test", {"job": "x"}, [now - 120, now - 60, now], [1.0, 2.0, 3.0])

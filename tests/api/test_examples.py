@@ -46,6 +46,7 @@ def test_there_are_examples_of_every_kind_and_step() -> None:
         assert guard in text, f"no example shows {guard}"
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(("where", "doc"), documents(), ids=[w for w, _ in documents()])
 def test_example_is_accepted_by_the_api_server_schema(api: KubeAPIServer, where: str, doc: dict[str, object]) -> None:
     stored = api.create(doc)

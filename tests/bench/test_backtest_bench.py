@@ -5,11 +5,14 @@ from __future__ import annotations
 import os
 import pathlib
 
+import pytest
+
 from bench import backtest
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 
 
+@pytest.mark.slow  # a benchmark run, even a short one
 def test_backtest_bench_runs_and_writes_its_report(tmp_path: pathlib.Path) -> None:
     out = tmp_path / "backtest.md"
     cpus = os.sched_getaffinity(0)

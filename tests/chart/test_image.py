@@ -103,7 +103,9 @@ def test_dockerfile_stages_and_base_image() -> None:
 def test_builder_builds_the_wheel_and_a_wheelhouse(stages: dict[str, Stage]) -> None:
     commands = stages["builder"].commands()
     assert "pip wheel --no-deps --wheel-dir /wheels ." in commands
-    assert "pip wheel --wheel-dir /wheels /wheels/vigil_operator-*.whl" in commands
+    # The wheelhouse holds the runtime lock's versions: the image runs what the tests ran.
+    wheelhouse = "pip wheel --wheel-dir /wheels --constraint requirements/runtime.lock /wheels/vigil_operator-*.whl"
+    assert wheelhouse in commands
 
 
 def test_runtime_installs_only_the_wheel_without_extras(stages: dict[str, Stage]) -> None:
@@ -138,7 +140,8 @@ def test_runtime_user_entrypoint_labels_and_env(stages: dict[str, Stage]) -> Non
 def test_dockerignore_is_an_allow_list() -> None:
     patterns = _dockerignore()
     assert patterns[0] == "*"
-    assert {p[1:] for p in patterns if p.startswith("!")} == {"pyproject.toml", "README.md", "operator/"}
+    assert {p[1:] for p in patterns if p.startswith("!")} == {
+        "pyproject.toml", "README.md", "operator/", "requirements/runtime.lock"}
 
 
 # ---- the build, replayed (slow) -----------------------------------------------------------------
@@ -276,6 +279,19 @@ def test_runtime_venv_has_no_scikit_learn(runtime_venv: RuntimeVenv) -> None:
     for package in ("scikit-learn", "skl2onnx", "onnx", "matplotlib", "pytest", "moto", "kmock", "mypy", "ruff"):
         assert package not in installed, f"{package} leaked into the runtime image"
     assert {"onnxruntime", "kopf", "vigil-operator"} <= installed
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(1200)
+def test_runtime_venv_is_the_runtime_lock(runtime_venv: RuntimeVenv) -> None:
+    """The image must run the versions the tests ran: requirements/runtime.lock, nothing more or less."""
+    freeze = runtime_venv.run("python -m pip freeze", pythonpath=runtime_venv.pip_copy).stdout.lower().splitlines()
+    installed = dict(line.split("==", 1) for line in freeze if "==" in line)
+    installed = {re.sub(r"[-_.]+", "-", name): version for name, version in installed.items()}
+    installed.pop("vigil-operator", None)
+    lock = (ROOT / "requirements" / "runtime.lock").read_text().lower().splitlines()
+    locked = dict(line.split(" ")[0].split("==", 1) for line in lock if line and line[0].isalnum())
+    assert installed == locked
 
 
 @pytest.mark.slow

@@ -165,10 +165,12 @@ def test_exposed_names_understand_the_exposition_format() -> None:
     assert {"a_total", "a_created", "h_bucket", "h_sum", "h_count", "g"} <= exposed_names(text)
 
 
+@pytest.mark.slow
 def test_live_operator_serves_health_endpoints(live_exposition: str) -> None:
     assert "vigil_build_info" in live_exposition
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("source", ["dashboard", "prometheusrule"])
 def test_queried_metrics_are_exported_by_a_running_operator(
     live_exposition: str, chart: helm.Chart, source: str
@@ -184,6 +186,7 @@ def test_queried_metrics_are_exported_by_a_running_operator(
     )
 
 
+@pytest.mark.slow
 def test_every_exported_metric_is_used_somewhere(live_exposition: str, chart: helm.Chart) -> None:
     """Not strictly needed, but an unused metric usually means a panel was forgotten."""
     used = set(referenced(dashboard_queries() + rule_expressions(chart)))

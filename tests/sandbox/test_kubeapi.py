@@ -33,6 +33,9 @@ from kubernetes.client.rest import ApiException
 
 from vigil.sandbox.kubeapi import ApiError, KubeAPIServer
 
+# Every test here starts the emulator (an HTTP server with its watch threads): out of `make test-fast`.
+pytestmark = pytest.mark.slow
+
 T = TypeVar("T")
 GROUP, VERSION, PLURAL = "test.vigil.dev", "v1", "widgets"
 API_VERSION = f"{GROUP}/{VERSION}"

@@ -62,6 +62,7 @@ def ec2_shifted() -> Iterator[tuple[nab.LoadedSeries, nab.TimeShift]]:
 # -- backfill ----------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_backfilled_nab_series_is_stored_exactly(
     ec2_shifted: tuple[nab.LoadedSeries, nab.TimeShift],
 ) -> None:
@@ -124,6 +125,7 @@ def test_timestamps_promtool_would_collapse_are_rejected() -> None:
         Series("m", {}, [1e9 + 5, 1e9], [1.0, 2.0])
 
 
+@pytest.mark.slow
 def test_history_beyond_retention_is_rejected() -> None:
     now = time.time()
     old = Series("m", {}, [now - 3651 * 86400.0, now], [1.0, 2.0])
@@ -136,6 +138,7 @@ def test_history_beyond_retention_is_rejected() -> None:
         server.close()
 
 
+@pytest.mark.slow
 def test_count_check_catches_samples_promtool_drops(monkeypatch: pytest.MonkeyPatch) -> None:
     """Feed promtool an out-of-order sample (it drops it silently): start() must raise."""
     now = float(math.floor(time.time()))
@@ -161,6 +164,7 @@ def test_count_check_catches_samples_promtool_drops(monkeypatch: pytest.MonkeyPa
         server.close()
 
 
+@pytest.mark.slow
 def test_startup_failure_reports_the_log_tail() -> None:
     server = PrometheusServer(extra_args=["--no-such-flag"])
     try:
@@ -174,6 +178,7 @@ def test_startup_failure_reports_the_log_tail() -> None:
 # -- outage ------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_kill_then_restart_keeps_data_and_address() -> None:
     loaded = nab.load_series(DATA / ROGUE_KEY)
     shift = nab.shift_to_end_at(loaded.timestamps, end=float(math.floor(time.time())))
@@ -199,6 +204,7 @@ def test_kill_then_restart_keeps_data_and_address() -> None:
 # -- live replay ---------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_replay_continues_backfill_seamlessly() -> None:
     loaded = nab.load_series(DATA / JUMPSUP_KEY)
     spacing, live_from = 1.0, 300
