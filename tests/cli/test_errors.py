@@ -213,3 +213,31 @@ def test_usage_errors_are_one_line() -> None:
     one_line_error(done, 2, "vigil backtest", "required", "--help")
     done = vigil("nonsense")
     one_line_error(done, 2, "vigil", "invalid choice")
+
+
+def test_every_option_has_help_with_its_default() -> None:
+    """Walk the parser: every option says what it does, and any option with a default says which."""
+    import argparse
+
+    from vigil import cli
+
+    def parsers(parser: argparse.ArgumentParser) -> list[argparse.ArgumentParser]:
+        found = [parser]
+        for action in parser._actions:
+            if isinstance(action, argparse._SubParsersAction):
+                for child in action.choices.values():
+                    found.extend(parsers(child))
+        return found
+
+    problems = []
+    for parser in parsers(cli.parser()):
+        for action in parser._actions:
+            if not action.option_strings or isinstance(action, (argparse._HelpAction, argparse._VersionAction)):
+                continue
+            name = f"{parser.prog} {'/'.join(action.option_strings)}"
+            if not action.help:
+                problems.append(f"{name}: no help")
+            elif action.default is not None and action.default is not argparse.SUPPRESS \
+                    and "default" not in action.help.lower():
+                problems.append(f"{name}: default {action.default!r} not mentioned")
+    assert not problems, problems
