@@ -241,3 +241,26 @@ def test_every_option_has_help_with_its_default() -> None:
                     and "default" not in action.help.lower():
                 problems.append(f"{name}: default {action.default!r} not mentioned")
     assert not problems, problems
+
+
+def test_backtest_progress_moves_through_each_phase(tmp_path: pathlib.Path) -> None:
+    """--progress draws the bar without a terminal: reading, scoring and writing each show, then it is cleared."""
+    import numpy as np
+
+    n = 400_000
+    stamps = np.datetime_as_string(np.datetime64("2020-01-01T00:00:00") + np.arange(n) * np.timedelta64(5, "m"),
+                                   unit="s")
+    values = 50 + 10 * np.sin(np.arange(n) / 100)
+    big = tmp_path / "big.csv"
+    with big.open("w") as handle:
+        handle.write("timestamp,value\n")
+        handle.writelines(f"{t.replace('T', ' ')},{v:.3f}\n" for t, v in zip(stamps.tolist(), values.tolist(),
+                                                                             strict=True))
+    done = vigil("backtest", "--progress", str(big), "-o", str(tmp_path / "o.csv"))
+    assert done.returncode == 0, done.stderr
+    frames = [f for f in done.stderr.splitlines() if "%" in f]  # text mode turns each "\r" into a line break
+    phases = {frame.split()[1] for frame in frames}
+    assert {"reading", "scoring", "writing"} <= phases, phases
+    assert done.stderr.splitlines()[-1] == "\x1b[K" and "Traceback" not in done.stderr  # the bar is cleared
+    quiet = vigil("backtest", str(SERIES), "-o", str(tmp_path / "q.csv"))  # not a terminal, not forced: no bar
+    assert quiet.returncode == 0 and quiet.stderr == ""
