@@ -76,6 +76,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--data", type=Path, default=Path("../shared/data/nab/data"), help="folder of CSV series")
     parser.add_argument("--repeat", type=int, default=3, help="runs per figure; the best is kept")
     parser.add_argument("--models", type=int, default=32, help="sessions held at once for the memory figure")
+    parser.add_argument("--tmp", type=Path, default=None,
+                        help="folder for the scored CSVs, removed afterwards (default: the system's temp folder)")
     parser.add_argument("--write", type=Path, default=None, metavar="MD",
                         help="also write the figures as Markdown (make bench-backtest: docs/bench/backtest.md)")
     args = parser.parse_args(argv)
@@ -140,7 +142,10 @@ def main(argv: Sequence[str] | None = None) -> int:
                 verdict = detection.decide(verdict, state, s if ok else None, rule, t)
 
     results = [backtest.run(g.timestamps, g.values, scorer) for g in grids]
-    out_dir = Path(tempfile.mkdtemp(prefix="vigil-bench-backtest-"))
+    # `make test` runs this: the scored CSVs must not outlive it. Removed below; on an exception,
+    # TemporaryDirectory's finaliser removes it when the object is collected or at exit.
+    scratch = tempfile.TemporaryDirectory(prefix="vigil-bench-backtest-", dir=args.tmp)
+    out_dir = Path(scratch.name)
 
     def write_all() -> None:
         for i, result in enumerate(results):
@@ -165,6 +170,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     ]
     total = best_of(args.repeat, end_to_end)
     per_point = best_of(1, verdicts_per_point)
+    scratch.cleanup()
 
     stage_sum = sum(s for _, s in stages)
     core = next(s for n, s in stages if n == "features") + next(s for n, s in stages if n.startswith("inference"))

@@ -11,6 +11,7 @@ import os
 import pathlib
 import sys
 from collections.abc import Sequence
+from typing import NoReturn
 
 from vigil import __version__
 
@@ -19,7 +20,32 @@ def _env(name: str, default: str | None = None) -> str | None:
     return os.environ.get(name, default)
 
 
-def _add_run(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+class Parser(argparse.ArgumentParser):
+    """argparse with usage errors on one line (``vigil backtest: argument --step: ...``), exit 2.
+
+    argparse's own error prints the whole usage block first; in a terminal or a CI
+    log the one line that says what is wrong is what the user needs, and ``--help``
+    is one flag away. Subparsers inherit this class.
+    """
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: {message} (see {self.prog} --help)\n")
+
+
+def positive_duration(text: str) -> float:
+    """``--step``: a Prometheus duration above zero (``0s`` would be an infinite grid, so it is refused)."""
+    from vigil.domain import durations
+
+    try:
+        seconds = durations.parse(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+    if seconds <= 0:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a step: it must be more than 0s")
+    return seconds
+
+
+def _add_run(sub: argparse._SubParsersAction[Parser]) -> None:
     p = sub.add_parser("run", help="run the operator", description="Run the Vigil operator. Credentials: "
                        "in-cluster service account, else KUBECONFIG (or --kubeconfig).")
     scope = p.add_mutually_exclusive_group()
@@ -30,7 +56,11 @@ def _add_run(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument("--prometheus-url", default=_env("VIGIL_PROMETHEUS_URL"),
                    help="default Prometheus URL for detectors without spec.prometheus.url "
                         "[env VIGIL_PROMETHEUS_URL]")
-    p.add_argument("--kubeconfig", default=None, help="kubeconfig file (sets KUBECONFIG)")
+    p.add_argument("--kubeconfig", default=None,
+                   help="kubeconfig file (sets KUBECONFIG); default: in-cluster, else KUBECONFIG, else ~/.kube/config")
+    p.add_argument("--startup-timeout", type=float, default=5.0,
+                   help="seconds to keep trying the API server at start-up before giving up with exit 1 "
+                        "(default 5)")
     p.add_argument("--log-format", choices=["plain", "full", "json"], default=_env("VIGIL_LOG_FORMAT", "full"),
                    help="log format [env VIGIL_LOG_FORMAT, default full]")
     p.add_argument("--log-level", choices=["debug", "info", "warning", "error"],
@@ -49,7 +79,8 @@ def _add_run(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
                    help="seconds between status writes when only scores changed (default 300)")
     p.add_argument("--model-refresh", type=float, default=60.0,
                    help="seconds between re-reads of model ConfigMaps (default 60)")
-    p.add_argument("--batch-limit", type=int, default=1000, help="most detectors per evaluation batch")
+    p.add_argument("--batch-limit", type=int, default=1000,
+                   help="most detectors per evaluation batch (default 1000)")
     p.add_argument("--leader-election", action=argparse.BooleanOptionalAction,
                    default=(_env("VIGIL_LEADER_ELECTION", "true") or "true").lower() != "false",
                    help="hold a Lease so only one replica evaluates and acts (default on) [env VIGIL_LEADER_ELECTION]")
@@ -71,22 +102,25 @@ def _add_run(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
                         "of --identity (POD_NAME) modulo --shards [env VIGIL_SHARD_INDEX, default auto]")
     p.add_argument("--selector", default=_env("VIGIL_SELECTOR", ""),
                    help="only handle AnomalyDetectors and RemediationPolicies whose labels match this label "
-                        "selector (kubectl -l syntax); actions follow their policy [env VIGIL_SELECTOR]")
+                        "selector (kubectl -l syntax); actions follow their policy; default: all "
+                        "[env VIGIL_SELECTOR]")
     p.add_argument("--aws-endpoint-url", default=_env("VIGIL_AWS_ENDPOINT_URL"),
-                   help="send AWS calls to this endpoint (moto, LocalStack) [env VIGIL_AWS_ENDPOINT_URL]")
+                   help="send AWS calls to this endpoint (moto, LocalStack); default: AWS "
+                        "[env VIGIL_AWS_ENDPOINT_URL]")
     p.add_argument("--aws-max-attempts", type=int, default=3,
                    help="boto3 standard-retry attempts per AWS call (default 3)")
     p.add_argument("--alertmanager-token-file", default=_env("VIGIL_ALERTMANAGER_TOKEN_FILE"),
                    help="file with the bearer token POST /alertmanager requires (mount it from a Secret); "
-                        "unset: no auth [env VIGIL_ALERTMANAGER_TOKEN_FILE]")
+                        "default: none, no auth [env VIGIL_ALERTMANAGER_TOKEN_FILE]")
 
 
-def _add_crds(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+def _add_crds(sub: argparse._SubParsersAction[Parser]) -> None:
     p = sub.add_parser("crds", help="print or write the CustomResourceDefinitions")
-    p.add_argument("-o", "--output", type=pathlib.Path, help="write one file per CRD into this folder")
+    p.add_argument("-o", "--output", type=pathlib.Path,
+                   help="write one file per CRD into this folder (default: print them to stdout)")
 
 
-def _add_backtest(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+def _add_backtest(sub: argparse._SubParsersAction[Parser]) -> None:
     p = sub.add_parser("backtest", help="score CSV series offline, exactly as the operator would live",
                        description="Score timestamp,value CSV files causally with the operator's own feature "
                                    "and decision code.")
@@ -95,19 +129,28 @@ def _add_backtest(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     p.add_argument("--threshold", type=float, help="score threshold (default: the model's recommended one)")
     p.add_argument("--for", dest="for_points", type=int, default=0,
                    help="points a series must stay above the threshold before it is anomalous (default 0)")
-    p.add_argument("--missing-data", choices=["ignore", "alert"], default="ignore")
-    p.add_argument("--step", help="grid step (e.g. 5m); default: the median spacing of each file")
+    p.add_argument("--missing-data", choices=["ignore", "alert"], default="ignore",
+                   help="missing data (gaps) as in the CRD: ignore keeps the verdict, alert makes the series "
+                        "anomalous (default: ignore)")
+    p.add_argument("--step", type=positive_duration,
+                   help="grid step, more than 0s (e.g. 5m); default: the median spacing of each file")
     p.add_argument("--duplicates", choices=["error", "last", "first", "mean"], default="error",
                    help="what to do with repeated timestamps (default: error)")
     p.add_argument("--unordered", choices=["error", "sort"], default="error",
                    help="what to do when timestamps go backwards (default: error)")
     p.add_argument("-o", "--output", type=pathlib.Path, required=True,
-                   help="output CSV (one input) or folder (several inputs)")
-    p.add_argument("--plot", type=pathlib.Path, help="PNG of series, scores and detections (needs [plot] extra)")
-    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+                   help="output CSV (one input) or folder (several inputs); never an input file, nor a folder "
+                        "holding one")
+    p.add_argument("--plot", type=pathlib.Path,
+                   help="PNG of series, scores and detections (needs [plot] extra); default: none")
+    progress = p.add_mutually_exclusive_group()
+    progress.add_argument("--progress", action="store_true",
+                          help="draw the progress bar even when stderr is not a terminal (default: only on a terminal)")
+    progress.add_argument("--no-progress", action="store_true",
+                          help="no progress bar (default: a bar on stderr when it is a terminal)")
 
 
-def _add_decisions(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+def _add_decisions(sub: argparse._SubParsersAction[Parser]) -> None:
     for verb, text in (("approve", "approve a RemediationAction waiting for approval"),
                        ("reject", "reject a RemediationAction waiting for approval")):
         p = sub.add_parser(verb, help=text, description=f"{text.capitalize()}. Records who (--by, else the "
@@ -119,7 +162,9 @@ def _add_decisions(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> 
 
 
 def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="vigil", description="Vigil: AIOps auto-remediation operator.")
+    p = Parser(prog="vigil", description="Vigil: AIOps auto-remediation operator.")
+    p.add_argument("--version", action="version", version=f"vigil {__version__}",
+                   help="print the version and exit (vigil version also describes the built-in model)")
     sub = p.add_subparsers(dest="command", required=True)
     _add_run(sub)
     _add_crds(sub)
@@ -151,11 +196,8 @@ def _run(args: argparse.Namespace) -> int:
     import logging
     import socket
 
-    import kopf
-
+    from vigil.adapters import kubeaccess
     from vigil.domain import sharding
-    from vigil.handlers import build_registry
-    from vigil.settings import OperatorConfig
 
     identity = args.identity or socket.gethostname()
     try:
@@ -164,6 +206,19 @@ def _run(args: argparse.Namespace) -> int:
     except ValueError as exc:
         print(f"vigil run: {exc}", file=sys.stderr)
         return 2
+    # Before kopf: it would retry a missing or unreachable API server forever, logging each attempt.
+    try:
+        access = kubeaccess.load(args.kubeconfig)
+        kubeaccess.check_operator_api(access, args.startup_timeout)
+    except kubeaccess.AccessError as exc:
+        print(f"vigil run: {exc}", file=sys.stderr)
+        return 2 if exc.usage else 1
+
+    import kopf
+
+    from vigil.adapters import outagelog
+    from vigil.handlers import build_registry
+    from vigil.settings import OperatorConfig
     namespaces = tuple(args.namespace) or tuple(
         n.strip() for n in (_env("VIGIL_NAMESPACES") or "").split(",") if n.strip()
     )
@@ -206,6 +261,8 @@ def _run(args: argparse.Namespace) -> int:
         # kopf logs "Handler ... succeeded" for every watch event, i.e. for every status write: at
         # thousands of detectors that drowns everything else. Failures still log at WARNING.
         logging.getLogger("kopf.objects").setLevel(logging.WARNING)
+    # An API outage later on: one line when it starts, one when it ends, not one per retry.
+    outagelog.install(access.server, lambda: kubeaccess.answers(access))
     registry = build_registry(config)
     asyncio.run(kopf.operator(
         registry=registry,
@@ -236,7 +293,7 @@ def _version(args: argparse.Namespace) -> int:
         data = inference.builtin_bytes()
         scorer = inference.Scorer(data)
         print(f"built-in model: {scorer.info.name} sha256:{scorer.info.sha256} "
-              f"input {scorer.info.input_signature} features v{scorer.info.feature_version}")
+              f"input {scorer.info.input_signature} features {scorer.info.feature_version}")
     except Exception as exc:
         print(f"built-in model: unavailable ({exc})")
         return 1

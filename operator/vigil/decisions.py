@@ -28,40 +28,46 @@ def _whoami(kubernetes_config: object, kubeconfig: str | None) -> str:
 
 
 def main(args: argparse.Namespace) -> int:
+    """Exit 0 when decided; 1 when the action is missing or not waiting, or the API server fails; 2 for a
+    --kubeconfig that does not exist. Every failure is one line on stderr, never a traceback."""
     import kubernetes
 
+    from vigil.adapters import kubeaccess
+
+    prog = f"vigil {args.command}"
     try:
-        kubernetes.config.load_kube_config(config_file=args.kubeconfig)
-    except Exception:
-        try:
-            kubernetes.config.load_incluster_config()
-        except Exception as exc:
-            print(f"vigil {args.command}: cannot load a kubeconfig: {exc}", file=sys.stderr)
-            return 2
-    namespace = args.namespace
-    if namespace is None:
-        try:
-            _, active = kubernetes.config.list_kube_config_contexts(config_file=args.kubeconfig)
-            namespace = active["context"].get("namespace") or "default"
-        except Exception:
-            namespace = "default"
-    api: Any = kubernetes.client.CustomObjectsApi()
+        access = kubeaccess.load(args.kubeconfig, in_cluster_first=False)
+    except kubeaccess.AccessError as exc:
+        print(f"{prog}: {exc}", file=sys.stderr)
+        return 2 if exc.usage else 1
+    namespace = args.namespace or access.namespace
+    client = kubernetes.client.ApiClient(access.configuration)
+    api: Any = kubernetes.client.CustomObjectsApi(client)
+    timeout = 10.0
     try:
-        current: dict[str, Any] = api.get_namespaced_custom_object(GROUP, VERSION, namespace, action.PLURAL, args.name)
-    except kubernetes.client.ApiException as exc:
-        if exc.status == 404:
-            print(f"vigil {args.command}: RemediationAction {namespace}/{args.name} not found", file=sys.stderr)
+        try:
+            current: dict[str, Any] = api.get_namespaced_custom_object(
+                GROUP, VERSION, namespace, action.PLURAL, args.name, _request_timeout=timeout)
+        except kubernetes.client.ApiException as exc:
+            if exc.status == 404:
+                print(f"{prog}: RemediationAction {namespace}/{args.name} not found", file=sys.stderr)
+                return 1
+            raise
+        phase = (current.get("status") or {}).get("phase")
+        if phase != action.ActionPhase.PENDING_APPROVAL.value:
+            print(f"{prog}: {namespace}/{args.name} is {phase or 'not initialised yet'}, "
+                  "not PendingApproval; nothing to decide", file=sys.stderr)
             return 1
-        raise
-    phase = (current.get("status") or {}).get("phase")
-    if phase != action.ActionPhase.PENDING_APPROVAL.value:
-        print(f"vigil {args.command}: {namespace}/{args.name} is {phase or 'not initialised yet'}, "
-              "not PendingApproval; nothing to decide", file=sys.stderr)
+        annotation = action.APPROVE_ANNOTATION if args.command == "approve" else action.REJECT_ANNOTATION
+        who = args.by or _whoami(kubernetes.config, args.kubeconfig)
+        patch = {"metadata": {"annotations": {
+            annotation: "true", action.ACTOR_ANNOTATION: who, "vigil.dev/decided-via": "cli"}}}
+        api.patch_namespaced_custom_object(GROUP, VERSION, namespace, action.PLURAL, args.name, patch,
+                                           _request_timeout=timeout)
+    except Exception as exc:  # ApiException, urllib3 connection errors: one line, not a traceback
+        print(f"{prog}: {kubeaccess.describe(exc, access.server)}", file=sys.stderr)
         return 1
-    annotation = action.APPROVE_ANNOTATION if args.command == "approve" else action.REJECT_ANNOTATION
-    who = args.by or _whoami(kubernetes.config, args.kubeconfig)
-    patch = {"metadata": {"annotations": {
-        annotation: "true", action.ACTOR_ANNOTATION: who, "vigil.dev/decided-via": "cli"}}}
-    api.patch_namespaced_custom_object(GROUP, VERSION, namespace, action.PLURAL, args.name, patch)
+    finally:
+        client.close()
     print(f"remediationaction.{GROUP}/{args.name} {args.command}d by {who}")
     return 0

@@ -59,3 +59,14 @@ def test_a_changed_future_changes_nothing_before_it(scorer: inference.Scorer) ->
     changed = backtest.run(grid.timestamps, wild, scorer)
     np.testing.assert_array_equal(changed.scores[:at], full.scores[:at])
     assert not np.array_equal(changed.scores[at:], full.scores[at:])  # the future did change
+
+
+def test_chunked_scoring_equals_whole_series(scorer: inference.Scorer) -> None:
+    """``backtest.run`` featurises in chunks (with WINDOW-1 points of context) to bound memory: same bits."""
+    for path in SERIES:
+        series = csvseries.read(path, duplicates="last", unordered="sort")
+        grid = resample.to_grid(series.timestamps, series.values, resample.median_step(series.timestamps))
+        whole = backtest.run(grid.timestamps, grid.values, scorer, points_per_chunk=len(grid.values) + 1)
+        chunked = backtest.run(grid.timestamps, grid.values, scorer, points_per_chunk=700)
+        assert np.array_equal(whole.scores, chunked.scores, equal_nan=True)
+        assert whole.states == chunked.states
