@@ -47,6 +47,7 @@ __all__ = [
     "PrometheusError",
     "PrometheusServer",
     "Series",
+    "pdeathsig_preexec",
     "render_openmetrics",
     "selector",
     "validate_label_name",
@@ -270,7 +271,7 @@ def _free_port() -> int:
         return port
 
 
-def _make_pdeathsig_preexec() -> Any:
+def pdeathsig_preexec() -> Any:
     """A ``preexec_fn`` asking Linux to SIGKILL the child if we die.
 
     ``atexit`` does not run when the test runner itself is SIGKILLed; this
@@ -626,7 +627,7 @@ class PrometheusServer:
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 cwd=self._tmp,
-                preexec_fn=_make_pdeathsig_preexec(),
+                preexec_fn=pdeathsig_preexec(),
             )
 
     def _wait_ready(self) -> None:
