@@ -27,7 +27,7 @@ test: bootstrap
 	$(PY) -m pytest
 
 demo: bootstrap
-	$(PY) -m vigil.sandbox.demo
+	$(PY) -m vigil.sandbox.demo $(ARGS)
 
 lint: bootstrap
 	$(VENV)/bin/ruff check .
