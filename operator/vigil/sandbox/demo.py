@@ -350,11 +350,11 @@ def plot(sandbox: Sandbox, timeline: Timeline, path: pathlib.Path, threshold: fl
 
     xs = [when(s.position) for s in samples]
     ax_score.plot(xs, [s.score if s.score is not None else float("nan") for s in samples], color="tab:orange",
-                  linewidth=1.2, label="detector score (max over series)")
+                  linewidth=1.2, label="detector score (operator /metrics, as polled)")
     if threshold is not None:
         ax_score.axhline(threshold, color="tab:red", linestyle="--", linewidth=0.9, label=f"threshold {threshold:g}")
     ax_score.fill_between(xs, 0, 1.02, where=[s.anomalous for s in samples], color="tab:red", alpha=0.25,
-                          step="post", label="detector verdict: anomalous")
+                          step="post", label="detector verdict: anomalous (status, as polled)")
     ax_score.set_ylim(0, 1.02)
     ax_score.set_ylabel("anomaly score (0-1)")
     ax_score.legend(loc="upper left", fontsize=8, framealpha=0.9)
