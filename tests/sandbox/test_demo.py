@@ -3,46 +3,157 @@
 from __future__ import annotations
 
 import json
+import os
 import pathlib
+import signal
 import subprocess
 import sys
+import time
 
 import pytest
 import yaml
 
 
 @pytest.mark.slow
-def test_demo_runs_the_full_loop(tmp_path: pathlib.Path) -> None:
+def test_demo_shows_what_the_readme_promises(tmp_path: pathlib.Path) -> None:
     out = tmp_path / "demo-out"
     done = subprocess.run([sys.executable, "-m", "vigil.sandbox.demo", "--out", str(out), "--plain"],
-                          capture_output=True, text=True, timeout=420)
+                          capture_output=True, text=True, timeout=480)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     text = done.stdout
-    assert "inside the labelled incident window" in text
-    assert "Succeeded - SetDesiredCapacity done: desiredCapacity 2 → 4" in text
-    assert "approved by demo (auto-approved) via cli" in text
-    assert "running `vigil approve" in text  # the approval is shown, not hidden
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["problems"] == []
 
-    png = out / "demo.png"
-    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 30_000
+    # The live replay starts well before NAB's labelled window, so a detection before it would show.
+    labelled, replay = summary["labelled"], summary["replay"]
+    assert replay["live_from"] <= labelled["window_start"] - 30
+    detection = summary["detection"]
+    assert detection is not None, text[-3000:]
+    assert labelled["window_start"] <= detection["index"] <= labelled["window_end"]
+    assert detection["points_after_labelled_anomaly"] == detection["index"] - labelled["anomaly"]
+    assert f"detected at NAB point {detection['index']}" in text
+    assert "NAB's labelled anomaly point" in text and "inside the labelled window" in text
+
+    # Approval, shown, then 2 -> 4: in the action's status and in moto's own state.
+    assert "running `vigil approve" in text
+    assert "approved by demo (auto-approved) via cli" in text
+    assert "Succeeded - SetDesiredCapacity done: desiredCapacity 2 → 4" in text
+    assert summary["asg_desired"] == {"start": 2, "end": 4}
+
+    # The first incident closed; a second one, inside the cooldown, was recorded as skipped.
     actions = list(yaml.safe_load_all((out / "actions.yaml").read_text()))
-    done_actions = [a for a in actions if a["status"]["phase"] == "Succeeded"]
-    assert len(done_actions) == 1  # one scale-out; later flares of the same incident are guarded
-    assert done_actions[0]["status"]["decision"]["via"] == "cli"
-    assert all(a["status"]["phase"] in ("Succeeded", "Skipped") for a in actions)
+    succeeded = [a for a in actions if a["status"]["phase"] == "Succeeded"]
+    skipped = [a for a in actions if a["status"]["phase"] == "Skipped"]
+    assert len(succeeded) == 1 and succeeded[0]["status"]["decision"]["via"] == "cli"
+    assert succeeded[0]["status"]["after"]["desiredCapacity"] == 4
+    assert skipped and all(a["status"]["skipReason"] == "CooldownActive" for a in skipped)
+    assert {a["spec"]["incident"] for a in skipped}.isdisjoint({succeeded[0]["spec"]["incident"]})
+    assert all(a["metadata"]["creationTimestamp"] >= succeeded[0]["metadata"]["creationTimestamp"] for a in skipped)
+    assert {a["status"]["phase"] for a in actions} == {"Succeeded", "Skipped"}
+    assert "CooldownActive" in summary["action_allowed_reasons"]
+    assert "Skipped (CooldownActive)" in text
 
     notifications = json.loads((out / "notifications.json").read_text())
     by_path: dict[str, list[dict[str, object]]] = {}
     for item in notifications:
         by_path.setdefault(item["path"], []).append(item["body"])
+    assert set(by_path) == {"/slack", "/discord", "/webhook"}
     slack = by_path["/slack"][0]
     assert slack["blocks"][0]["type"] == "header" and "Approval requested" in slack["blocks"][0]["text"]["text"]
     assert "vigil.dev/approve=true" in json.dumps(slack)
     discord = by_path["/discord"][0]
     assert discord["embeds"][0]["title"] and isinstance(discord["embeds"][0]["color"], int)
     webhook_kinds = [body["kind"] for body in by_path["/webhook"]]
-    assert webhook_kinds[:2] == ["ApprovalRequested", "ActionExecuted"]
+    assert webhook_kinds == ["ApprovalRequested", "ActionExecuted", "ActionSkipped"]
     assert by_path["/webhook"][1]["action"]["after"] == {"desiredCapacity": 4, "inService": 4}
+
+    png = out / "demo.png"
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 30_000
+    assert (out / "manifests.yaml").is_file()
     # The webhook URLs live in a Secret; they never reach the operator's log.
     log = (out / "operator.log").read_text()
     assert "/slack" not in log and "/webhook" not in log and "Traceback" not in log
+
+
+def test_help_is_plain_text() -> None:
+    done = subprocess.run([sys.executable, "-m", "vigil.sandbox.demo", "--help"], capture_output=True, text=True,
+                          timeout=60)
+    assert done.returncode == 0
+    assert "--seconds-per-point" in done.stdout and "--plain" in done.stdout
+    for markup in ("``", ":mod:", ":func:", ":class:", ":meth:"):
+        assert markup not in done.stdout
+
+
+def _cmdline(pid: int) -> str:
+    try:
+        return pathlib.Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+    except OSError:
+        return ""
+
+
+def _alive(pid: int) -> bool:
+    """Running, not a zombie waiting to be reaped."""
+    try:
+        stat = pathlib.Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat.rsplit(")", 1)[1].split()[0] != "Z"
+
+
+def _descendants(root: int) -> dict[int, str]:
+    children: dict[int, list[int]] = {}
+    for entry in pathlib.Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                ppid = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+            except (OSError, IndexError, ValueError):
+                continue
+            children.setdefault(ppid, []).append(int(entry.name))
+    found: dict[int, str] = {}
+    todo = [root]
+    while todo:
+        for child in children.get(todo.pop(), []):
+            found[child] = _cmdline(child)
+            todo.append(child)
+    return found
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT, signal.SIGHUP], ids=lambda s: s.name)
+def test_a_stopped_demo_leaves_nothing_behind(tmp_path: pathlib.Path, signum: signal.Signals) -> None:
+    out = tmp_path / "demo-out"
+    proc = subprocess.Popen([sys.executable, "-m", "vigil.sandbox.demo", "--out", str(out), "--plain"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        # Wait until `vigil run` is up: the demo is then as far as it gets before the replay.
+        deadline = time.monotonic() + 120
+        children: dict[int, str] = {}
+        while time.monotonic() < deadline and proc.poll() is None:
+            children = _descendants(proc.pid)
+            if any(" vigil run " in cmd and str(out) in cmd for cmd in children.values()) and any(
+                    "prometheus" in cmd and "--storage.tsdb.path=" in cmd for cmd in children.values()):
+                break
+            time.sleep(0.2)
+        else:
+            pytest.fail(f"vigil run never started (demo exit code {proc.poll()})")
+        data_dirs = [pathlib.Path(arg.split("=", 1)[1]).parent for cmd in children.values() for arg in cmd.split()
+                     if arg.startswith("--storage.tsdb.path=")]
+        assert data_dirs and all(d.name.startswith("vigil-prometheus-") and d.is_dir() for d in data_dirs)
+
+        os.kill(proc.pid, signum)
+        stdout, stderr = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+    assert proc.returncode == 128 + signum, stdout[-2000:] + stderr[-2000:]
+    assert f"demo interrupted ({signum.name})" in stderr
+    assert "Traceback" not in stderr + stdout and "KeyboardInterrupt" not in stderr
+    # Every process it started is gone (they may take a moment to be reaped by init), and so are its files.
+    until = time.monotonic() + 20
+    while time.monotonic() < until and any(_alive(pid) and _cmdline(pid) == cmd for pid, cmd in children.items()):
+        time.sleep(0.2)
+    assert not [cmd for pid, cmd in children.items() if _alive(pid) and _cmdline(pid) == cmd]
+    assert not [d for d in data_dirs if d.exists()]
+    assert "Traceback" not in (out / "operator.log").read_text()
+

@@ -48,6 +48,7 @@ __all__ = [
     "PrometheusError",
     "PrometheusServer",
     "Series",
+    "pdeathsig_preexec",
     "render_openmetrics",
     "selector",
     "validate_label_name",
@@ -262,7 +263,7 @@ def _block_duration_hours(span_s: float) -> int:
     return hours
 
 
-def _make_pdeathsig_preexec() -> Any:
+def pdeathsig_preexec() -> Any:
     """A ``preexec_fn`` asking Linux to SIGKILL the child if we die.
 
     ``atexit`` does not run when the test runner itself is SIGKILLed; this
@@ -618,7 +619,7 @@ class PrometheusServer:
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 cwd=self._tmp,
-                preexec_fn=_make_pdeathsig_preexec(),
+                preexec_fn=pdeathsig_preexec(),
             )
 
     def _wait_ready(self) -> None:

@@ -33,7 +33,7 @@ from vigil.api import crdgen
 from vigil.sandbox import chat, moto, nab
 from vigil.sandbox.kubeapi import KubeAPIServer
 from vigil.sandbox.ports import free_port
-from vigil.sandbox.prometheus import PrometheusServer
+from vigil.sandbox.prometheus import PrometheusServer, pdeathsig_preexec
 from vigil.sandbox.replay import ReplayExporter, seamless_start_time, split_for_replay
 
 METRIC = "aws_ec2_cpuutilization_average"
@@ -45,9 +45,14 @@ SERIES_FILE = "ec2_cpu_utilization_fe7f93.csv"
 class Replay:
     """Which stretch of the packaged series is replayed, in original point indices."""
 
-    first: int = 580  # first backfilled point (the model scores from 48 points; its long window sees these)
-    live_from: int = 720  # first point served live: 40 points before the incident starts
-    last: int = 805  # one past the last point served live: after the CPU spike has passed
+    #: First backfilled point: the model's warm-up history (it scores from 48 points, and its long
+    #: window compares the present with all of these).
+    first: int = 580
+    #: First point served live: 38 points (3 h 10 min of series time) before NAB's labelled window
+    #: opens at point 698, so a detection before the window would show (and fail the test).
+    live_from: int = 660
+    #: One past the last point served live: the CPU surge (points 760-787) has passed.
+    last: int = 790
 
     @property
     def live_points(self) -> int:
@@ -97,6 +102,7 @@ class Sandbox:
         self.kubeconfig = out / "kubeconfig"
         self.operator_log = out / "operator.log"
         self.values: np.ndarray[Any, np.dtype[np.float64]] = np.empty(0)
+        self.timestamps: np.ndarray[Any, np.dtype[np.float64]] = np.empty(0)  # NAB's, epoch seconds
         self.incident: Incident | None = None
         self.start_time = 0.0
 
@@ -112,7 +118,7 @@ class Sandbox:
         self.estate = moto.build(self.moto, desired=2, min_size=2, max_size=6)
         self.chat = chat.ChatCapture().start()
 
-        _, values, self.incident = packaged_series()
+        self.timestamps, values, self.incident = packaged_series()
         self.values = values
         r = self.replay
         self.start_time = seamless_start_time(self.spacing)
@@ -139,8 +145,13 @@ class Sandbox:
                    "--prometheus-url", self.prometheus.url, "--aws-endpoint-url", self.moto.url,
                    "--http-host", "127.0.0.1", "--http-port", str(self.http_port), "--no-leader-election",
                    "--log-format", "full", *self.operator_args]
+        # Its own process group: a Ctrl-C in the terminal reaches the demo, which stops the operator
+        # with SIGTERM (a clean shutdown) instead of both racing. PR_SET_PDEATHSIG kills it should the
+        # demo itself be SIGKILLed, which leaves no chance to clean up.
         with self.operator_log.open("wb") as log:
-            self.operator = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env)
+            self.operator = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env,
+                                             stdin=subprocess.DEVNULL, process_group=0,
+                                             preexec_fn=pdeathsig_preexec())
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
             if self.operator.poll() is not None:
@@ -155,6 +166,7 @@ class Sandbox:
         raise RuntimeError(f"vigil run did not become ready within 60s; see {self.operator_log}")
 
     def stop(self) -> None:
+        """Stop every peer and remove Prometheus' temporary directory. Idempotent."""
         if self.operator is not None and self.operator.poll() is None:
             self.operator.send_signal(signal.SIGTERM)
             try:
@@ -162,10 +174,14 @@ class Sandbox:
             except subprocess.TimeoutExpired:
                 self.operator.kill()
                 self.operator.wait()
-        for closer in (self.exporter, self.prometheus, self.chat, self.moto, self.kube):
+        closers: list[Any] = [self.exporter.stop if self.exporter else None,
+                              self.prometheus.close if self.prometheus else None,  # close: stop + rm its dir
+                              self.chat.stop if self.chat else None, self.moto.stop if self.moto else None,
+                              self.kube.stop if self.kube else None]
+        for closer in closers:
             if closer is not None:
                 try:
-                    closer.stop()
+                    closer()
                 except Exception:  # best effort: keep stopping the others
                     pass
 
@@ -199,6 +215,10 @@ class Sandbox:
         """The original index of the point being served live at ``now`` (clamped to the replay)."""
         assert self.exporter is not None
         return self.replay.live_from + self.exporter.index_at(time.time() if now is None else now)
+
+    def series_time(self, index: float) -> float:
+        """NAB's timestamp (epoch seconds) of original point ``index``; fractions interpolate."""
+        return float(np.interp(index, np.arange(self.timestamps.size), self.timestamps))
 
     def wall_time(self, index: int) -> float:
         """When original point ``index`` is (or was) the newest point."""
