@@ -292,3 +292,14 @@ def test_an_unsafe_configmap_model_becomes_ready_false_with_its_reason(secret_di
         asyncio.run(resolver.resolve("default", source, 0.0))
     assert error.value.reason.value == "ModelUnsafe"
     assert os.getcwd() == str(secret_dir)
+
+
+def test_detectors_sharing_a_new_model_wait_for_one_trial() -> None:
+    """Item 5: a model shared by many detectors costs one trial process, not one per detector."""
+    import concurrent.futures
+
+    cache = inference.ModelCache()
+    data = inference.builtin_bytes()
+    with concurrent.futures.ThreadPoolExecutor(4) as pool:
+        scorers = list(pool.map(lambda _: cache.get(data), range(8)))
+    assert cache.loads == 1 and all(s is scorers[0] for s in scorers)

@@ -214,6 +214,7 @@ class ModelCache:
         self._capacity = capacity
         self.limits = limits or Limits()
         self._trusted: set[str] = set()
+        self._loading: dict[str, threading.Lock] = {}
         self._entries: collections.OrderedDict[str, Scorer | ModelError] = collections.OrderedDict()
         self._digests: dict[int, tuple[bytes, str]] = {}
         self._lock = threading.Lock()
@@ -265,21 +266,34 @@ class ModelCache:
             entry = self._entries.get(sha)
             if entry is not None:
                 self._entries.move_to_end(sha)
-        if entry is None:
-            self.loads += 1
-            try:
-                # Cheap static checks first; then the trial in a limited child process; only a model
-                # that passed both is loaded into this process.
-                check(data, self.limits)
-                if self.limits.trial and sha not in self._trusted:
-                    trial(data, self.limits)
-                entry = Scorer(data, self.limits)
-            except ModelError as exc:
-                entry = exc
+            loading = self._loading.setdefault(sha, threading.Lock()) if entry is None else None
+        if loading is not None:
+            with loading:  # detectors sharing a new model wait for one trial, not one each
+                with self._lock:
+                    entry = self._entries.get(sha)
+                if entry is None:
+                    entry = self._load(data, sha)
             with self._lock:
-                self._entries[sha] = entry
-                while len(self._entries) > self._capacity:
-                    self._entries.popitem(last=False)
+                self._loading.pop(sha, None)
+        assert entry is not None
         if isinstance(entry, ModelError):
             raise entry
+        return entry
+
+    def _load(self, data: bytes, sha: str) -> Scorer | ModelError:
+        self.loads += 1
+        entry: Scorer | ModelError
+        try:
+            # Cheap static checks first; then the trial in a limited child process; only a model
+            # that passed both is loaded into this process.
+            check(data, self.limits)
+            if self.limits.trial and sha not in self._trusted:
+                trial(data, self.limits)
+            entry = Scorer(data, self.limits)
+        except ModelError as exc:
+            entry = exc
+        with self._lock:
+            self._entries[sha] = entry
+            while len(self._entries) > self._capacity:
+                self._entries.popitem(last=False)
         return entry
