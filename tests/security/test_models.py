@@ -22,7 +22,11 @@ from onnx import TensorProto, helper
 
 from vigil import cli
 from vigil.adapters import inference, model_guard
-from vigil.engine import models
+from vigil.api.v1alpha1.detector import AnomalyDetectorSpec, AnomalyDetectorStatus
+from vigil.domain import status
+from vigil.domain.status import Outcome
+from vigil.engine import evaluation, models
+from vigil.engine.registry import DetectorEntry
 
 K = 3  # the built-in model's feature count; the test models reuse its metadata
 
@@ -292,6 +296,17 @@ def test_an_unsafe_configmap_model_becomes_ready_false_with_its_reason(secret_di
         asyncio.run(resolver.resolve("default", source, 0.0))
     assert error.value.reason.value == "ModelUnsafe"
     assert os.getcwd() == str(secret_dir)
+
+    spec = AnomalyDetectorSpec.model_validate({
+        "query": "up", "prometheus": {"url": "http://prometheus:9090"},
+        "model": {"configMapRef": {"name": "m", "key": "model.onnx"}},
+    })
+    entry = DetectorEntry("default", "d", "uid", 1, spec, None, AnomalyDetectorStatus(), AnomalyDetectorStatus())
+    outcome = asyncio.run(evaluation._plan(entry, 0.0, evaluation.EngineSettings(None), resolver))
+    assert isinstance(outcome, Outcome)
+    ready = next(c for c in status.compose(AnomalyDetectorStatus(), outcome, 10).conditions if c.type == "Ready")
+    print(f"\nReady={ready.status} reason={ready.reason}: {ready.message}")
+    assert (ready.status, ready.reason) == ("False", "ModelUnsafe") and "external data" in ready.message
 
 
 def test_detectors_sharing_a_new_model_wait_for_one_trial() -> None:
