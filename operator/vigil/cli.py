@@ -49,8 +49,8 @@ def _add_run(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
                    help="seconds between status writes when only scores changed (default 300)")
     p.add_argument("--model-refresh", type=float, default=60.0,
                    help="seconds between re-reads of model ConfigMaps (default 60)")
-    p.add_argument("--max-model-bytes", type=int, default=1 << 20,
-                   help="largest custom model accepted, in bytes (default 1 MiB)")
+    p.add_argument("--max-model-bytes", type=int, default=int(_env("VIGIL_MAX_MODEL_BYTES", "1048576") or 1 << 20),
+                   help="largest custom model accepted, in bytes [env VIGIL_MAX_MODEL_BYTES] (default 1 MiB)")
     p.add_argument("--batch-limit", type=int, default=1000, help="most detectors per evaluation batch")
     p.add_argument("--leader-election", action=argparse.BooleanOptionalAction,
                    default=(_env("VIGIL_LEADER_ELECTION", "true") or "true").lower() != "false",

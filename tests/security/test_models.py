@@ -144,7 +144,7 @@ def test_unknown_operator_domains_are_refused() -> None:
     inference.check(inference.builtin_bytes())  # ai.onnx.ml (the built-in model's trees) is fine
 
 
-def test_models_over_the_size_limit_are_refused_and_the_limit_is_a_flag() -> None:
+def test_models_over_the_size_limit_are_refused_and_the_limit_is_a_flag(monkeypatch: pytest.MonkeyPatch) -> None:
     """Item 2: a serialized model over --max-model-bytes (default 1 MiB) is refused."""
     data = inference.builtin_bytes()
     with pytest.raises(inference.ModelError) as error:
@@ -155,6 +155,8 @@ def test_models_over_the_size_limit_are_refused_and_the_limit_is_a_flag() -> Non
     args = cli.parser().parse_args(["run", "--max-model-bytes", "4096"])
     assert args.max_model_bytes == 4096
     assert cli.parser().parse_args(["run"]).max_model_bytes == 1 << 20
+    monkeypatch.setenv("VIGIL_MAX_MODEL_BYTES", "2048")  # what the chart's maxModelBytes sets
+    assert cli.parser().parse_args(["run"]).max_model_bytes == 2048
 
 
 def test_the_protobuf_walker_never_crashes_on_random_or_truncated_bytes() -> None:
