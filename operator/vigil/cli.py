@@ -79,6 +79,8 @@ def _add_run(sub: argparse._SubParsersAction[Parser]) -> None:
                    help="seconds between status writes when only scores changed (default 300)")
     p.add_argument("--model-refresh", type=float, default=60.0,
                    help="seconds between re-reads of model ConfigMaps (default 60)")
+    p.add_argument("--max-model-bytes", type=int, default=int(_env("VIGIL_MAX_MODEL_BYTES", "1048576") or 1 << 20),
+                   help="largest custom model accepted, in bytes [env VIGIL_MAX_MODEL_BYTES] (default 1 MiB)")
     p.add_argument("--batch-limit", type=int, default=1000,
                    help="most detectors per evaluation batch (default 1000)")
     p.add_argument("--leader-election", action=argparse.BooleanOptionalAction,
@@ -231,6 +233,7 @@ def _run(args: argparse.Namespace) -> int:
         min_interval=args.min_interval,
         heartbeat=args.heartbeat,
         model_refresh=args.model_refresh,
+        max_model_bytes=args.max_model_bytes,
         batch_limit=args.batch_limit,
         http_host=args.http_host,
         http_port=args.http_port,

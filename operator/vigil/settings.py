@@ -35,6 +35,9 @@ class OperatorConfig:
     model_refresh: float = 60.0
     """Seconds between re-reads of a model ConfigMap."""
 
+    max_model_bytes: int = 1 << 20
+    """Largest serialized custom model accepted; bigger ones give Ready=False/ModelTooExpensive."""
+
     batch_limit: int = 1000
     """Most detectors evaluated in one scheduler batch."""
 

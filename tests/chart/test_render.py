@@ -181,6 +181,7 @@ def test_default_env(render: Render) -> None:
     assert values["VIGIL_LOG_FORMAT"] == "json"
     assert values["VIGIL_LOG_LEVEL"] == "info"
     assert values["VIGIL_HTTP_PORT"] == "8080"
+    assert values["VIGIL_MAX_MODEL_BYTES"] == "1048576"
     assert values["VIGIL_LEADER_ELECTION"] == "true"
     assert values["VIGIL_LEADER_ELECTION_NAME"] == "vigil-leader"
     downward = {"fieldRef": {"fieldPath": "metadata.namespace"}}

@@ -52,6 +52,8 @@ spec:
         - name: VIGIL_PROMETHEUS_URL
           value: {{ . | quote }}
         {{- end }}
+        - name: VIGIL_MAX_MODEL_BYTES
+          value: {{ .Values.maxModelBytes | int64 | quote }}
         - name: VIGIL_LOG_FORMAT
           value: {{ .Values.logFormat | quote }}
         - name: VIGIL_LOG_LEVEL

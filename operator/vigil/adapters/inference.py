@@ -21,6 +21,8 @@ import numpy.typing as npt
 import onnxruntime
 
 from vigil import features
+from vigil.adapters import model_guard
+from vigil.adapters.model_guard import Limits as Limits
 from vigil.api.v1alpha1.detector import BUILTIN_MODEL, Reason
 from vigil.features import contract
 
@@ -143,12 +145,37 @@ def _verify(session: onnxruntime.InferenceSession, sha: str) -> ModelInfo:
     )
 
 
-class Scorer:
-    """One loaded model. ``score`` takes a whole batch; call it once per tick per model."""
+def check(data: bytes, limits: Limits | None = None) -> None:
+    """The static model checks of :mod:`vigil.adapters.model_guard`, as a :class:`ModelError`."""
+    try:
+        model_guard.check_bytes(data, limits or Limits())
+    except model_guard.GuardError as exc:
+        raise ModelError(exc.reason, exc.message) from exc
 
-    def __init__(self, data: bytes) -> None:
+
+def trial(data: bytes, limits: Limits | None = None) -> None:
+    """Load and score ``data`` in a limited child process (see :func:`model_guard.trial`)."""
+    try:
+        model_guard.trial(data, limits or Limits())
+    except model_guard.GuardError as exc:
+        raise ModelError(exc.reason, exc.message) from exc
+
+
+class Scorer:
+    """One loaded model. ``score`` takes a whole batch; call it once per tick per model.
+
+    The static checks run first, so onnxruntime never parses a model with external data or
+    unknown operator domains. The trial in a child process is :class:`ModelCache`'s job."""
+
+    def __init__(self, data: bytes, limits: Limits | None = None) -> None:
         sha = digest(data)
+        check(data, limits)
         options = onnxruntime.SessionOptions()
+        # Only the ONNX format (never ORT format guessed from bytes), and no allocators shared through
+        # the environment. onnxruntime has no option that stops a model loaded from bytes from reading
+        # external data relative to the working directory: model_guard refuses such models instead.
+        options.add_session_config_entry("session.load_model_format", "ONNX")
+        options.add_session_config_entry("session.use_env_allocators", "0")
         # The operator scores small batches often; threads would only fight the event loop.
         options.intra_op_num_threads = 1
         options.inter_op_num_threads = 1
@@ -183,8 +210,11 @@ class ModelCache:
     """Sessions by digest, least recently used evicted. Load failures are cached too,
     so a broken ConfigMap costs one load attempt per content, not one per tick."""
 
-    def __init__(self, capacity: int = 16) -> None:
+    def __init__(self, capacity: int = 16, limits: Limits | None = None) -> None:
         self._capacity = capacity
+        self.limits = limits or Limits()
+        self._trusted: set[str] = set()
+        self._loading: dict[str, threading.Lock] = {}
         self._entries: collections.OrderedDict[str, Scorer | ModelError] = collections.OrderedDict()
         self._digests: dict[int, tuple[bytes, str]] = {}
         self._lock = threading.Lock()
@@ -204,27 +234,66 @@ class ModelCache:
             self._digests[id(data)] = (data, sha)  # holding ``data`` keeps its id from being reused
         return sha
 
-    def get(self, data: bytes, expected_sha256: str | None = None) -> Scorer:
+    def trust(self, data: bytes) -> None:
+        """Skip the child-process trial for these bytes (the built-in model shipped in the package)."""
+        self._trusted.add(self._digest(data))
+
+    def peek(self, data: bytes, expected_sha256: str | None = None) -> Scorer | None:
+        """The cached scorer (or cached error, raised) for ``data``; None when it still has to be loaded,
+        which may take a trial in a child process: call :meth:`get` off the event loop then."""
         sha = self._digest(data)
+        self._pinned(sha, expected_sha256)
+        with self._lock:
+            entry = self._entries.get(sha)
+            if entry is not None:
+                self._entries.move_to_end(sha)
+        if isinstance(entry, ModelError):
+            raise entry
+        return entry
+
+    @staticmethod
+    def _pinned(sha: str, expected_sha256: str | None) -> None:
         if expected_sha256 is not None and sha != expected_sha256:
             raise ModelError(
                 Reason.MODEL_DIGEST_MISMATCH,
                 f"model sha256 is {sha}, but spec.model.sha256 pins {expected_sha256}",
             )
+
+    def get(self, data: bytes, expected_sha256: str | None = None) -> Scorer:
+        sha = self._digest(data)
+        self._pinned(sha, expected_sha256)
         with self._lock:
             entry = self._entries.get(sha)
             if entry is not None:
                 self._entries.move_to_end(sha)
-        if entry is None:
-            self.loads += 1
-            try:
-                entry = Scorer(data)
-            except ModelError as exc:
-                entry = exc
+            loading = self._loading.setdefault(sha, threading.Lock()) if entry is None else None
+        if loading is not None:
+            with loading:  # detectors sharing a new model wait for one trial, not one each
+                with self._lock:
+                    entry = self._entries.get(sha)
+                if entry is None:
+                    entry = self._load(data, sha)
             with self._lock:
-                self._entries[sha] = entry
-                while len(self._entries) > self._capacity:
-                    self._entries.popitem(last=False)
+                self._loading.pop(sha, None)
+        assert entry is not None
         if isinstance(entry, ModelError):
             raise entry
+        return entry
+
+    def _load(self, data: bytes, sha: str) -> Scorer | ModelError:
+        self.loads += 1
+        entry: Scorer | ModelError
+        try:
+            # Cheap static checks first; then the trial in a limited child process; only a model
+            # that passed both is loaded into this process.
+            check(data, self.limits)
+            if self.limits.trial and sha not in self._trusted:
+                trial(data, self.limits)
+            entry = Scorer(data, self.limits)
+        except ModelError as exc:
+            entry = exc
+        with self._lock:
+            self._entries[sha] = entry
+            while len(self._entries) > self._capacity:
+                self._entries.popitem(last=False)
         return entry

@@ -8,6 +8,7 @@ in the session cache, so an unchanged ConfigMap never reloads the model.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import dataclasses
 
@@ -37,6 +38,7 @@ class ModelResolver:
         if source.config_map_ref is None:
             if self._builtin is None:
                 self._builtin = inference.builtin_bytes(source.builtin or BUILTIN_MODEL)
+                self._cache.trust(self._builtin)
             return self._cache.get(self._builtin, source.sha256)
         ref = source.config_map_ref
         key = (namespace, ref.name, ref.key)
@@ -47,7 +49,11 @@ class ModelResolver:
         if fetched.error is not None:
             raise fetched.error
         assert fetched.data is not None
-        return self._cache.get(fetched.data, source.sha256)
+        scorer = self._cache.peek(fetched.data, source.sha256)
+        if scorer is not None:
+            return scorer
+        # A new custom model: checks and a trial in a child process, off the event loop.
+        return await asyncio.to_thread(self._cache.get, fetched.data, source.sha256)
 
     async def _fetch(self, namespace: str, name: str, key: str, now: float) -> _Fetched:
         if self._kube is None:

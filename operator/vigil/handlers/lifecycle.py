@@ -72,7 +72,7 @@ def register(registry: kopf.OperatorRegistry, config: OperatorConfig) -> None:
         source = prometheus.PrometheusSource(
             concurrency=config.prometheus_concurrency, timeout=config.prometheus_timeout
         )
-        cache = inference.ModelCache()
+        cache = inference.ModelCache(limits=inference.Limits(max_bytes=config.max_model_bytes))
         kube_client = kube.KubeClient(lambda: _login(settings))
         kube_client.instance = identity  # Events name the replica that acted (reportingInstance)
         resolver = models.ModelResolver(cache, kube_client, config.model_refresh)

@@ -56,6 +56,8 @@ class Reason(enum.StrEnum):
     MODEL_INVALID = "ModelInvalid"
     MODEL_SIGNATURE_MISMATCH = "ModelSignatureMismatch"
     MODEL_DIGEST_MISMATCH = "ModelDigestMismatch"
+    MODEL_UNSAFE = "ModelUnsafe"
+    MODEL_TOO_EXPENSIVE = "ModelTooExpensive"
     PENDING = "Pending"
     # Anomalous
     ANOMALY_DETECTED = "AnomalyDetected"
