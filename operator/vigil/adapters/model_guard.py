@@ -92,7 +92,7 @@ def _varint(data: bytes, pos: int, end: int) -> tuple[int, int]:
     shift = 0
     while True:
         if pos >= end:
-            raise GuardError(Reason.MODEL_INVALID, "not an ONNX model: truncated varint")
+            raise GuardError(Reason.MODEL_INVALID, "not a loadable ONNX model: truncated varint")
         byte = data[pos]
         pos += 1
         result |= (byte & 0x7F) << shift
@@ -100,7 +100,7 @@ def _varint(data: bytes, pos: int, end: int) -> tuple[int, int]:
             return result, pos
         shift += 7
         if shift >= 70:
-            raise GuardError(Reason.MODEL_INVALID, "not an ONNX model: varint too long")
+            raise GuardError(Reason.MODEL_INVALID, "not a loadable ONNX model: varint too long")
 
 
 def _signed(value: int) -> int:
@@ -118,7 +118,7 @@ def _parse(data: bytes, start: int, end: int, kind: str, depth: int) -> _Msg:
         key, pos = _varint(data, pos, end)
         field, wire = key >> 3, key & 7
         if field == 0:
-            raise GuardError(Reason.MODEL_INVALID, "not an ONNX model: field number 0")
+            raise GuardError(Reason.MODEL_INVALID, "not a loadable ONNX model: field number 0")
         spec = schema.get(field)
         if wire == 0:
             value, pos = _varint(data, pos, end)
@@ -131,7 +131,7 @@ def _parse(data: bytes, start: int, end: int, kind: str, depth: int) -> _Msg:
         elif wire == 2:
             length, pos = _varint(data, pos, end)
             if length > end - pos:
-                raise GuardError(Reason.MODEL_INVALID, "not an ONNX model: a field runs past the end")
+                raise GuardError(Reason.MODEL_INVALID, "not a loadable ONNX model: a field runs past the end")
             if spec is not None:
                 what, child = spec
                 if what == "msg":
@@ -147,9 +147,9 @@ def _parse(data: bytes, start: int, end: int, kind: str, depth: int) -> _Msg:
                 # "int" fields never arrive length-delimited in a valid model; skip.
             pos += length
         else:  # groups (3, 4) and reserved wire types: ONNX never uses them
-            raise GuardError(Reason.MODEL_INVALID, f"not an ONNX model: wire type {wire}")
+            raise GuardError(Reason.MODEL_INVALID, f"not a loadable ONNX model: wire type {wire}")
         if pos > end:
-            raise GuardError(Reason.MODEL_INVALID, "not an ONNX model: a field runs past the end")
+            raise GuardError(Reason.MODEL_INVALID, "not a loadable ONNX model: a field runs past the end")
     return msg
 
 
@@ -194,7 +194,7 @@ def check_bytes(data: bytes, limits: Limits) -> None:
     except RecursionError as exc:  # cannot happen below MAX_DEPTH, but never crash on input
         raise GuardError(Reason.MODEL_UNSAFE, "model nests too deeply") from exc
     if model.first(7) is None:
-        raise GuardError(Reason.MODEL_INVALID, "not an ONNX model: no graph")
+        raise GuardError(Reason.MODEL_INVALID, "not a loadable ONNX model: no graph")
     constants: dict[str, list[int]] = {}
     shape_uses: list[str] = []
     stack = [model]
