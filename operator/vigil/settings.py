@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import dataclasses
 
+from vigil.domain.remediation import tenancy
+
 
 @dataclasses.dataclass(frozen=True)
 class OperatorConfig:
@@ -89,3 +91,11 @@ class OperatorConfig:
 
     alertmanager_token_file: str | None = None
     """File holding the bearer token Alertmanager must send (mount it from a Secret). None: no auth."""
+
+    admin: tenancy.Tenancy = dataclasses.field(default_factory=tenancy.Tenancy)
+    """What policies may ask for: required target tags, role ARNs per namespace, SSM documents, commands and
+    timeout (``--guard-tag``, ``--namespace-tag-key``, ``--allowed-role-arns``, ``--ssm-*``)."""
+
+    provenance_key_file: str | None = None
+    """File holding the key that signs the RemediationActions the operator proposes (a Secret the chart
+    generates). None: unsigned digests, trustworthy only with the chart's admission policy."""

@@ -195,8 +195,12 @@ def test_escalation_to_the_next_step(kubeapi: KubeAPIServer, operator: OperatorP
     assert health["AutoScalingInstances"][0]["HealthStatus"].lower() == "unhealthy"
 
 
-def test_approval_granted_rejected_and_expired(kubeapi: KubeAPIServer, operator: OperatorProcess, estate: Estate,
+def test_approval_granted_rejected_and_expired(kubeapi: KubeAPIServer, run_operator: OperatorFactory,
+                                               prometheus: PrometheusServer, proxy: FaultProxy, estate: Estate,
                                                moto: Moto, kubeconfig: pathlib.Path) -> None:
+    # Three namespaces' policies on one group: a single-team cluster, where the admin turns the namespace tag off.
+    operator = run_operator("--prometheus-url", prometheus.url, "--aws-endpoint-url", proxy.url,
+                            "--no-leader-election", "--namespace-tag-key=")
     for namespace, timeout in (("granted", "5m"), ("rejected", "5m"), ("expired", "3s")):
         apply_detector(kubeapi, namespace=namespace)
         apply_policy(kubeapi, [scale(by=1)], namespace=namespace, approval={"required": True, "timeout": timeout})
@@ -327,7 +331,9 @@ def test_dry_run_changes_nothing(kubeapi: KubeAPIServer, operator: OperatorProce
     assert done["status"]["after"] == {"desiredCapacity": 4}
     assert estate.desired(moto) == 2
     assert proxy.hits("SetDesiredCapacity") == 0
-    event(kubeapi, "RemediationAction", done["metadata"]["name"], "ActionExecuted")
+    # A dry run has its own Event reason (issue 11, finding 16): nothing was executed.
+    event(kubeapi, "RemediationAction", done["metadata"]["name"], "ActionDryRun")
+    assert "ActionExecuted" not in reasons(kubeapi, "RemediationAction", done["metadata"]["name"])
 
 
 def test_dry_run_uses_the_ec2_permission_check(kubeapi: KubeAPIServer, operator: OperatorProcess, estate: Estate,
@@ -395,7 +401,10 @@ def test_missing_or_stale_data_never_acts(kubeapi: KubeAPIServer, operator: Oper
     apply_policy(kubeapi, [scale(by=1)], namespace="stale")
     wait_for(lambda: policy_conditions(kubeapi, "stale").get("ActionAllowed", {}).get("reason") == "DetectorStale",
              what="DetectorStale")
-    # 3. A scale-in while one series of the detector has no data: refused.
+    # 3. A scale-in while one series of the detector has no data: refused (the group is this namespace's).
+    moto.client("autoscaling").create_or_update_tags(Tags=[{
+        "ResourceId": "web", "ResourceType": "auto-scaling-group", "Key": "vigil.dev/namespace", "Value": "scalein",
+        "PropagateAtLaunch": True}])
     apply_detector(kubeapi, namespace="scalein", query='nab_cpu{scenario=~"incident|stopped"}')
     apply_policy(kubeapi, [scale(by=-1)], namespace="scalein")
     refused = wait_phase(kubeapi, "Skipped", "scalein")[0]

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import datetime
 import logging
+import pathlib
 import socket
 from typing import Any
 
@@ -41,6 +42,18 @@ class _CountingAlertStore(alertmanager.AlertStore):
     def receive(self, message: alertmanager.WebhookMessage, now: datetime.datetime) -> int:
         self._metrics.alerts_received.inc(len(message.alerts))
         return super().receive(message, now)
+
+
+def _provenance_key(path: str | None) -> bytes | None:
+    """The signing key (whitespace around it ignored: Secrets often end in a newline). Raises on a bad file."""
+    if not path:
+        logger.warning("no --provenance-key-file: RemediationActions are not signed; only the chart's admission "
+                       "policy keeps others from creating them (docs/security.md)")
+        return None
+    key = pathlib.Path(path).read_bytes().strip()
+    if len(key) < 16:
+        raise ValueError(f"the provenance key in {path} is shorter than 16 bytes")
+    return key
 
 
 def register(registry: kopf.OperatorRegistry, config: OperatorConfig) -> None:
@@ -85,7 +98,8 @@ def register(registry: kopf.OperatorRegistry, config: OperatorConfig) -> None:
         remediation = RemediationEngine(
             engine.registry, kube_client, aws_clients.get, notify.Notifier(kube_client), None, metrics,
             namespaces=config.namespaces if not config.all_namespaces else (), upsert_detector=engine.upsert,
-            owns=owns, remote_lag=config.heartbeat,
+            owns=owns, remote_lag=config.heartbeat, admin=config.admin,
+            provenance_key=_provenance_key(config.provenance_key_file),
         )
         alerts = _CountingAlertStore(metrics, on_change=remediation.wake)
         remediation.alerts = alerts
