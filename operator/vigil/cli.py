@@ -283,7 +283,7 @@ def _run(args: argparse.Namespace) -> int:
 
     import kopf
 
-    from vigil.adapters import outagelog
+    from vigil.adapters import outagelog, redaction
     from vigil.handlers import build_registry
     from vigil.settings import OperatorConfig
     namespaces = tuple(args.namespace) or tuple(
@@ -331,6 +331,9 @@ def _run(args: argparse.Namespace) -> int:
         # kopf logs "Handler ... succeeded" for every watch event, i.e. for every status write: at
         # thousands of detectors that drowns everything else. Failures still log at WARNING.
         logging.getLogger("kopf.objects").setLevel(logging.WARNING)
+    # Credentials never reach the log, whatever the level: botocore, urllib3 and the kubernetes client
+    # log bodies and signed headers at DEBUG, so they stay at WARNING; every handler redacts on top.
+    redaction.install()
     # An API outage later on: one line when it starts, one when it ends, not one per retry.
     outagelog.install(access.server, lambda: kubeaccess.answers(access))
     registry = build_registry(config)
