@@ -36,6 +36,7 @@ import statistics
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from typing import Any
 
 import aiohttp
@@ -83,7 +84,8 @@ async def _serve() -> None:
     async def reset(request: aiohttp.web.Request) -> aiohttp.web.Response:
         nonlocal lines
         budget = request.query.get("max_bytes")
-        receiver.store = alertmanager.AlertStore(**({"max_bytes": int(budget)} if budget else {}))
+        # Only the current store takes a byte budget; the baseline is built with its defaults.
+        receiver.store = alertmanager.AlertStore(max_bytes=int(budget)) if budget else alertmanager.AlertStore()
         lines = 0
         return aiohttp.web.json_response({"ok": True})
 
@@ -214,7 +216,7 @@ def _mib(value: int | None) -> str:
 
 def report(results: list[Result], repeat: int, big: int) -> str:
     current = results[-1]
-    rows = [
+    rows: list[tuple[str, Callable[[Result], str]]] = [
         (f"18k-alert POST, empty store (best of {repeat})", lambda r: f"{r.post_best:.3f} s"),
         ("18k-alert POST, median", lambda r: f"{r.post_median:.3f} s"),
         ("receiver log lines for that POST", lambda r: f"{r.post_lines:,}"),
