@@ -138,7 +138,8 @@ class OperatorMetrics:
             "limits), evicted (the store's byte budget was full).", ["reason"], registry=r,
         )
         self.alert_store_bytes = Gauge(
-            "vigil_alertmanager_store_bytes", "Estimated bytes held by the Alertmanager alert store.", registry=r
+            "vigil_alertmanager_store_bytes",
+            "Estimated bytes held by the Alertmanager alert store, as of the last request.", registry=r,
         )
         self._exported: dict[DetectorId, set[str]] = {}
 
