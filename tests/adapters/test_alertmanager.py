@@ -324,21 +324,22 @@ def test_truncated_alerts_are_logged(caplog: pytest.LogCaptureFixture) -> None:
 def test_one_log_line_per_request_whatever_happened(caplog: pytest.LogCaptureFixture) -> None:
     nowhere = {"status": "firing", "labels": {"alertname": "NoNamespace"}}
     too_many = am_alert(fingerprint="many", **{f"l{n}": "v" for n in range(100)})
+    long_fingerprint = am_alert(fingerprint="f" * 1000)
     wordy = am_alert(fingerprint="wordy")
     wordy["annotations"] = {"description": "x" * 20_000}
 
     async def scenario() -> None:
         async with serving(AlertStore(max_bytes=2000)) as (session, url):
-            message = {**am_message(am_alert(), nowhere, too_many, wordy), "truncatedAlerts": 3}
+            message = {**am_message(am_alert(), nowhere, too_many, long_fingerprint, wordy), "truncatedAlerts": 3}
             status, body, _ = await post(session, url, message)
-            assert (status, body) == (200, {"status": "ok", "received": 4,
-                                            "ignored": {"noNamespaceLabel": 1, "labelsTooLarge": 1}})
+            assert (status, body) == (200, {"status": "ok", "received": 5,
+                                            "ignored": {"noNamespaceLabel": 1, "labelsTooLarge": 2}})
 
     with caplog.at_level(logging.DEBUG, logger="vigil.adapters.alertmanager"):
         asyncio.run(scenario())
     (line,) = [r for r in caplog.records if r.name == "vigil.adapters.alertmanager"]
     assert line.levelno == logging.WARNING
-    for part in ("4 alerts (firing)", "1 without a 'namespace' label", "1 with labels over the limits",
+    for part in ("5 alerts (firing)", "1 without a 'namespace' label", "2 with labels or fingerprint over the limits",
                  "1 stored without their oversized annotations", "older alerts evicted",
                  "Alertmanager truncated 3 alerts"):
         assert part in line.getMessage(), part

@@ -136,6 +136,8 @@ class AlertLimits:
     """Names and values of all annotations together; more: the annotations are not stored."""
     max_url_chars: int = 2 * 1024
     """``generatorURL``; longer: not stored."""
+    max_fingerprint_chars: int = 128
+    """Alertmanager's fingerprints have 16 hex digits; a longer one is refused like oversized labels."""
 
 
 @dataclasses.dataclass(slots=True)
@@ -172,7 +174,7 @@ class Receipt:
     no_namespace: int = 0
     """Alerts without a ``namespace`` label: they can match no policy, so they are not stored."""
     too_large: int = 0
-    """Alerts whose labels exceed :class:`AlertLimits`: refused."""
+    """Alerts whose labels (or fingerprint) exceed :class:`AlertLimits`: refused."""
     trimmed: int = 0
     """Alerts stored without their oversized annotations or generatorURL."""
     evicted: int = 0
@@ -295,7 +297,8 @@ class AlertStore:
             return False
         limits = self.limits
         label_chars, label_bytes = _measure(labels)
-        if len(labels) > limits.max_labels or label_chars > limits.max_label_chars:
+        if (len(labels) > limits.max_labels or label_chars > limits.max_label_chars
+                or len(alert.fingerprint) > limits.max_fingerprint_chars):
             receipt.too_large += 1
             return False
         key = alert_key(alert)
@@ -509,7 +512,7 @@ class Receiver:
         problems = [text for count, text in (
             (receipt.no_namespace, f"{receipt.no_namespace} without a {NAMESPACE_LABEL!r} label (ignored: they "
                                    "match no policy)"),
-            (receipt.too_large, f"{receipt.too_large} with labels over the limits (ignored)"),
+            (receipt.too_large, f"{receipt.too_large} with labels or fingerprint over the limits (ignored)"),
             (receipt.trimmed, f"{receipt.trimmed} stored without their oversized annotations or generatorURL"),
             (receipt.evicted, f"{receipt.evicted} older alerts evicted (store over {self.store.max_bytes} bytes; "
                               "--alertmanager-max-bytes)"),

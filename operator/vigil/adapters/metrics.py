@@ -134,8 +134,8 @@ class OperatorMetrics:
         )
         self.alerts_dropped = Counter(
             "vigil_alertmanager_alerts_dropped_total",
-            "Alerts received but not kept: no-namespace (no namespace label), too-large (labels over the "
-            "limits), evicted (the store's byte budget was full).", ["reason"], registry=r,
+            "Alerts received but not kept: no-namespace (no namespace label), too-large (labels or "
+            "fingerprint over the limits), evicted (the store's byte budget was full).", ["reason"], registry=r,
         )
         self.alert_store_bytes = Gauge(
             "vigil_alertmanager_store_bytes",
