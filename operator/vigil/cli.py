@@ -20,6 +20,11 @@ def _env(name: str, default: str | None = None) -> str | None:
     return os.environ.get(name, default)
 
 
+def _flag(name: str) -> bool:
+    """A boolean environment variable: true, 1, yes or on (any case) is true; anything else false."""
+    return (os.environ.get(name) or "").strip().lower() in ("true", "1", "yes", "on")
+
+
 class Parser(argparse.ArgumentParser):
     """argparse with usage errors on one line (``vigil backtest: argument --step: ...``), exit 2.
 
@@ -113,7 +118,15 @@ def _add_run(sub: argparse._SubParsersAction[Parser]) -> None:
                    help="boto3 standard-retry attempts per AWS call (default 3)")
     p.add_argument("--alertmanager-token-file", default=_env("VIGIL_ALERTMANAGER_TOKEN_FILE"),
                    help="file with the bearer token POST /alertmanager requires (mount it from a Secret); "
-                        "default: none, no auth [env VIGIL_ALERTMANAGER_TOKEN_FILE]")
+                        "default: none, and the receiver is disabled (403) [env VIGIL_ALERTMANAGER_TOKEN_FILE]")
+    p.add_argument("--alertmanager-allow-unauthenticated", action="store_true",
+                   default=_flag("VIGIL_ALERTMANAGER_ALLOW_UNAUTHENTICATED"),
+                   help="without --alertmanager-token-file, accept alerts on POST /alertmanager without "
+                        "authentication (default: refuse them) [env VIGIL_ALERTMANAGER_ALLOW_UNAUTHENTICATED]")
+    p.add_argument("--alertmanager-max-bytes", type=int,
+                   default=int(_env("VIGIL_ALERTMANAGER_MAX_BYTES", str(16 << 20)) or 16 << 20),
+                   help="memory budget of the received alerts, in bytes (estimated); beyond it the least "
+                        "recently received are evicted [env VIGIL_ALERTMANAGER_MAX_BYTES] (default 16 MiB)")
     _add_guard_flags(p)
 
 
@@ -317,6 +330,8 @@ def _run(args: argparse.Namespace) -> int:
         alertmanager_token_file=args.alertmanager_token_file,
         admin=admin,
         provenance_key_file=args.provenance_key_file,
+        alertmanager_allow_unauthenticated=args.alertmanager_allow_unauthenticated,
+        alertmanager_max_bytes=args.alertmanager_max_bytes,
     )
     kopf.configure(
         debug=args.log_level == "debug",

@@ -39,7 +39,7 @@ FULL: dict[str, Any] = {
     "podDisruptionBudget": {"enabled": True},
     "imagePullSecrets": ["registry-credentials"],
     "image": {"repository": "registry.example.com/vigil", "tag": "1.2.3", "pullPolicy": "Always"},
-    "alertmanager": {"tokenSecretName": "alertmanager-token"},
+    "alertmanager": {"enabled": True, "tokenSecretName": "alertmanager-token"},
     "nodeSelector": {"kubernetes.io/os": "linux"},
     "tolerations": [{"key": "dedicated", "operator": "Equal", "value": "ops", "effect": "NoSchedule"}],
     "topologySpreadConstraints": [{
@@ -117,6 +117,7 @@ def test_defaults_render_the_expected_objects(render: Render) -> None:
     kinds = sorted(o["kind"] for o in render())
     assert kinds == sorted([
         "ServiceAccount", "ClusterRole", "ClusterRoleBinding", "Role", "RoleBinding", "Deployment", "Service",
+        "NetworkPolicy",
     ])
 
 
@@ -373,7 +374,21 @@ def test_optional_manifests(render: Render) -> None:
 
 def test_optional_manifests_are_off_by_default(render: Render) -> None:
     kinds = {o["kind"] for o in render()}
-    assert not kinds & {"ServiceMonitor", "PrometheusRule", "ConfigMap", "NetworkPolicy", "PodDisruptionBudget"}
+    assert not kinds & {"ServiceMonitor", "PrometheusRule", "ConfigMap", "PodDisruptionBudget"}
+
+
+def test_the_default_render_has_a_network_policy(render: Render) -> None:
+    """On by default (issue 11, item 3): the HTTP port serves POST /alertmanager. Ingress from the
+    `monitoring` namespace only, until the values name other peers."""
+    policy = only(render(), "NetworkPolicy")
+    assert policy["spec"]["policyTypes"] == ["Ingress", "Egress"]
+    assert policy["spec"]["ingress"] == [{
+        "ports": [{"port": "http", "protocol": "TCP"}],
+        "from": [{"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "monitoring"}}}],
+    }]
+    assert only(render({"networkPolicy": {"ingressFrom": []}}), "NetworkPolicy")["spec"]["ingress"] == [
+        {"ports": [{"port": "http", "protocol": "TCP"}]}]
+    assert not select(render({"networkPolicy": {"enabled": False}}), "NetworkPolicy")
 
 
 def test_grafana_label_is_configurable(render: Render) -> None:

@@ -498,7 +498,8 @@ def test_alertmanager_alert_triggers_a_policy(kubeapi: KubeAPIServer, run_operat
                              "actions": [scale(by=1)], "aws": {"region": aws_world.REGION}, "cooldown": "0s"}})
     alert = {"version": "4", "status": "firing", "receiver": "vigil", "groupKey": "{}:{}", "truncatedAlerts": 0,
              "groupLabels": {}, "commonLabels": {}, "commonAnnotations": {}, "externalURL": "http://am",
-             "alerts": [{"status": "firing", "labels": {"alertname": "HighLatency", "service": "web"},
+             "alerts": [{"status": "firing", "labels": {"alertname": "HighLatency", "service": "web",
+                                                        "namespace": "default"},
                          "annotations": {}, "startsAt": "2026-01-01T00:00:00Z", "endsAt": "0001-01-01T00:00:00Z",
                          "generatorURL": "http://prom", "fingerprint": "abc123"}]}
 
@@ -517,7 +518,7 @@ def test_alertmanager_alert_triggers_a_policy(kubeapi: KubeAPIServer, run_operat
     assert post("s3cret") == 200
     done = wait_phase(kubeapi, "Succeeded")[0]
     assert done["spec"]["reason"]["source"] == "alertmanager"
-    assert done["spec"]["reason"]["alert"] == {"alertname": "HighLatency", "service": "web"}
+    assert done["spec"]["reason"]["alert"] == {"alertname": "HighLatency", "service": "web", "namespace": "default"}
     assert estate.desired(moto) == 3
     assert operator.value("vigil_alertmanager_alerts_received_total") == 1.0
 

@@ -338,12 +338,12 @@ class RemediationEngine:
             lag=0.0 if detector.owned else self.remote_lag,
         )
 
-    def _alerts(self, spec: RemediationPolicySpec, now: float) -> list[triggers.AlertSignal]:
+    def _alerts(self, entry: PolicyEntry, spec: RemediationPolicySpec, now: float) -> list[triggers.AlertSignal]:
         if self.alerts is None or spec.alert_selector is None:
             return []
         # An alert is believed until its expiry (endsAt, or a bounded time after it was last re-sent).
         return [triggers.AlertSignal(a.labels, (a.starts_at or a.received_at).timestamp(), a.expires_at.timestamp())
-                for a in self.alerts.matching(spec.alert_selector, _utc(now))]
+                for a in self.alerts.firing(entry.namespace, spec.alert_selector, _utc(now))]
 
     def _alerts_unknown(self, spec: RemediationPolicySpec, now: float) -> str | None:
         """Alerts live in memory: after a start, 'nothing firing' means nothing until Alertmanager has had
@@ -390,7 +390,7 @@ class RemediationEngine:
 
         max_staleness = durations.parse(spec.trigger.max_staleness) if spec.trigger.max_staleness else None
         result = triggers.evaluate(
-            [self._signal(d) for d in detectors], self._alerts(spec, now), durations.parse(spec.trigger.for_),
+            [self._signal(d) for d in detectors], self._alerts(entry, spec, now), durations.parse(spec.trigger.for_),
             spec.trigger.min_score, max_staleness, now,
             expect_detectors=bool(spec.detectors) or spec.detector_selector is not None,
             alerts_unknown=self._alerts_unknown(spec, now),
