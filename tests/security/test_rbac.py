@@ -192,7 +192,8 @@ def test_item10_no_granted_verb_is_unused(chart: helm.Chart, values: dict[str, A
 def _alert(operator_url: str, token: str) -> None:
     alert = {"version": "4", "status": "firing", "receiver": "vigil", "groupKey": "{}:{}", "truncatedAlerts": 0,
              "groupLabels": {}, "commonLabels": {}, "commonAnnotations": {}, "externalURL": "http://am",
-             "alerts": [{"status": "firing", "labels": {"alertname": "HighLatency"}, "annotations": {},
+             "alerts": [{"status": "firing", "labels": {"alertname": "HighLatency", "namespace": TEAM},
+                         "annotations": {},
                          "startsAt": "2026-01-01T00:00:00Z", "endsAt": "0001-01-01T00:00:00Z",
                          "generatorURL": "http://prom", "fingerprint": "abc123"}]}
     request = urllib.request.Request(f"{operator_url}/alertmanager", data=json.dumps(alert).encode(),
@@ -211,7 +212,7 @@ def test_item10_the_chart_allows_every_call_of_a_recorded_run_and_grants_nothing
     served must be allowed by the chart rendered with the names the run uses, and every verb the chart
     grants must have been used (or be required by admission)."""
     moto.reset()
-    aws_world.build(moto)
+    aws_world.build(moto, namespace=TEAM)
     token = tmp_path / "token"
     token.write_text("rbac-test-token\n")
     kubeapi.create({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": SECRET, "namespace": TEAM},

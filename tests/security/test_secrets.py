@@ -106,7 +106,8 @@ def alert_fires(operator: OperatorProcess, token: str = ALERTMANAGER_TOKEN) -> N
     """Alertmanager posts one firing HighLatency alert to the operator (the policies' trigger)."""
     alert = {"version": "4", "status": "firing", "receiver": "vigil", "groupKey": "{}:{}", "truncatedAlerts": 0,
              "groupLabels": {}, "commonLabels": {}, "commonAnnotations": {}, "externalURL": "http://am",
-             "alerts": [{"status": "firing", "labels": {"alertname": "HighLatency", "service": "web"},
+             "alerts": [{"status": "firing",
+                         "labels": {"alertname": "HighLatency", "service": "web", "namespace": "default"},
                          "annotations": {}, "startsAt": "2026-01-01T00:00:00Z", "endsAt": "0001-01-01T00:00:00Z",
                          "generatorURL": "http://prom", "fingerprint": "abc123"}]}
     request = urllib.request.Request(f"{operator.url}/alertmanager", data=json.dumps(alert).encode(),
@@ -198,7 +199,8 @@ def test_item9_debug_logging_never_shows_the_assumed_role_credentials(
     moto.reset()
     estate = aws_world.build(moto)
     operator = run_operator("--aws-endpoint-url", moto.url, "--no-leader-election", "--log-level", "debug",
-                            "--alertmanager-token-file", str(token_file(tmp_path)))
+                            "--alertmanager-token-file", str(token_file(tmp_path)),
+                            "--allowed-role-arns", f"default={ROLE_ARN}")  # roles are the admin's to allow
     apply_policy(kubeapi, aws={"region": aws_world.REGION, "roleArn": ROLE_ARN})
     alert_fires(operator)
     wait_for(lambda: [a for a in kubeapi.list(*RA, "default") if (a.get("status") or {}).get("phase") == "Succeeded"],
