@@ -250,7 +250,7 @@ def test_item8_a_remote_body_never_reaches_status_events_or_logs(
 
             def failed(name: str = name, reason: str = reason) -> dict[str, str]:
                 conds = conditions_of(kubeapi.get(*AD, "default", name))
-                return [c for c in conds.values() if c["reason"] == reason and c["status"] != "Unknown"][0]
+                return {c["reason"]: c for c in conds.values() if c["status"] != "Unknown"}[reason]
 
             condition = wait_for(failed, timeout=60, what=f"{name}: {reason}")
             print(f"\n{name}: {condition['type']}={condition['status']} {reason}: {condition['message']}")
