@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import copy
+import dataclasses
 import http.server
 import json
 import pathlib
@@ -350,3 +351,57 @@ def test_item15_absurd_durations_already_stored_give_ready_false_invalid_spec(
             degraded = conditions_of(old.get(*AD, "default", name)).get("Degraded") or {}
             assert degraded.get("status") != "True", degraded
         assert not operator.errors(), operator.errors()
+
+
+def test_item6_the_streamed_parse_equals_json_loads_at_any_chunk_boundary() -> None:
+    """Item 6: the series-by-series parser reads exactly what json.loads reads, however the body is
+    cut into chunks (split inside strings, numbers, escapes and multi-byte characters); truncated
+    bodies and non-matrix answers are refused, never half-read."""
+    from vigil.adapters import promjson
+
+    rng = np.random.default_rng(15)
+    result: list[dict[str, Any]] = [{"metric": {"__name__": "m", "i": str(i), "odd": 'a"b\\c]}{,é✓\u2028'},
+               "values": [[1700000000 + 300 * k, repr(float(v))] for k, v in enumerate(rng.normal(0, 1e6, 7))]}
+              for i in range(30)]
+    result[3]["values"].append([1700009000.5, "NaN"])
+    budget = promjson.Budget(max_series=100, max_bytes=1 << 20, points=10)
+    for indent in (None, 1):  # compact, and with whitespace between every token
+        body = json.dumps({"status": "success", "data": {"resultType": "matrix", "result": result},
+                           "warnings": ["w"]}, ensure_ascii=False, indent=indent).encode()
+        for size in (1, 2, 3, 7, 64, 1000, len(body)):
+            chunks = iter([body[i:i + size] for i in range(0, len(body), size)])
+            got = promjson.read_matrix(chunks, budget)
+            assert [s.labels for s in got] == [r["metric"] for r in result]
+            for s, r in zip(got, result, strict=True):
+                np.testing.assert_array_equal(s.timestamps, [float(t) for t, _ in r["values"]])
+                np.testing.assert_array_equal(s.values, [float(v) for _, v in r["values"]])
+    for bad in (body[:-40], b'{"status":"success","data":{"resultType":"vector","result":[]}}', b"<html>", b""):
+        with pytest.raises(promjson.Malformed):
+            promjson.read_matrix(iter([bad]), budget)
+    with pytest.raises(promjson.TooManySeries, match="more than 29 series"):
+        promjson.read_matrix(iter([body]), dataclasses.replace(budget, max_series=29))
+    huge = json.dumps({"status": "success", "data": {"resultType": "matrix", "result": [
+        {"metric": {"big": "x" * (promjson.SERIES_LABEL_BYTES + 1024)}, "values": []}]}}).encode()
+    with pytest.raises(promjson.TooLarge, match="one series"):
+        promjson.read_matrix(iter([huge[i:i + 4096] for i in range(0, len(huge), 4096)]),
+                             dataclasses.replace(budget, points=1))
+    with pytest.raises(promjson.TooLarge, match="--max-response-bytes"):
+        promjson.read_matrix(iter([body]), dataclasses.replace(budget, max_bytes=len(body) - 1))
+    assert promjson.error_message(503, b'{"status":"error","errorType":"timeout","error":"query timed out"}') == (
+        "timeout", "HTTP 503 timeout: query timed out")
+
+
+def test_item15_the_cel_bound_agrees_with_the_operator_on_every_duration(kubeapi: KubeAPIServer) -> None:
+    """Item 15: the CEL arithmetic the API server runs and the operator's own parse agree at the
+    bounds: just under is admitted, just over refused, whatever the units."""
+    cases = {"6d23h59m59s999ms": True, "7d": True, "1w": True, "10080m": True, "604800s": True,
+             "604800000ms": True, "1w1ms": False, "7d1s": False, "604801s": False, "10081m": False,
+             "168h1m": False, "1m5ms": True}
+    for i, (interval, admitted) in enumerate(cases.items()):
+        try:
+            kubeapi.create(detector(f"d{i}", "up", interval=interval, step="1h"))
+            got = True
+        except ApiError as error:
+            assert "must be at most 7d" in str(error.message), error.message
+            got = False
+        assert got == admitted, interval
