@@ -211,7 +211,9 @@ class SeriesState(enum.StrEnum):
 
 
 class SeriesStatus(Model):
-    labels: dict[str, str] = Field(description="The series' labels, which identify it.")
+    labels: dict[str, str] = Field(description="The series' labels, which identify it. Bounded: a value over "
+                                   "128 characters (a name over 64) is cut and ends in '…' and a digest of the "
+                                   "whole; past 24 labels the rest are folded into one '…' label.")
     score: float | None = Field(default=None, ge=0.0, le=1.0, description="Latest score, null if none.")
     anomalous: bool = Field(description="The verdict for this series, after 'for'.")
     state: SeriesState = Field(description="Normal, Pending (above threshold, waiting 'for'), "
