@@ -132,6 +132,20 @@ class OperatorMetrics:
         self.alerts_received = Counter(
             "vigil_alertmanager_alerts_received_total", "Alerts received on POST /alertmanager.", registry=r
         )
+        self.alertmanager_requests = Counter(
+            "vigil_alertmanager_requests_total",
+            "Requests to POST /alertmanager by HTTP status (401: wrong token, 403: receiver disabled).",
+            ["code"], registry=r,
+        )
+        self.alerts_dropped = Counter(
+            "vigil_alertmanager_alerts_dropped_total",
+            "Alerts received but not kept: no-namespace (no namespace label), too-large (labels or "
+            "fingerprint over the limits), evicted (the store's byte budget was full).", ["reason"], registry=r,
+        )
+        self.alert_store_bytes = Gauge(
+            "vigil_alertmanager_store_bytes",
+            "Estimated bytes held by the Alertmanager alert store, as of the last request.", registry=r,
+        )
         self._exported: dict[DetectorId, set[str]] = {}
 
     def publish_scores(self, detector: DetectorId, scores: Iterable[tuple[str, float]]) -> None:
