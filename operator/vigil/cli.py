@@ -50,6 +50,17 @@ def positive_duration(text: str) -> float:
     return seconds
 
 
+def positive_int(text: str) -> int:
+    """A whole number above zero (the limits: 0 would refuse everything)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"{text!r} must be more than 0")
+    return value
+
+
 def _add_run(sub: argparse._SubParsersAction[Parser]) -> None:
     p = sub.add_parser("run", help="run the operator", description="Run the Vigil operator. Credentials: "
                        "in-cluster service account, else KUBECONFIG (or --kubeconfig).")
@@ -78,6 +89,17 @@ def _add_run(sub: argparse._SubParsersAction[Parser]) -> None:
                    help="Prometheus queries in flight at most (default 8)")
     p.add_argument("--prometheus-timeout", type=float, default=15.0,
                    help="seconds before a query times out (default 15)")
+    p.add_argument("--prometheus-allowed-urls", default=_env("VIGIL_PROMETHEUS_ALLOWED_URLS", ""),
+                   help="comma-separated Prometheus base URLs a detector's spec.prometheus.url may name (a URL "
+                        "also admits the paths below it; * admits any URL); --prometheus-url is always allowed; "
+                        "default: only --prometheus-url [env VIGIL_PROMETHEUS_ALLOWED_URLS]")
+    p.add_argument("--max-series", type=positive_int, default=_env("VIGIL_MAX_SERIES", "2000"),
+                   help="most series one detector's query may return; more gives Ready=False/TooManySeries "
+                        "[env VIGIL_MAX_SERIES] (default 2000)")
+    p.add_argument("--max-response-bytes", type=positive_int,
+                   default=_env("VIGIL_MAX_RESPONSE_BYTES", str(256 << 20)),
+                   help="most bytes read of one Prometheus answer; more gives Ready=False/ResponseTooLarge "
+                        "[env VIGIL_MAX_RESPONSE_BYTES] (default 268435456: 256 MiB)")
     p.add_argument("--min-interval", type=float, default=1.0,
                    help="smallest spec.interval accepted, in seconds (default 1)")
     p.add_argument("--heartbeat", type=float, default=300.0,
@@ -270,9 +292,11 @@ def _run(args: argparse.Namespace) -> int:
 
     from vigil.adapters import kubeaccess
     from vigil.domain import sharding
+    from vigil.domain.allowlist import AllowList
 
     identity = args.identity or socket.gethostname()
     try:
+        allowed = AllowList.parse(args.prometheus_allowed_urls, args.prometheus_url)  # refuse a malformed entry
         admin = admin_limits(args)
         if args.provenance_key_file:
             try:
@@ -308,6 +332,9 @@ def _run(args: argparse.Namespace) -> int:
         prometheus_url=args.prometheus_url,
         prometheus_concurrency=args.prometheus_concurrency,
         prometheus_timeout=args.prometheus_timeout,
+        prometheus_allowed_urls=allowed.entries,
+        max_series=args.max_series,
+        max_response_bytes=args.max_response_bytes,
         min_interval=args.min_interval,
         heartbeat=args.heartbeat,
         model_refresh=args.model_refresh,

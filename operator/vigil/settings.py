@@ -28,6 +28,16 @@ class OperatorConfig:
     prometheus_timeout: float = 15.0
     """Seconds before a Prometheus query counts as timed out (client and server side)."""
 
+    prometheus_allowed_urls: tuple[str, ...] = ()
+    """Base URLs (or ``*``) a detector's ``spec.prometheus.url`` may name, besides ``prometheus_url``.
+    Empty: only ``prometheus_url``; any other gives Ready=False/PrometheusURLNotAllowed, unqueried."""
+
+    max_series: int = 2000
+    """Most series one detector's query may return; more gives Ready=False/TooManySeries."""
+
+    max_response_bytes: int = 256 << 20
+    """Most bytes read of one Prometheus answer; more gives Ready=False/ResponseTooLarge."""
+
     min_interval: float = 1.0
     """Smallest ``spec.interval`` accepted; smaller ones give Ready=False/InvalidSpec."""
 

@@ -66,7 +66,9 @@ def proxy(moto: Moto) -> Iterator[FaultProxy]:
 
 @pytest.fixture
 def operator(run_operator: OperatorFactory, prometheus: PrometheusServer, proxy: FaultProxy) -> OperatorProcess:
-    return run_operator("--prometheus-url", prometheus.url, "--aws-endpoint-url", proxy.url, "--no-leader-election")
+    # 127.0.0.1:9 (discard, nothing listens) is allowed so that a detector can name an unreachable Prometheus.
+    return run_operator("--prometheus-url", prometheus.url, "--aws-endpoint-url", proxy.url, "--no-leader-election",
+                        "--prometheus-allowed-urls", "http://127.0.0.1:9")
 
 
 # --- objects ----------------------------------------------------------------------------------------

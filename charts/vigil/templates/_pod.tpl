@@ -64,6 +64,14 @@ spec:
         {{- end }}
         - name: VIGIL_MAX_MODEL_BYTES
           value: {{ .Values.maxModelBytes | int64 | quote }}
+        - name: VIGIL_MAX_SERIES
+          value: {{ .Values.maxSeriesPerDetector | int64 | quote }}
+        - name: VIGIL_MAX_RESPONSE_BYTES
+          value: {{ .Values.prometheus.maxResponseBytes | int64 | quote }}
+        {{- with .Values.prometheus.allowedUrls }}
+        - name: VIGIL_PROMETHEUS_ALLOWED_URLS
+          value: {{ join "," . | quote }}
+        {{- end }}
         - name: VIGIL_LOG_FORMAT
           value: {{ .Values.logFormat | quote }}
         - name: VIGIL_LOG_LEVEL

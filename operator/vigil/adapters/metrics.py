@@ -15,6 +15,11 @@ import prometheus_client
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from vigil import __version__
+from vigil.domain import labels
+
+#: Longest ``series`` label on ``vigil_detector_score``. The engine already bounds each series' labels
+#: (:mod:`vigil.domain.labels`: 24 labels of at most 64 + 128 characters); this is the last guard.
+MAX_SERIES_LABEL = 8192
 
 DetectorId = tuple[str, str]  # (namespace, name)
 
@@ -147,7 +152,8 @@ class OperatorMetrics:
         """Set the per-series gauges of one detector and drop the ones no longer listed."""
         namespace, name = detector
         current = set()
-        for series, score in scores:
+        for raw, score in scores:
+            series = labels.clip(raw, MAX_SERIES_LABEL)
             self.detector_score.labels(namespace, name, series).set(score)
             current.add(series)
         for gone in self._exported.get(detector, set()) - current:

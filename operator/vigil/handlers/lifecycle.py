@@ -13,6 +13,7 @@ import kopf
 from vigil.adapters import alertmanager, aws, inference, kube, notify, prometheus, web
 from vigil.adapters.metrics import OperatorMetrics
 from vigil.domain import sharding
+from vigil.domain.allowlist import AllowList
 from vigil.engine import evaluation, models
 from vigil.engine.leader import LayoutFence, LeaderElector
 from vigil.engine.remediation.engine import RemediationEngine
@@ -70,14 +71,16 @@ def register(registry: kopf.OperatorRegistry, config: OperatorConfig) -> None:
         lease = layout.lease_name(config.leader_election_name) if config.leader_election else ""
         metrics = OperatorMetrics()
         source = prometheus.PrometheusSource(
-            concurrency=config.prometheus_concurrency, timeout=config.prometheus_timeout
+            concurrency=config.prometheus_concurrency, timeout=config.prometheus_timeout,
+            limits=prometheus.Limits(max_series=config.max_series, max_response_bytes=config.max_response_bytes),
         )
         cache = inference.ModelCache(limits=inference.Limits(max_bytes=config.max_model_bytes))
         kube_client = kube.KubeClient(lambda: _login(settings))
         kube_client.instance = identity  # Events name the replica that acted (reportingInstance)
         resolver = models.ModelResolver(cache, kube_client, config.model_refresh)
         engine = Engine(
-            evaluation.EngineSettings(config.prometheus_url, config.min_interval),
+            evaluation.EngineSettings(config.prometheus_url, config.min_interval,
+                                      AllowList(config.prometheus_allowed_urls, config.prometheus_url)),
             source, resolver, kube_client, metrics,
             batch_limit=config.batch_limit, heartbeat=config.heartbeat, owns=owns,
         )
