@@ -466,7 +466,7 @@ class RemediationEngine:
         entry.refused.pop((incident, index), None)
         targets, remarks = chosen
         if remarks:
-            await self._event(entry.involved, "Normal", "TargetsReduced", "; ".join(remarks))
+            await self._event(entry.involved, "Normal", notes.EngineEvent.TARGETS_REDUCED, "; ".join(remarks))
         await self._create_action(entry, spec, incident, index, targets, result, now)
         return None
 
@@ -690,7 +690,7 @@ class RemediationEngine:
                                                   field_manager=decision.field_manager)
             status.message = decision.message
             if await self._write_action(action, status, cas=True):
-                await self._event(action.involved, "Normal", "ActionApproved", decision.message)
+                await self._event(action.involved, "Normal", notes.EngineEvent.ACTION_APPROVED, decision.message)
                 return True
             return False
         status.completed_at = _utc(now)
@@ -752,7 +752,8 @@ class RemediationEngine:
             await self._finish_skipped(action, entry, status, verdict.reason, verdict.message, now)
             return
         if verdict.remarks:
-            await self._event(action.involved, "Normal", "TargetsReduced", "; ".join(verdict.remarks)[:1000])
+            await self._event(action.involved, "Normal", notes.EngineEvent.TARGETS_REDUCED,
+                              "; ".join(verdict.remarks)[:1000])
         aws = self.aws_for(action.spec.region, action.spec.role_arn)  # equal to the policy's: checked above
         try:
             prepared = await self._aws(executor.prepare, aws, action.spec.model_copy(
@@ -905,7 +906,7 @@ class RemediationEngine:
             status.message = (f"AWS answered {exc.code} to {exc.operation or 'a call'} (Recoverable); "
                               f"retry {attempts + 1} of {approvals.MAX_ATTEMPTS} in {delay:.0f}s")
             if await self._write_action(action, status):
-                await self._event(action.involved, "Warning", "ActionRetrying", status.message)
+                await self._event(action.involved, "Warning", notes.EngineEvent.ACTION_RETRYING, status.message)
                 policy_status = entry.written.model_copy(deep=True)
                 policy_status.recoverable_errors += 1
                 policy_status.conditions = conditions.set_condition(
@@ -967,7 +968,8 @@ class RemediationEngine:
 
     # --- trace: events and notifications ------------------------------------------------------
 
-    async def _event(self, involved: dict[str, Any], type: str, reason: str, message: str) -> None:
+    async def _event(self, involved: dict[str, Any], type: str, reason: notes.EventKind | notes.EngineEvent,
+                     message: str) -> None:
         try:
             await self.kube.post_event(involved, type, reason, message, _utc(self.clock()))
             self.metrics.events.labels(reason).inc()
@@ -977,9 +979,9 @@ class RemediationEngine:
     async def _announce(self, action: ActionEntry, kind: notes.EventKind, message: str) -> None:
         """An Event on the action and on its policy, and the policy's notifications."""
         entry = self.policies.get((action.namespace, action.policy))
-        await self._event(action.involved, _EVENT_TYPES[kind], kind.value, message)
+        await self._event(action.involved, _EVENT_TYPES[kind], kind, message)
         if entry is not None:
-            await self._event(entry.involved, _EVENT_TYPES[kind], kind.value, f"{action.name}: {message}")
+            await self._event(entry.involved, _EVENT_TYPES[kind], kind, f"{action.name}: {message}")
         if entry is None or entry.spec is None or entry.spec.notify is None or self.notifier is None:
             return
         assert action.spec is not None
@@ -998,7 +1000,7 @@ class RemediationEngine:
             if delivery.ok:
                 delivered.append(f"{delivery.channel.split(' ')[0]}:{kind.value}")
             else:
-                await self._event(entry.involved, "Warning", "NotificationFailed",
+                await self._event(entry.involved, "Warning", notes.EngineEvent.NOTIFICATION_FAILED,
                                   f"{delivery.channel}: {delivery.error}")
         if delivered:
             status = action.status.model_copy(deep=True)
@@ -1051,13 +1053,14 @@ class RemediationEngine:
                 called = await self._aws(executor.reregister, aws, action.status.intent.parameters)
             except aws_adapter.AwsError as exc:
                 self.metrics.aws_errors.labels(exc.operation or "RegisterTargets", exc.error_class.value).inc()
-                await self._event(action.involved, "Warning", "ReregisterFailed", f"{exc.code}: {exc.message}")
+                await self._event(action.involved, "Warning", notes.EngineEvent.REREGISTER_FAILED,
+                                  f"{exc.code}: {exc.message}")
                 continue
             status = action.status.model_copy(deep=True)
             status.after = {**(status.after or {}), "reregisteredAt": _utc(now).isoformat()}
             status.aws_request_ids = (status.aws_request_ids + called.request_ids)[-50:]
             if await self._write_action(action, status):
-                await self._event(action.involved, "Normal", "TargetsReregistered",
+                await self._event(action.involved, "Normal", notes.EngineEvent.TARGETS_REREGISTERED,
                                   f"registered {', '.join(action.status.intent.parameters['InstanceIds'])} again "
                                   f"after {step.reregister_after} healthy")
 
