@@ -33,7 +33,7 @@ from vigil.api.v1alpha1.policy import (
     RemediationPolicySpec,
     RemediationPolicyStatus,
 )
-from vigil.domain import conditions, durations
+from vigil.domain import conditions
 from vigil.domain.remediation import guards, ladder, tenancy, triggers
 from vigil.domain.remediation.guards import ActionRecord, GuardVerdict
 from vigil.domain.remediation.triggers import TriggerResult, TriggerState
@@ -144,11 +144,11 @@ def guard(policy: PolicyState, admin: tenancy.Tenancy, result: TriggerResult, re
     if pending:
         return GuardVerdict(False, PolicyReason.AWAITING_APPROVAL, f"{pending[0].name} waits for approval")
     if not incident_records:
-        verdict = guards.cooldown(records, durations.parse(spec.cooldown), now)
+        verdict = guards.cooldown(records, spec.cooldown_seconds, now)
         if not verdict.allowed:
             return verdict
     if spec.rate_limit is not None:
-        verdict = guards.rate_limit(records, spec.rate_limit.max_actions, durations.parse(spec.rate_limit.window),
+        verdict = guards.rate_limit(records, spec.rate_limit.max_actions, spec.rate_limit.window_seconds,
                                     now)
         if not verdict.allowed:
             return verdict
@@ -177,9 +177,9 @@ def decide(policy: PolicyState, admin: tenancy.Tenancy, now: float) -> Decision:
              f"watching {len(policy.detector_names)} detector(s)" + (" and alerts" if spec.alert_selector else ""),
              now, gen)
 
-    max_staleness = durations.parse(spec.trigger.max_staleness) if spec.trigger.max_staleness else None
+    max_staleness = spec.trigger.max_staleness_seconds
     result = triggers.evaluate(
-        policy.detectors, policy.alerts, durations.parse(spec.trigger.for_), spec.trigger.min_score, max_staleness,
+        policy.detectors, policy.alerts, spec.trigger.for_seconds, spec.trigger.min_score, max_staleness,
         now, expect_detectors=bool(spec.detectors) or spec.detector_selector is not None,
         alerts_unknown=policy.alerts_unknown,
     )
@@ -196,7 +196,7 @@ def decide(policy: PolicyState, admin: tenancy.Tenancy, now: float) -> Decision:
         # and restart the ladder); only a quiet spell of keepFiringFor does.
         quiet_since = status.quiet_since.timestamp() if status.quiet_since else now
         status.quiet_since = _utc(quiet_since)
-        quiet_ends = quiet_since + durations.parse(spec.trigger.keep_firing_for)
+        quiet_ends = quiet_since + spec.trigger.keep_firing_for_seconds
         if now >= quiet_ends:
             closed, quiet_ends = status.incident, None
             status.incident = None
@@ -205,7 +205,7 @@ def decide(policy: PolicyState, admin: tenancy.Tenancy, now: float) -> Decision:
             status.escalation_step = None
 
     incident_records = _incident_records(policy.records, status.incident)
-    afters = [durations.parse(step.after) for step in spec.actions]
+    afters = [step.after_seconds for step in spec.actions]
     next_step = ladder.next_step(incident_records, afters, now) if status.incident else None
     verdict = guard(policy, admin, result, policy.records, incident_records, now)
     propose = skip = None
@@ -246,11 +246,11 @@ def summarize(policy: PolicyState, decided: RemediationPolicyStatus, result: Tri
          verdict.reason, verdict.message, now, gen)
     if not any(c.type == PolicyConditionType.DEGRADED for c in status.conditions):
         _put(status, PolicyConditionType.DEGRADED, ConditionStatus.FALSE, PolicyReason.AS_EXPECTED, "", now, gen)
-    cooldown = guards.cooldown(records, durations.parse(spec.cooldown), now)
+    cooldown = guards.cooldown(records, spec.cooldown_seconds, now)
     status.cooldown_until = _utc(cooldown.until) if cooldown.until else None
     rate_until = None
     if spec.rate_limit is not None:
-        window = durations.parse(spec.rate_limit.window)
+        window = spec.rate_limit.window_seconds
         taken = guards.taken_in_window(records, window, now)
         status.actions_in_window = len(taken)
         rate_until = min((r.created + window for r in taken), default=None)

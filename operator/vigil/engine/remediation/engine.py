@@ -630,7 +630,7 @@ class RemediationEngine:
         # The current policy decides whether a human must approve, whatever the action says.
         required = action.spec.approval_required or (entry.spec is not None and entry.spec.approval.required)
         if required:
-            timeout = durations.parse(entry.spec.approval.timeout) if entry.spec else 1800.0
+            timeout = entry.spec.approval.timeout_seconds if entry.spec else 1800.0
             status.phase = ActionPhase.PENDING_APPROVAL
             status.expires_at = _utc((to_time(status.created_at) or now) + timeout)
             status.message = "waiting for approval"
@@ -1041,7 +1041,7 @@ class RemediationEngine:
             step = action.spec.step.deregister_target
             if step is None or step.reregister_after is None or (action.status.after or {}).get("reregisteredAt"):
                 continue
-            wait = durations.parse(step.reregister_after)
+            wait = step.reregister_after_seconds or 0.0
             healthy = all(self._healthy_since(d) is not None and now - (self._healthy_since(d) or now) >= wait
                           for d in detectors)
             if not detectors or not healthy:
