@@ -16,7 +16,8 @@ from vigil.api.v1alpha1.policy import RemediationPolicySpec
 from vigil.sandbox.kubeapi import KubeAPIServer
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
-EXAMPLES = sorted([*ROOT.glob("examples/*.yaml"), *ROOT.glob("examples/e2e/*.yaml")])
+EXAMPLES = sorted([*ROOT.glob("examples/*.yaml"), *ROOT.glob("examples/e2e/*.yaml"),
+                   *ROOT.glob("examples/detectors/*.yaml")])
 MODELS = {"AnomalyDetector": AnomalyDetectorSpec, "RemediationPolicy": RemediationPolicySpec}
 
 
