@@ -1165,7 +1165,7 @@ class RemediationEngine:
             assert isinstance(executor, executors.DeregisterTarget)
             aws = self.aws_for(action.spec.region, action.spec.role_arn)
             try:
-                called = await self._aws(executor.reregister, aws, action.status.intent.parameters)
+                called, gone = await self._aws(executor.reregister, aws, action.status.intent.parameters)
             except aws_adapter.AwsError as exc:
                 self.metrics.aws_errors.labels(exc.operation or "RegisterTargets", exc.error_class.value).inc()
                 await self._event(action.involved, "Warning", notes.EngineEvent.REREGISTER_FAILED,
@@ -1173,11 +1173,16 @@ class RemediationEngine:
                 continue
             status = action.status.model_copy(deep=True)
             status.after = {**(status.after or {}), "reregisteredAt": _utc(now).isoformat()}
+            if gone:
+                status.after["notReregistered"] = gone
             status.aws_request_ids = (status.aws_request_ids + called.request_ids)[-50:]
+            back = [i for i in action.status.intent.parameters["InstanceIds"] if i not in gone]
+            message = (f"registered {', '.join(back)} again after {step.reregister_after} healthy" if back else
+                       f"nothing registered again after {step.reregister_after} healthy")
+            if gone:
+                message += f"; {', '.join(gone)} left out: terminated (replaced)"
             if await self._write_action(action, status):
-                await self._event(action.involved, "Normal", notes.EngineEvent.TARGETS_REREGISTERED,
-                                  f"registered {', '.join(action.status.intent.parameters['InstanceIds'])} again "
-                                  f"after {step.reregister_after} healthy")
+                await self._event(action.involved, "Normal", notes.EngineEvent.TARGETS_REREGISTERED, message)
 
     @staticmethod
     def _healthy_since(detector: DetectorEntry) -> float | None:

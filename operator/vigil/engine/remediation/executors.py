@@ -345,10 +345,18 @@ class DeregisterTarget(Executor):
         group = aws.describe_target_group(parameters["TargetGroupArn"])
         return {i: group.targets.get(i, "not registered") for i in parameters["InstanceIds"]}
 
-    def reregister(self, aws: Aws, parameters: Mapping[str, Any]) -> Called:
-        result = aws.register_targets(parameters["TargetGroupArn"], list(parameters["InstanceIds"]),
-                                      parameters.get("Port"))
-        return Called([result.request_id], dict(result.detail))
+    def reregister(self, aws: Aws, parameters: Mapping[str, Any]) -> tuple[Called, list[str]]:
+        """Register the drained instances again, except those that are gone (terminated or terminating: a
+        later step replaced them, and their group registers the replacement). Returns the call (no request
+        id if nothing was left to register) and the instances left out."""
+        ids = list(parameters["InstanceIds"])
+        found = aws.describe_instances(ids)
+        gone = [i for i in ids if i not in found or found[i].state in ("shutting-down", "terminated")]
+        live = [i for i in ids if i not in gone]
+        if not live:
+            return Called([], {}), gone
+        result = aws.register_targets(parameters["TargetGroupArn"], live, parameters.get("Port"))
+        return Called([result.request_id], dict(result.detail)), gone
 
 
 def observe(aws: Aws, step: Step, instance_ids: Sequence[str]) -> preflight.Observed:
