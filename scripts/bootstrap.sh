@@ -3,6 +3,7 @@
 #   - a Python >= 3.11 with venv (installs python3-venv through apt if it is missing),
 #   - the project in .venv with the requested extras, at the versions of requirements/dev.lock,
 #   - Prometheus and promtool on PATH (Debian package `prometheus`, run as a plain process, no systemd).
+#   - node_exporter on PATH (Debian package `prometheus-node-exporter`, likewise).
 # Anything that cannot be installed is reported with what to do, and the script fails.
 # `bootstrap.sh dev --no-prometheus` stops before Prometheus: `make test-fast` runs only the tests
 # that need no peer, so it must work on a machine where Prometheus cannot be installed.
@@ -88,5 +89,15 @@ if ! command -v prometheus >/dev/null 2>&1 || ! command -v promtool >/dev/null 2
   }
   # The Debian package may start a service where an init system exists; Vigil runs its own processes.
   as_root service prometheus stop >/dev/null 2>&1 || true
+fi
+# node_exporter, for the test of the host-metric examples (tests/integration/test_host_metrics.py).
+if ! command -v prometheus-node-exporter >/dev/null 2>&1 && ! command -v node_exporter >/dev/null 2>&1; then
+  apt_install prometheus-node-exporter || {
+    say "prometheus-node-exporter is not on PATH and could not be installed automatically."
+    say "Install the Debian package 'prometheus-node-exporter', or put node_exporter from"
+    say "https://prometheus.io/download/ on PATH, then run this again."
+    exit 1
+  }
+  as_root service prometheus-node-exporter stop >/dev/null 2>&1 || true
 fi
 say "ready: $("$venv/bin/python" --version), $(prometheus --version 2>&1 | head -n 1)"

@@ -158,6 +158,10 @@ def _add_remediation_flags(p: argparse.ArgumentParser) -> None:
                    default=float(_env("VIGIL_REMEDIATION_RESYNC", "1") or 1),
                    help="most seconds between two passes of the remediation engine; passes also run on events "
                         "and when a decision is due (default 1) [env VIGIL_REMEDIATION_RESYNC]")
+    p.add_argument("--command-poll-interval", type=float,
+                   default=float(_env("VIGIL_COMMAND_POLL_INTERVAL", "5") or 5),
+                   help="seconds between two polls of a runCommand's SSM invocations (GetCommandInvocation per "
+                        "instance) while it runs (default 5) [env VIGIL_COMMAND_POLL_INTERVAL]")
 
 
 def _add_guard_flags(p: argparse.ArgumentParser) -> None:
@@ -308,6 +312,8 @@ def _run(args: argparse.Namespace) -> int:
         admin = admin_limits(args)
         if not 0 < args.remediation_resync <= 3600:
             raise ValueError("--remediation-resync must be more than 0 and at most 3600 seconds")
+        if not 0 < args.command_poll_interval <= 3600:
+            raise ValueError("--command-poll-interval must be more than 0 and at most 3600 seconds")
         if args.provenance_key_file:
             try:
                 key = pathlib.Path(args.provenance_key_file).read_bytes().strip()
@@ -367,6 +373,7 @@ def _run(args: argparse.Namespace) -> int:
         alertmanager_token_file=args.alertmanager_token_file,
         admin=admin,
         remediation_resync=args.remediation_resync,
+        command_poll_interval=args.command_poll_interval,
         provenance_key_file=args.provenance_key_file,
         alertmanager_allow_unauthenticated=args.alertmanager_allow_unauthenticated,
         alertmanager_max_bytes=args.alertmanager_max_bytes,

@@ -114,6 +114,9 @@ class OperatorConfig:
     """Most seconds between two passes of the remediation engine. Passes also run on every event (a policy,
     an action, an alert, a detector verdict that flips) and when a decider's ``requeue_after`` is due."""
 
+    command_poll_interval: float = 5.0
+    """Seconds between two polls of a running SSM command's invocations (a runCommand action in Executing)."""
+
     admin: tenancy.Tenancy = dataclasses.field(default_factory=tenancy.Tenancy)
     """What policies may ask for: required target tags, role ARNs per namespace, SSM documents, commands and
     timeout (``--guard-tag``, ``--namespace-tag-key``, ``--allowed-role-arns``, ``--ssm-*``)."""

@@ -16,7 +16,8 @@ from vigil.api.v1alpha1.policy import RemediationPolicySpec
 from vigil.sandbox.kubeapi import KubeAPIServer
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
-EXAMPLES = sorted([*ROOT.glob("examples/*.yaml"), *ROOT.glob("examples/e2e/*.yaml")])
+EXAMPLES = sorted([*ROOT.glob("examples/*.yaml"), *ROOT.glob("examples/e2e/*.yaml"),
+                   *ROOT.glob("examples/detectors/*.yaml")])
 MODELS = {"AnomalyDetector": AnomalyDetectorSpec, "RemediationPolicy": RemediationPolicySpec}
 
 
@@ -74,7 +75,7 @@ def test_iam_policy_covers_every_operation_and_nothing_more() -> None:
         actions = statement["Action"] if isinstance(statement["Action"], list) else [statement["Action"]]
         assert not any("*" in a for a in actions), f"wildcard action in {statement['Sid']}"
         granted |= set(actions)
-        writes = [a for a in actions if not a.split(":")[1].startswith(("Describe", "List"))]
+        writes = [a for a in actions if not a.split(":")[1].startswith(("Describe", "List", "Get"))]
         if writes and statement["Resource"] == "*":
             pytest.fail(f"{statement['Sid']} grants {writes} on every resource")
         if writes and "instance" in str(statement["Resource"]) + str(statement["Resource"]):

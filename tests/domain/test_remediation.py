@@ -4,10 +4,17 @@ from __future__ import annotations
 
 import pytest
 
-from vigil.api.v1alpha1.action import ACTOR_ANNOTATION, APPROVE_ANNOTATION, REJECT_ANNOTATION, ActionPhase, SkipReason
+from vigil.api.v1alpha1.action import (
+    ACTOR_ANNOTATION,
+    APPROVE_ANNOTATION,
+    REJECT_ANNOTATION,
+    ActionPhase,
+    CommandInvocation,
+    SkipReason,
+)
 from vigil.api.v1alpha1.detector import SeriesState
 from vigil.api.v1alpha1.policy import InstanceTargets, PolicyReason, ScaleAutoScalingGroup
-from vigil.domain.remediation import approvals, guards, ladder, plans, triggers
+from vigil.domain.remediation import approvals, commands, guards, ladder, plans, triggers
 from vigil.domain.remediation.guards import ActionRecord
 from vigil.domain.remediation.triggers import DetectorSignal, SeriesSignal, TriggerState
 
@@ -95,8 +102,8 @@ def test_detector_evidence_preferred_over_alert() -> None:
 
 
 def record(name: str, phase: ActionPhase, created: float, completed: float | None = None, step: int = 0,
-           instances: tuple[tuple[str, str | None], ...] = ()) -> ActionRecord:
-    return ActionRecord(name, "inc", step, phase, created, completed, instances)
+           instances: tuple[tuple[str, str | None], ...] = (), error_code: str | None = None) -> ActionRecord:
+    return ActionRecord(name, "inc", step, phase, created, completed, instances, error_code)
 
 
 def test_cooldown_runs_from_the_last_completed_action() -> None:
@@ -143,6 +150,19 @@ AFTERS = [0.0, 300.0, 600.0]
     ([record("a", ActionPhase.SUCCEEDED, NOW - 400, NOW - 350)], 1, None),
     ([record("a", ActionPhase.DRY_RUN, NOW - 400, NOW - 350)], 1, None),
     ([record("a", ActionPhase.FAILED, NOW - 400, NOW - 350)], None, None),
+    # A remedy that ran and did not work escalates like a success (issue 14): after the next step's `after`.
+    ([record("a", ActionPhase.FAILED, NOW - 400, NOW - 350, error_code="CommandFailed")], 1, None),
+    ([record("a", ActionPhase.FAILED, NOW - 400, NOW - 350, error_code="CommandTimedOut")], 1, None),
+    ([record("a", ActionPhase.FAILED, NOW - 100, NOW - 50, error_code="CommandFailed")], None, NOW + 250),
+    # A failed call (not a failed remedy) still stops the ladder: it needs a human.
+    ([record("a", ActionPhase.FAILED, NOW - 400, NOW - 350, error_code="AccessDenied")], None, None),
+    ([record("a", ActionPhase.FAILED, NOW - 400, NOW - 350, error_code="Interrupted")], None, None),
+    ([record("a", ActionPhase.REJECTED, NOW - 400, NOW - 350, error_code="CommandFailed")], None, None),
+    ([record("a", ActionPhase.SUCCEEDED, NOW - 9000, NOW - 8000),
+      record("b", ActionPhase.FAILED, NOW - 7000, NOW - 6000, step=1, error_code="CommandFailed")], 2, None),
+    ([record("a", ActionPhase.FAILED, NOW - 9000, NOW - 8000, error_code="CommandFailed"),
+      record("b", ActionPhase.FAILED, NOW - 7000, NOW - 6000, step=1, error_code="CommandFailed"),
+      record("c", ActionPhase.FAILED, NOW - 5000, NOW - 4000, step=2, error_code="CommandFailed")], None, None),
     ([record("a", ActionPhase.REJECTED, NOW - 400, NOW - 350)], None, None),
     ([record("a", ActionPhase.SUCCEEDED, NOW - 9000, NOW - 8000),
       record("b", ActionPhase.SUCCEEDED, NOW - 7000, NOW - 6000, step=1),
@@ -218,3 +238,53 @@ def test_approval_expiry() -> None:
 
 def test_backoff() -> None:
     assert [approvals.backoff(n) for n in (1, 2, 3, 10)] == [5, 10, 20, 300]
+
+
+# --- SSM command outcomes (domain/remediation/commands.py) ------------------------------------------------
+
+
+def invocation(instance: str, status: str, exit_code: int | None = None) -> CommandInvocation:
+    return CommandInvocation(instance_id=instance, status=status, exit_code=exit_code)
+
+
+@pytest.mark.parametrize(("polled", "now", "done", "succeeded", "code"), [
+    ([], NOW, False, False, None),  # nothing known yet: pending
+    ([invocation("i-1", "InProgress")], NOW, False, False, None),
+    ([invocation("i-1", "Success", 0)], NOW, False, False, None),  # i-2 not polled yet
+    ([invocation("i-1", "Success", 0), invocation("i-2", "Delayed")], NOW, False, False, None),
+    ([invocation("i-1", "Success", 0), invocation("i-2", "Success", 0)], NOW, True, True, None),
+    ([invocation("i-1", "Success", 0), invocation("i-2", "Failed", 3)], NOW, True, False, "CommandFailed"),
+    ([invocation("i-1", "Cancelled"), invocation("i-2", "Success", 0)], NOW, True, False, "CommandFailed"),
+    ([invocation("i-1", "TimedOut"), invocation("i-2", "Success", 0)], NOW, True, False, "CommandTimedOut"),
+    ([invocation("i-1", "TimedOut"), invocation("i-2", "Failed", 1)], NOW, True, False, "CommandFailed"),
+    # Vigil's own deadline: a still-pending instance at the deadline ends the wait.
+    ([invocation("i-1", "Success", 0), invocation("i-2", "InProgress")], NOW + 100, True, False,
+     "CommandTimedOut"),
+    ([invocation("i-1", "Success", 0), invocation("i-2", "Success", 0)], NOW + 100, True, True, None),
+])
+def test_command_outcome(polled: list[CommandInvocation], now: float, done: bool, succeeded: bool,
+                         code: str | None) -> None:
+    outcome = commands.judge(polled, ["i-1", "i-2"], now, NOW + 50)
+    assert (outcome.done, outcome.succeeded, outcome.error_code) == (done, succeeded, code), outcome.message
+
+
+def test_command_outcome_message_names_each_instance() -> None:
+    outcome = commands.judge([invocation("i-1", "Success", 0), invocation("i-2", "Failed", 3)], ["i-1", "i-2"],
+                             NOW, None)
+    assert "i-1 Success, exit 0" in outcome.message and "i-2 Failed, exit 3" in outcome.message
+
+
+def test_command_deadline_covers_delivery_and_execution() -> None:
+    assert commands.deadline(1000.0, 120) == 1000.0 + 240 + commands.DEADLINE_GRACE_S
+
+
+@pytest.mark.parametrize(("text", "kept", "cut"), [
+    (None, None, False),
+    ("", None, False),
+    ("ok\n", "ok\n", False),
+    ("".join(f"line {i}\n" for i in range(30)), "".join(f"line {i}\n" for i in range(20)), True),
+    ("x" * 5000, "x" * 2048, True),
+    ("é" * 1500, "é" * 1024, True),  # cut on a character boundary, not inside one
+])
+def test_command_output_excerpt(text: str | None, kept: str | None, cut: bool) -> None:
+    assert commands.excerpt(text) == (kept, cut)

@@ -20,6 +20,7 @@ from typing import Any
 
 import numpy as np
 import pytest
+import yaml
 
 from tests.conftest import OperatorFactory, conditions_of, detector
 from tests.harness import OperatorProcess, steady, wait_for
@@ -553,3 +554,66 @@ def test_history_limit_prunes_old_actions(kubeapi: KubeAPIServer, operator: Oper
              and len(actions(kubeapi)) == 1 and phases(kubeapi) == ["Succeeded"],
              what=f"pruned to one (first {first}); have {[a['metadata']['name'] for a in actions(kubeapi)]}")
     assert estate.desired(moto) == 4
+
+
+# --- load balancing: examples/remediationpolicy-load-balancer.yaml ---------------------------------------
+
+LB_EXAMPLE = pathlib.Path(__file__).resolve().parents[2] / "examples/remediationpolicy-load-balancer.yaml"
+
+
+def ladder(target_group_arn: str, replace_after: str) -> list[dict[str, Any]]:
+    """The example's steps, with this estate's target group and test-sized delays."""
+    steps: list[dict[str, Any]] = yaml.safe_load(LB_EXAMPLE.read_text())["spec"]["actions"]
+    drain, replace = steps
+    assert "deregisterTarget" in drain and replace["replaceInstance"]["mode"] == "Terminate"
+    drain["deregisterTarget"].update(targetGroupArn=target_group_arn, reregisterAfter="1s")
+    replace["after"] = replace_after
+    return steps
+
+
+def targets(moto: Moto, arn: str) -> dict[str, str]:
+    health = moto.client("elbv2").describe_target_health(TargetGroupArn=arn)["TargetHealthDescriptions"]
+    return {t["Target"]["Id"]: t["TargetHealth"]["State"] for t in health}
+
+
+def test_drain_then_register_again_when_healthy(kubeapi: KubeAPIServer, operator: OperatorProcess,
+                                                estate: Estate, moto: Moto, proxy: FaultProxy) -> None:
+    victim, other = estate.instances
+    apply_detector(kubeapi, query=with_instance(INCIDENT, victim))
+    apply_policy(kubeapi, ladder(estate.target_group_arn, replace_after="1h"))
+    drained = wait_phase(kubeapi, "Succeeded")[0]
+    assert drained["spec"]["targets"][0]["id"] == victim
+    assert victim not in targets(moto, estate.target_group_arn) and other in targets(moto, estate.target_group_arn)
+    assert proxy.hits("RegisterTargets") == 0
+    # Draining cured it: the incident ends before the replacement is due, and the instance goes back.
+    _flip(kubeapi, with_instance(NORMAL, victim), False)
+    wait_for(lambda: targets(moto, estate.target_group_arn).get(victim) == "healthy", what="registered again")
+    event(kubeapi, "RemediationAction", drained["metadata"]["name"], "TargetsReregistered")
+    assert proxy.hits("RegisterTargets") == 1 and proxy.hits("TerminateInstanceInAutoScalingGroup") == 0
+
+
+def test_drain_replace_and_the_replacement_takes_its_place(kubeapi: KubeAPIServer, operator: OperatorProcess,
+                                                         estate: Estate, moto: Moto, proxy: FaultProxy) -> None:
+    victim, other = estate.instances
+    # As the example says: the group is attached to the target group, so it registers its new instances.
+    moto.client("autoscaling").attach_load_balancer_target_groups(
+        AutoScalingGroupName=estate.group, TargetGroupARNs=[estate.target_group_arn])
+    apply_detector(kubeapi, query=with_instance(INCIDENT, victim))
+    apply_policy(kubeapi, ladder(estate.target_group_arn, replace_after="1s"))
+    drained, replaced = sorted(wait_phase(kubeapi, "Succeeded", count=2), key=lambda a: a["spec"]["stepIndex"])
+    assert replaced["spec"]["step"]["replaceInstance"]["mode"] == "Terminate"
+    state = moto.client("ec2").describe_instances(InstanceIds=[victim])["Reservations"][0]["Instances"][0]["State"]
+    assert state["Name"] in ("shutting-down", "terminated")
+    group = moto.client("autoscaling").describe_auto_scaling_groups(AutoScalingGroupNames=[estate.group])
+    members = {i["InstanceId"] for i in group["AutoScalingGroups"][0]["Instances"]}
+    (replacement,) = members - {victim, other}
+    registered = targets(moto, estate.target_group_arn)
+    assert victim not in registered and replacement in registered, registered
+    # Healthy again: the drained instance is gone, so it is left out, not registered.
+    _flip(kubeapi, with_instance(NORMAL, victim), False)
+    wait_for(lambda: ((kubeapi.get(*RA, "default", drained["metadata"]["name"])
+                       or {}).get("status") or {}).get("after", {}).get("reregisteredAt"), what="re-registration done")
+    after = (kubeapi.get(*RA, "default", drained["metadata"]["name"])
+             or {})["status"]["after"]
+    assert after["notReregistered"] == [victim]
+    assert proxy.hits("RegisterTargets") == 0 and victim not in targets(moto, estate.target_group_arn)

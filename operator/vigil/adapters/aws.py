@@ -40,7 +40,10 @@ mode; these are moto's behaviours, not ours):
   unknown instance ids, and with InstanceIds (no Targets) moto lists *every*
   instance of the region in the command's InstanceIds. ListCommandInvocations
   is not implemented (HTTP 500); ListCommands ignores Filters and does not
-  paginate; DescribeInstanceInformation is not implemented.
+  paginate; DescribeInstanceInformation is not implemented. The tests answer
+  GetCommandInvocation from a scripted server in front of moto
+  (tests/integration/ssm_script.py), so command polling is exercised against
+  scripted invocation states, not real SSM.
 * ELBv2 RegisterTargets accepts unknown instance ids, targets are "healthy" at
   once, deregistration is immediate (no "draining"), one port per instance.
 """
@@ -245,6 +248,20 @@ class CommandState:
     @property
     def done(self) -> bool:
         return self.status in _COMMAND_DONE
+
+
+@dataclasses.dataclass(frozen=True)
+class InvocationState:
+    """One instance's part of an SSM command (GetCommandInvocation), output as SSM returns it (up to 24000
+    characters each; the caller keeps an excerpt)."""
+
+    command_id: str
+    instance_id: str
+    status: str  # Pending, InProgress, Delayed, Success, Cancelled, TimedOut, Failed, Cancelling
+    status_details: str
+    response_code: int | None  # the exit code; -1 until the command has run
+    output: str
+    error_output: str
 
 
 @dataclasses.dataclass(frozen=True)
@@ -623,6 +640,25 @@ class AwsAdapter:
             completed_count=int(best.get("CompletedCount") or 0),
             error_count=int(best.get("ErrorCount") or 0),
             status_details=str(best.get("StatusDetails") or ""),
+        )
+
+    def command_invocation(self, command_id: str, instance_id: str) -> InvocationState | None:
+        """The status, exit code and output of ``command_id`` on one instance; None while SSM does not know the
+        invocation yet (``InvocationDoesNotExist``: it appears shortly after SendCommand)."""
+        self._check_ids([instance_id], "GetCommandInvocation")
+        try:
+            item = self._call("ssm", "GetCommandInvocation", CommandId=command_id, InstanceId=instance_id)
+        except AwsError as exc:
+            if exc.code == "InvocationDoesNotExist":
+                return None
+            raise
+        code = item.get("ResponseCode")
+        return InvocationState(
+            command_id=command_id, instance_id=instance_id, status=str(item.get("Status") or ""),
+            status_details=str(item.get("StatusDetails") or ""),
+            response_code=int(code) if code is not None else None,
+            output=str(item.get("StandardOutputContent") or ""),
+            error_output=str(item.get("StandardErrorContent") or ""),
         )
 
     # Writes.

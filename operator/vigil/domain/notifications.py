@@ -87,6 +87,7 @@ class EngineEvent(enum.StrEnum):
     NOTIFICATION_FAILED = "NotificationFailed"
     REREGISTER_FAILED = "ReregisterFailed"
     TARGETS_REREGISTERED = "TargetsReregistered"
+    COMMAND_SENT = "CommandSent"
 
 
 class ChannelKind(enum.StrEnum):

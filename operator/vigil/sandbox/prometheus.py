@@ -309,6 +309,7 @@ class PrometheusServer:
         extra_args: Sequence[str] = (),
         *,
         drop_target_labels: bool = True,
+        target_labels: Mapping[str, str] | None = None,
         ready_timeout: float = 30.0,
     ) -> None:
         self._history = list(history)
@@ -321,6 +322,9 @@ class PrometheusServer:
         self._scrape_interval = scrape_interval
         self._extra_args = list(extra_args)
         self._drop_target_labels = drop_target_labels
+        #: Labels added to every scraped series (a static_config's ``labels``), e.g. the ``instance_id``
+        #: that EC2 service discovery and relabelling would give a node_exporter target.
+        self._target_labels = _validate_labels(target_labels or {})
         self._ready_timeout = ready_timeout
         self._tmp = Path(tempfile.mkdtemp(prefix="vigil-prometheus-"))
         self._data_dir = self._tmp / "data"
@@ -559,7 +563,8 @@ class PrometheusServer:
         if self._scrape_targets:
             job: dict[str, Any] = {
                 "job_name": "sandbox",
-                "static_configs": [{"targets": list(self._scrape_targets)}],
+                "static_configs": [{"targets": list(self._scrape_targets),
+                                    **({"labels": dict(self._target_labels)} if self._target_labels else {})}],
             }
             if self._drop_target_labels:
                 job["metric_relabel_configs"] = [{"action": "labeldrop", "regex": "job|instance"}]

@@ -140,6 +140,51 @@ class Decision(Model):
                                                                 "approval annotation (client-chosen).")
 
 
+#: ``errorCode`` of a runCommand action whose command did not succeed on every instance (``Failed``).
+COMMAND_FAILED = "CommandFailed"
+#: ``errorCode`` when a command timed out in SSM, or Vigil stopped waiting for it (its deadline passed).
+COMMAND_TIMED_OUT = "CommandTimedOut"
+#: Failures that mean "the remedy ran and did not help", not "something is wrong with the call": the
+#: escalation ladder moves on to its next step after them (domain/remediation/ladder.py).
+ESCALATING_ERROR_CODES = frozenset({COMMAND_FAILED, COMMAND_TIMED_OUT})
+
+#: Per instance, at most this many lines and bytes of a command's output are kept on the action.
+OUTPUT_MAX_LINES = 20
+OUTPUT_MAX_BYTES = 2048
+
+
+class CommandInvocation(Model):
+    """What one instance reported for an SSM command (GetCommandInvocation)."""
+
+    instance_id: str = Field(max_length=32)
+    status: str = Field(max_length=32, description="SSM invocation status: Pending, InProgress, Delayed, Success, "
+                                                    "Cancelled, TimedOut, Failed, Undeliverable, Terminated, ...")
+    status_details: str | None = Field(default=None, max_length=128)
+    exit_code: int | None = Field(default=None, description="The command's exit code (SSM ResponseCode); "
+                                                            "-1 or absent while it has not finished.")
+    output: str | None = Field(default=None, max_length=OUTPUT_MAX_BYTES + 64, description=(
+        f"The first {OUTPUT_MAX_LINES} lines (at most {OUTPUT_MAX_BYTES} bytes) of standard output, "
+        "credentials redacted."))
+    error_output: str | None = Field(default=None, max_length=OUTPUT_MAX_BYTES + 64, description=(
+        "The same for standard error."))
+    truncated: bool = Field(default=False, description="Whether output or errorOutput was cut.")
+
+
+class CommandStatus(Model):
+    """An SSM command the action sent, as last polled. Present while the action waits for it, and after."""
+
+    command_id: str = Field(max_length=64)
+    status: str = Field(max_length=32, description="InProgress while any instance has not finished, then "
+                                                   "Success or Failed (Vigil's summary of the invocations).")
+    sent_at: datetime.datetime | None = Field(default=None, description="When the command was found sent.")
+    deadline: datetime.datetime | None = Field(default=None, description=(
+        "Vigil stops waiting at this time (2 x timeoutSeconds after sending, plus a minute: SSM's delivery "
+        "timeout, then its execution timeout) and ends the action Failed/CommandTimedOut."))
+    polled_at: datetime.datetime | None = None
+    polls: int = Field(default=0, ge=0)
+    invocations: list[CommandInvocation] = Field(default_factory=list, max_length=100)
+
+
 class RemediationActionStatus(Model):
     phase: ActionPhase | None = None
     conditions: list[Condition] = Field(default_factory=list, max_length=8, json_schema_extra=CONDITIONS_FIELD_EXTRA)
@@ -161,6 +206,8 @@ class RemediationActionStatus(Model):
     error_class: ErrorClass | None = None
     error_code: str | None = None
     notified: list[str] = Field(default_factory=list, max_length=8, description="Channels notified.")
+    command_status: CommandStatus | None = Field(default=None, description=(
+        "runCommand only: the SSM command and, per instance, its status, exit code and first lines of output."))
 
 
 PRINTER_COLUMNS: list[dict[str, Any]] = [

@@ -35,6 +35,8 @@ class ActionRecord:
     completed: float | None
     #: (instance id, Auto Scaling Group or None) for instance-level actions.
     instances: tuple[tuple[str, str | None], ...] = ()
+    #: ``status.errorCode`` of a Failed action (the ladder climbs on after CommandFailed / CommandTimedOut).
+    error_code: str | None = None
 
 
 @dataclasses.dataclass(frozen=True)

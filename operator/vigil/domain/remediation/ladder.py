@@ -5,6 +5,14 @@ step is due at once; each next step is due when the previous one succeeded
 (or was dry-run) and the trigger still fires ``after`` it completed. A failed,
 rejected or expired step stops the ladder: it needs a human, and climbing on
 past an error would stack changes nobody reviewed.
+
+One kind of failure escalates instead: a remedy that ran and did not work. A
+runCommand whose command failed or timed out on an instance (``errorCode``
+CommandFailed or CommandTimedOut) was delivered and executed as reviewed; the
+problem is still there, which is exactly what the next rung is for. It climbs
+like a success (after the next step's ``after``, and only while the trigger
+fires). Failures of the call itself (AccessDenied, a validation error, an
+interrupted reboot) still stop the ladder.
 """
 
 from __future__ import annotations
@@ -13,7 +21,7 @@ import dataclasses
 import hashlib
 from collections.abc import Sequence
 
-from vigil.api.v1alpha1.action import ActionPhase
+from vigil.api.v1alpha1.action import ESCALATING_ERROR_CODES, ActionPhase
 from vigil.domain.remediation.guards import ActionRecord
 
 _ADVANCE = frozenset({ActionPhase.SUCCEEDED, ActionPhase.DRY_RUN})
@@ -25,6 +33,12 @@ class NextStep:
     index: int | None  # the step due now, or None
     wait_until: float | None  # when to look again, if a step will become due
     message: str
+
+
+def escalates(record: ActionRecord) -> bool:
+    """Whether the ladder climbs on after this (finished) step."""
+    return record.phase in _ADVANCE or (record.phase == ActionPhase.FAILED
+                                        and record.error_code in ESCALATING_ERROR_CODES)
 
 
 def incident_id(policy_uid: str, started: float) -> str:
@@ -39,7 +53,7 @@ def next_step(records: Sequence[ActionRecord], afters: Sequence[float], now: flo
     last = max(records, key=lambda r: (r.step_index, r.created))
     if last.phase.in_flight:
         return NextStep(None, None, f"step {last.step_index + 1} ({last.name}) is {last.phase.value}")
-    if last.phase in _STOP:
+    if last.phase in _STOP and not escalates(last):
         return NextStep(None, None, f"step {last.step_index + 1} ({last.name}) ended {last.phase.value}; "
                                     "the ladder stops until the incident ends")
     following = last.step_index + 1
@@ -48,5 +62,6 @@ def next_step(records: Sequence[ActionRecord], afters: Sequence[float], now: flo
     due = (last.completed or now) + afters[following]
     if now < due:
         return NextStep(None, due, f"step {following + 1} is due in {due - now:.0f}s if still anomalous")
+    how = f" failed ({last.error_code})" if last.phase == ActionPhase.FAILED else ""
     return NextStep(following, None, f"step {following + 1}: still anomalous {afters[following]:.0f}s after "
-                                      f"step {last.step_index + 1}")
+                                      f"step {last.step_index + 1}{how}")

@@ -46,7 +46,17 @@ from vigil.api.v1alpha1.policy import (
 )
 from vigil.domain import conditions, durations, selectors
 from vigil.domain import notifications as notes
-from vigil.domain.remediation import approvals, guards, plans, preflight, provenance, reconcile, tenancy, triggers
+from vigil.domain.remediation import (
+    approvals,
+    commands,
+    guards,
+    plans,
+    preflight,
+    provenance,
+    reconcile,
+    tenancy,
+    triggers,
+)
 from vigil.domain.remediation.triggers import TriggerResult, TriggerState
 from vigil.engine.registry import DetectorEntry, Owns, Registry
 from vigil.engine.remediation import executors
@@ -116,6 +126,7 @@ class RemediationEngine:
         admin: tenancy.Tenancy | None = None,
         provenance_key: bytes | None = None,
         pass_wait: float = 2.0,
+        command_poll_interval: float = 5.0,
     ) -> None:
         self.detectors = detectors
         #: The cluster admin's limits on what policies may ask for (flags, never the policy).
@@ -124,6 +135,8 @@ class RemediationEngine:
         self.provenance_key = provenance_key
         #: A tick waits this long for the policies' passes, then lets a slow one (a hung AWS call) run on alone.
         self.pass_wait = pass_wait
+        #: Seconds between two polls of a running SSM command (each poll is one short pass, never a wait).
+        self.command_poll_interval = command_poll_interval
         self._passes: dict[ObjectId, asyncio.Task[None]] = {}
         #: Sharding: which policies this replica reconciles. Actions follow their policy's shard.
         self._owns = owns
@@ -666,6 +679,9 @@ class RemediationEngine:
         next_attempt = to_time(action.status.next_attempt_at)
         if next_attempt is not None and now < next_attempt:
             return
+        if action.phase == ActionPhase.EXECUTING and action.status.command_status is not None:
+            await self._poll(action, entry, now)  # the command runs whatever the policy says now: keep reading
+            return
         if entry.spec is not None and entry.spec.paused:
             return  # approved actions wait while the policy is paused
         if action.phase == ActionPhase.APPROVED:
@@ -811,10 +827,106 @@ class RemediationEngine:
         except aws_adapter.AwsError as exc:
             await self._aws_failure(action, entry, exc, now)
             return
+        if executor.tracks:
+            await self._track(action, entry, executor, aws, called, now)
+            return
         await self._succeed(action, entry, executor, aws, called.request_ids, now, "")
 
+    async def _track(self, action: ActionEntry, entry: PolicyEntry, executor: executors.Executor,
+                     aws: executors.Aws, called: executors.Called | None, now: float) -> None:
+        """The call started work AWS finishes later (an SSM command): record what to poll, stay Executing.
+
+        Written before the first poll, so that after a restart the engine polls the same command instead
+        of looking for it again (or sending it again). ``called`` is None when resuming: the command is then
+        found by the action's uid in its comment."""
+        from vigil.adapters import aws as aws_adapter
+
+        assert isinstance(executor, executors.RunCommand)
+        intent = action.status.intent
+        assert intent is not None
+        try:
+            tracked = await self._aws(executor.track, aws, intent.parameters, action.uid, called, now)
+        except aws_adapter.AwsError as exc:
+            await self._aws_failure(action, entry, exc, now)
+            return
+        status = action.status.model_copy(deep=True)
+        if called is not None:
+            status.aws_request_ids = (status.aws_request_ids + [r for r in called.request_ids if r])[-50:]
+        if tracked is None:  # only when resuming: verify saw the command, and now it is gone
+            status.next_attempt_at = _utc(now + self.command_poll_interval)
+            status.message = f"{intent.operation} sent, but the command is not listed by SSM yet; looking again"
+            await self._write_action(action, status)
+            return
+        status.command_status = tracked
+        status.error_class = None
+        status.error_code = None
+        status.next_attempt_at = _utc(now + self.command_poll_interval)
+        status.message = (f"command {tracked.command_id} sent to {len(intent.parameters['InstanceIds'])} "
+                          "instance(s); waiting for it to finish")
+        if await self._write_action(action, status):
+            await self._event(action.involved, "Normal", notes.EngineEvent.COMMAND_SENT, status.message)
+
+    async def _poll(self, action: ActionEntry, entry: PolicyEntry, now: float) -> None:
+        """One look at a running command: GetCommandInvocation per unfinished instance (in the AWS thread pool),
+        then Executing until the next poll, or the action's end. Never waits for the command itself."""
+        from vigil.adapters import aws as aws_adapter
+
+        assert action.spec is not None
+        executor = executors.EXECUTORS[action.spec.step.kind]
+        assert isinstance(executor, executors.RunCommand)
+        intent, known = action.status.intent, action.status.command_status
+        assert intent is not None and known is not None
+        aws = self.aws_for(action.spec.region, action.spec.role_arn)
+        status = action.status.model_copy(deep=True)
+        try:
+            polled = await self._aws(executor.progress, aws, intent.parameters, known, now)
+        except aws_adapter.AwsError as exc:
+            self.metrics.aws_errors.labels(exc.operation or "GetCommandInvocation", exc.error_class.value).inc()
+            deadline = to_time(known.deadline)
+            if exc.error_class == ErrorClass.RECOVERABLE and (deadline is None or now < deadline):
+                status.next_attempt_at = _utc(now + max(self.command_poll_interval, approvals.backoff(1)))
+                status.message = f"command {known.command_id} running; reading its result failed ({exc.code}), " \
+                                 "retrying"
+                await self._write_action(action, status)
+                return
+            status.phase = ActionPhase.FAILED
+            status.error_class = exc.error_class
+            status.error_code = exc.code
+            status.completed_at = _utc(now)
+            status.next_attempt_at = None
+            status.message = (f"command {known.command_id} was sent, but its result cannot be read: {exc.code}: "
+                              f"{exc.message}")[:4000]
+            if await self._write_action(action, status):
+                self._count_terminal(action, entry)
+                await self._announce(action, notes.EventKind.ACTION_FAILED, status.message)
+            return
+        outcome = commands.judge(polled.invocations, list(intent.parameters["InstanceIds"]), now,
+                                 to_time(known.deadline))
+        status.command_status = polled.model_copy(update={
+            "status": "InProgress" if not outcome.done else ("Success" if outcome.succeeded else "Failed")})
+        if not outcome.done:
+            status.next_attempt_at = _utc(now + self.command_poll_interval)
+            status.message = f"command {known.command_id}: {outcome.message}"[:4000]
+            await self._write_action(action, status)
+            return
+        if outcome.succeeded:
+            note = f"command {known.command_id}: {outcome.message};"[:3000]
+            await self._succeed(action, entry, executor, aws, [], now, note, status)
+            return
+        status.phase = ActionPhase.FAILED
+        status.error_class = ErrorClass.TERMINAL
+        status.error_code = outcome.error_code
+        status.completed_at = _utc(now)
+        status.next_attempt_at = None
+        status.message = (f"command {known.command_id}: {outcome.message}; the ladder's next step runs if the "
+                          "trigger still fires")[:4000]
+        if await self._write_action(action, status):
+            self._count_terminal(action, entry)
+            await self._announce(action, notes.EventKind.ACTION_FAILED, status.message)
+
     async def _succeed(self, action: ActionEntry, entry: PolicyEntry, executor: executors.Executor,
-                       aws: executors.Aws, request_ids: list[str], now: float, note: str) -> None:
+                       aws: executors.Aws, request_ids: list[str], now: float, note: str,
+                       base: RemediationActionStatus | None = None) -> None:
         from vigil.adapters import aws as aws_adapter
 
         intent = action.status.intent
@@ -823,7 +935,7 @@ class RemediationEngine:
             after = await self._aws(executor.after, aws, intent.parameters, action.uid)
         except aws_adapter.AwsError as exc:
             after = {"error": f"could not read the state after: {exc.code}"}
-        status = action.status.model_copy(deep=True)
+        status = (base or action.status).model_copy(deep=True)
         status.phase = ActionPhase.SUCCEEDED
         status.after = after
         status.aws_request_ids = (status.aws_request_ids + [r for r in request_ids if r])[-50:]
@@ -852,6 +964,9 @@ class RemediationEngine:
             done = await self._aws(executor.verify, aws, intent.parameters, action.uid)
         except aws_adapter.AwsError as exc:
             await self._aws_failure(action, entry, exc, now)
+            return
+        if done and executor.tracks:
+            await self._track(action, entry, executor, aws, None, now)  # sent before a restart: poll it
             return
         if done:
             await self._succeed(action, entry, executor, aws, [], now,
@@ -1050,7 +1165,7 @@ class RemediationEngine:
             assert isinstance(executor, executors.DeregisterTarget)
             aws = self.aws_for(action.spec.region, action.spec.role_arn)
             try:
-                called = await self._aws(executor.reregister, aws, action.status.intent.parameters)
+                called, gone = await self._aws(executor.reregister, aws, action.status.intent.parameters)
             except aws_adapter.AwsError as exc:
                 self.metrics.aws_errors.labels(exc.operation or "RegisterTargets", exc.error_class.value).inc()
                 await self._event(action.involved, "Warning", notes.EngineEvent.REREGISTER_FAILED,
@@ -1058,11 +1173,16 @@ class RemediationEngine:
                 continue
             status = action.status.model_copy(deep=True)
             status.after = {**(status.after or {}), "reregisteredAt": _utc(now).isoformat()}
+            if gone:
+                status.after["notReregistered"] = gone
             status.aws_request_ids = (status.aws_request_ids + called.request_ids)[-50:]
+            back = [i for i in action.status.intent.parameters["InstanceIds"] if i not in gone]
+            message = (f"registered {', '.join(back)} again after {step.reregister_after} healthy" if back else
+                       f"nothing registered again after {step.reregister_after} healthy")
+            if gone:
+                message += f"; {', '.join(gone)} left out: terminated (replaced)"
             if await self._write_action(action, status):
-                await self._event(action.involved, "Normal", notes.EngineEvent.TARGETS_REREGISTERED,
-                                  f"registered {', '.join(action.status.intent.parameters['InstanceIds'])} again "
-                                  f"after {step.reregister_after} healthy")
+                await self._event(action.involved, "Normal", notes.EngineEvent.TARGETS_REREGISTERED, message)
 
     @staticmethod
     def _healthy_since(detector: DetectorEntry) -> float | None:

@@ -11,12 +11,14 @@ call that landed nor loses one that did not. Where AWS offers no way to tell
 from __future__ import annotations
 
 import dataclasses
+import datetime
 from collections.abc import Mapping, Sequence
 from typing import Any, Protocol
 
-from vigil.api.v1alpha1.action import RemediationActionSpec, SkipReason
+from vigil.adapters import redaction
+from vigil.api.v1alpha1.action import CommandInvocation, CommandStatus, RemediationActionSpec, SkipReason
 from vigil.api.v1alpha1.policy import ReplaceMode, Step
-from vigil.domain.remediation import plans, preflight
+from vigil.domain.remediation import commands, plans, preflight
 
 
 class Aws(Protocol):
@@ -27,6 +29,7 @@ class Aws(Protocol):
     def describe_target_group(self, arn: str) -> Any: ...
     def group_sizes(self, groups: Sequence[str]) -> Mapping[str, int]: ...
     def find_command(self, comment: str, instance_ids: Sequence[str]) -> Any: ...
+    def command_invocation(self, command_id: str, instance_id: str) -> Any: ...
     def set_desired_capacity(self, name: str, desired: int, honor_cooldown: bool) -> Any: ...
     def set_instance_unhealthy(self, instance_id: str) -> Any: ...
     def terminate_in_group(self, instance_id: str) -> Any: ...
@@ -53,6 +56,10 @@ class Called:
     detail: dict[str, Any]
 
 
+def _utc(epoch: float) -> datetime.datetime:
+    return datetime.datetime.fromtimestamp(round(epoch, 3), tz=datetime.UTC)
+
+
 def _ids(spec: RemediationActionSpec) -> list[str]:
     return [t.id for t in spec.targets if t.kind == "Instance"]
 
@@ -66,6 +73,9 @@ class Executor:
     kind = ""
     #: Whether re-issuing the call is harmless when ``verify`` cannot tell.
     verifiable = True
+    #: Whether the call only starts work that AWS finishes later: the action stays Executing and the engine
+    #: polls it (``track``, then ``progress``) until it is done, instead of succeeding when the call returns.
+    tracks = False
 
     def prepare(self, aws: Aws, spec: RemediationActionSpec) -> Prepared | plans.Skip:
         raise NotImplementedError
@@ -215,6 +225,7 @@ class RebootInstances(Executor):
 
 class RunCommand(Executor):
     kind = "runCommand"
+    tracks = True
 
     def prepare(self, aws: Aws, spec: RemediationActionSpec) -> Prepared | plans.Skip:
         step = spec.step.run_command
@@ -250,6 +261,48 @@ class RunCommand(Executor):
         if found is None:
             return {}
         return {"commandId": found.command_id, "status": found.status}
+
+    def track(self, aws: Aws, parameters: Mapping[str, Any], action_uid: str, called: Called | None,
+              now: float) -> CommandStatus | None:
+        """The command to poll: the one just sent (``called``), else the one found by its comment (after a
+        restart between SendCommand and the status write). None if no such command exists."""
+        command_id: str | None = None
+        sent_at = now
+        if called is not None:
+            command_id = called.detail.get("CommandId")
+        if not command_id:
+            found = aws.find_command(comment_for(action_uid), list(parameters["InstanceIds"]))
+            if found is None:
+                return None
+            command_id = found.command_id
+            if found.requested_at is not None:
+                sent_at = min(now, found.requested_at.timestamp())
+        when = _utc(sent_at)
+        until = _utc(commands.deadline(sent_at, float(parameters["TimeoutSeconds"])))
+        return CommandStatus(command_id=str(command_id), status="InProgress", sent_at=when, deadline=until)
+
+    def progress(self, aws: Aws, parameters: Mapping[str, Any], known: CommandStatus, now: float) -> CommandStatus:
+        """Poll GetCommandInvocation for every instance that has not finished yet."""
+        have = {i.instance_id: i for i in known.invocations}
+        invocations = []
+        for instance in parameters["InstanceIds"]:
+            seen = have.get(instance)
+            if seen is not None and seen.status not in commands.PENDING:
+                invocations.append(seen)  # final: not asked again
+                continue
+            state = aws.command_invocation(known.command_id, instance)
+            if state is None:
+                invocations.append(CommandInvocation(instance_id=instance, status="Pending",
+                                                     status_details="not known to SSM yet"))
+                continue
+            output, cut = commands.excerpt(redaction.redact(state.output) if state.output else None)
+            errors, cut_errors = commands.excerpt(redaction.redact(state.error_output) if state.error_output
+                                                  else None)
+            invocations.append(CommandInvocation(
+                instance_id=instance, status=state.status or "Pending", status_details=state.status_details or None,
+                exit_code=state.response_code, output=output, error_output=errors, truncated=cut or cut_errors))
+        return known.model_copy(update={"invocations": invocations, "polled_at": _utc(now),
+                                        "polls": known.polls + 1})
 
 
 class DeregisterTarget(Executor):
@@ -292,10 +345,18 @@ class DeregisterTarget(Executor):
         group = aws.describe_target_group(parameters["TargetGroupArn"])
         return {i: group.targets.get(i, "not registered") for i in parameters["InstanceIds"]}
 
-    def reregister(self, aws: Aws, parameters: Mapping[str, Any]) -> Called:
-        result = aws.register_targets(parameters["TargetGroupArn"], list(parameters["InstanceIds"]),
-                                      parameters.get("Port"))
-        return Called([result.request_id], dict(result.detail))
+    def reregister(self, aws: Aws, parameters: Mapping[str, Any]) -> tuple[Called, list[str]]:
+        """Register the drained instances again, except those that are gone (terminated or terminating: a
+        later step replaced them, and their group registers the replacement). Returns the call (no request
+        id if nothing was left to register) and the instances left out."""
+        ids = list(parameters["InstanceIds"])
+        found = aws.describe_instances(ids)
+        gone = [i for i in ids if i not in found or found[i].state in ("shutting-down", "terminated")]
+        live = [i for i in ids if i not in gone]
+        if not live:
+            return Called([], {}), gone
+        result = aws.register_targets(parameters["TargetGroupArn"], live, parameters.get("Port"))
+        return Called([result.request_id], dict(result.detail)), gone
 
 
 def observe(aws: Aws, step: Step, instance_ids: Sequence[str]) -> preflight.Observed:

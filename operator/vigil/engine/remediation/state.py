@@ -161,7 +161,7 @@ class ActionEntry:
         return ActionRecord(
             name=self.name, incident=self.incident, step_index=self.spec.step_index if self.spec else 0,
             phase=phase, created=_time(self.status.created_at) or self.created, completed=completed,
-            instances=instances,
+            instances=instances, error_code=self.status.error_code,
         )
 
 
