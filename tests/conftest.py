@@ -13,16 +13,18 @@ from collections.abc import Callable, Iterator, Sequence
 import pytest
 
 from tests.harness import OperatorProcess
+from tests.realkube import RealKube, binaries
 from vigil.api import crdgen
 from vigil.sandbox.kubeapi import KubeAPIServer
 from vigil.sandbox.moto import MotoServer
 
-#: Fixtures that start a real peer or process: the API emulator, moto, `vigil run`, and (by the
+#: Fixtures that start a real peer or process: the API emulator, the real API server (etcd +
+#: kube-apiserver, ``real_kube``), moto, `vigil run`, and (by the
 #: convention of tests/integration/) a module's ``prometheus`` fixture. A test whose fixture closure
 #: holds one of these is marked ``slow`` at collection, so ``pytest -m "not slow"`` (``make test-fast``)
 #: runs the pure tests without any peer, and a new test using them cannot land in the fast loop by
 #: forgetting a mark. Tests that start a peer inline carry an explicit ``@pytest.mark.slow``.
-PEER_FIXTURES = frozenset({"kubeapi", "kubeconfig", "run_operator", "moto", "moto_url", "prometheus"})
+PEER_FIXTURES = frozenset({"kubeapi", "kubeconfig", "real_kube", "run_operator", "moto", "moto_url", "prometheus"})
 PROMETHEUS_BINARIES = ("prometheus", "promtool")
 
 
@@ -72,6 +74,16 @@ def moto() -> Iterator[MotoServer]:
 @pytest.fixture(scope="session")
 def moto_url(moto: MotoServer) -> str:
     return moto.url
+
+
+@pytest.fixture(scope="session")
+def real_kube(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RealKube]:
+    """A real kube-apiserver (and etcd) for the run, from scripts/kube-bins.sh: built on first use
+    (a cold build takes many minutes), then cached outside the clone. Tests share it: each works in
+    its own namespace or on its own object names, and cleans up what would disturb the others."""
+    kube_bin, etcd_bin = binaries()
+    with RealKube(tmp_path_factory.mktemp("realkube"), kube_bin, etcd_bin) as server:
+        yield server
 
 
 OperatorFactory = Callable[..., OperatorProcess]
