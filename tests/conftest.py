@@ -6,6 +6,7 @@ Prometheus is the real binary, AWS is moto in server mode. Nothing is monkeypatc
 
 from __future__ import annotations
 
+import os
 import pathlib
 import shutil
 from collections.abc import Callable, Iterator, Sequence
@@ -13,7 +14,7 @@ from collections.abc import Callable, Iterator, Sequence
 import pytest
 
 from tests.harness import OperatorProcess
-from tests.realkube import RealKube, binaries
+from tests.realkube import RealKube, RealKubeAPI, binaries, install_crds
 from vigil.api import crdgen
 from vigil.sandbox.kubeapi import KubeAPIServer
 from vigil.sandbox.moto import MotoServer
@@ -51,8 +52,24 @@ def pytest_collection_finish(session: pytest.Session) -> None:
         )
 
 
+#: Which Kubernetes API the ``kubeapi`` fixture gives: ``emulator`` (default: vigil.sandbox.kubeapi, one per
+#: test) or ``real`` (the session's kube-apiserver, tests/realkube.py, cleaned after each test).
+TEST_KUBE = os.environ.get("VIGIL_TEST_KUBE", "emulator")
+if TEST_KUBE not in ("emulator", "real"):
+    raise pytest.UsageError(f"VIGIL_TEST_KUBE must be 'emulator' or 'real', not {TEST_KUBE!r}")
+
+
 @pytest.fixture
-def kubeapi() -> Iterator[KubeAPIServer]:
+def kubeapi(request: pytest.FixtureRequest) -> Iterator[KubeAPIServer]:
+    if TEST_KUBE == "real":
+        real: RealKube = request.getfixturevalue("real_kube")
+        if not getattr(real, "crds_installed", False):
+            install_crds(real)
+            real.crds_installed = True  # type: ignore[attr-defined]
+        api = RealKubeAPI(real)
+        yield api  # type: ignore[misc]  # the emulator's accessors, on the real server
+        api.close()
+        return
     with KubeAPIServer(crds=crdgen.all_crds(), bookmark_interval=0.2) as server:
         yield server
 

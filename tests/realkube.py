@@ -35,6 +35,7 @@ import ssl
 import subprocess
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -45,6 +46,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.x509.oid import NameOID
 
+from vigil.sandbox.kubeapi_store import ApiError
 from vigil.sandbox.ports import free_port
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
@@ -350,3 +352,164 @@ def remediation_action(name: str, namespace: str, policy: str = "web-scale-out")
             "approvalRequired": True, "region": "eu-west-1",
         },
     }
+
+
+class RealKubeAPI:
+    """The emulator's synchronous accessors (``KubeAPIServer.get/create/patch/...``) on the real server,
+    so tests written against the ``kubeapi`` fixture run on either (``VIGIL_TEST_KUBE=real``).
+
+    One view per test on the session's server: ``close()`` deletes what the tests create (the
+    project's resources everywhere, with their finalizers removed since the operator is gone by then,
+    and Events, ConfigMaps, Secrets and Leases in the namespaces used), because the real server has no
+    per-test reset. ``count_requests`` reads the audit log from the view's start. Emulator-only
+    controls (``set_unavailable``, kmock fault injection on ``handler``) are not available.
+    """
+
+    CLEANED = (("vigil.dev/v1alpha1", "remediationactions"), ("vigil.dev/v1alpha1", "remediationpolicies"),
+               ("vigil.dev/v1alpha1", "anomalydetectors"))
+    NAMESPACED_LEFTOVERS = (("v1", "events"), ("events.k8s.io/v1", "events"), ("v1", "configmaps"),
+                            ("v1", "secrets"), ("coordination.k8s.io/v1", "leases"))
+
+    def __init__(self, kube: RealKube) -> None:
+        self.kube = kube
+        self.url = kube.url
+        self._plurals: dict[tuple[str, str], tuple[str, bool]] = {}
+        self._audit_start = len(kube.audit_events())
+        self._namespaces: set[str] = {"default"}
+
+    # --- paths and errors ------------------------------------------------------------------------
+    def _discover(self, api_version: str) -> None:
+        path = f"/api/{api_version}" if "/" not in api_version else f"/apis/{api_version}"
+        status, body = self.kube.request("GET", path)
+        if status != 200:
+            raise self._error(status, body)
+        for resource in body.get("resources", []):
+            if "/" not in resource["name"]:
+                self._plurals[(api_version, resource["kind"])] = (resource["name"], resource["namespaced"])
+
+    def _plural(self, api_version: str, kind: str) -> tuple[str, bool]:
+        if (api_version, kind) not in self._plurals:
+            self._discover(api_version)
+        return self._plurals[(api_version, kind)]
+
+    @staticmethod
+    def _path(api_version: str, plural: str, namespace: str | None, name: str | None = None,
+              subresource: str | None = None) -> str:
+        path = f"/api/{api_version}" if "/" not in api_version else f"/apis/{api_version}"
+        if namespace:
+            path += f"/namespaces/{namespace}"
+        path += f"/{plural}"
+        if name:
+            path += f"/{name}"
+        if subresource:
+            path += f"/{subresource}"
+        return path
+
+    @staticmethod
+    def _error(status: int, body: Mapping[str, Any]) -> Exception:
+        return ApiError(status, str(body.get("reason", "")), str(body.get("message", "")), body.get("details"))
+
+    def _call(self, method: str, path: str, body: Any = None, content_type: str = "application/json") -> Any:
+        status, answer = self.kube.request(method, path, body, content_type=content_type)
+        if status >= 400:
+            raise self._error(status, answer)
+        return answer
+
+    # --- the emulator's accessors ----------------------------------------------------------------
+    def write_kubeconfig(self, path: str | pathlib.Path, *, namespace: str = "default") -> pathlib.Path:
+        path = pathlib.Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        return self.kube.write_kubeconfig(path, self.kube.admin_token, user=ADMIN_USER, namespace=namespace)
+
+    def get(self, api_version: str, plural: str, namespace: str | None, name: str) -> dict[str, Any] | None:
+        status, body = self.kube.request("GET", self._path(api_version, plural, namespace, name))
+        if status == 404:
+            return None
+        if status >= 400:
+            raise self._error(status, body)
+        return body
+
+    def list(self, api_version: str, plural: str, namespace: str | None = None,
+             label_selector: str | None = None) -> list[dict[str, Any]]:
+        query = f"?labelSelector={urllib.parse.quote(label_selector)}" if label_selector else ""
+        items: list[dict[str, Any]] = self._call("GET", self._path(api_version, plural, namespace) + query)["items"]
+        return items
+
+    def create(self, obj: Mapping[str, Any]) -> dict[str, Any]:
+        api_version, kind = str(obj["apiVersion"]), str(obj["kind"])
+        plural, namespaced = self._plural(api_version, kind)
+        namespace = (obj.get("metadata") or {}).get("namespace") or "default" if namespaced else None
+        if namespace:
+            self._ensure_namespace(namespace)
+        body = {**obj, "metadata": {**(obj.get("metadata") or {}), **({"namespace": namespace} if namespace else {})}}
+        created: dict[str, Any] = self._call("POST", self._path(api_version, plural, namespace), body)
+        return created
+
+    def patch(self, api_version: str, plural: str, namespace: str | None, name: str, patch: Any, *,
+              subresource: str | None = None, content_type: str | None = None) -> dict[str, Any]:
+        content_type = content_type or ("application/json-patch+json" if isinstance(patch, list)
+                                        else "application/merge-patch+json")
+        patched: dict[str, Any] = self._call("PATCH", self._path(api_version, plural, namespace, name, subresource),
+                                             patch, content_type)
+        return patched
+
+    def delete(self, api_version: str, plural: str, namespace: str | None, name: str, *,
+               propagation_policy: str | None = None) -> dict[str, Any]:
+        options = {"propagationPolicy": propagation_policy} if propagation_policy else None
+        deleted: dict[str, Any] = self._call("DELETE", self._path(api_version, plural, namespace, name), options)
+        return deleted
+
+    def events_for(self, kind: str, namespace: str | None, name: str) -> list[dict[str, Any]]:
+        found = []
+        for api_version in ("v1", "events.k8s.io/v1"):
+            for event in self.list(api_version, "events", namespace):
+                ref = event.get("involvedObject") or event.get("regarding") or {}
+                if ref.get("kind") == kind and ref.get("name") == name:
+                    found.append(event)
+        return sorted(found, key=lambda e: int(e["metadata"]["resourceVersion"]))
+
+    _VERBS = {"POST": "create", "PUT": "update", "PATCH": "patch", "DELETE": "delete"}
+
+    def count_requests(self, *, method: str | None = None, verb: str | None = None, plural: str | None = None,
+                       name: str | None = None, namespace: str | None = None, subresource: str | None = None,
+                       status: int | None = None) -> int:
+        """From the audit log (so only what it records: verb, resource, name, namespace, code)."""
+        wanted_verb = verb or (self._VERBS.get(method.upper()) if method else None)
+        count = 0
+        for event in self.kube.audit_events()[self._audit_start:]:
+            ref = event.get("objectRef") or {}
+            if ((wanted_verb is None or event["verb"] == wanted_verb)
+                    and (method is None or method.upper() != "GET" or event["verb"] in ("get", "list", "watch"))
+                    and (plural is None or ref.get("resource") == plural) and (name is None or ref.get("name") == name)
+                    and (namespace is None or ref.get("namespace") == namespace)
+                    and (subresource is None or ref.get("subresource") == subresource)
+                    and (status is None or (event.get("responseStatus") or {}).get("code") == status)):
+                count += 1
+        return count
+
+    def set_unavailable(self, unavailable: bool = True) -> None:
+        raise NotImplementedError("an outage of the real kube-apiserver is not simulated (emulator only)")
+
+    # --- isolation -------------------------------------------------------------------------------
+    def _ensure_namespace(self, namespace: str) -> None:
+        if namespace in self._namespaces:
+            return
+        status, body = self.kube.request("POST", "/api/v1/namespaces",
+                                         {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": namespace}})
+        if status not in (201, 409):
+            raise self._error(status, body)
+        self._namespaces.add(namespace)
+
+    def close(self) -> None:
+        """Delete what a test left, finalizers first (the operator that set them is stopped)."""
+        for api_version, plural in self.CLEANED:
+            for item in self.list(api_version, plural):
+                meta = item["metadata"]
+                self._namespaces.add(meta["namespace"])
+                if meta.get("finalizers"):
+                    self.kube.request("PATCH", self._path(api_version, plural, meta["namespace"], meta["name"]),
+                                      {"metadata": {"finalizers": None}}, content_type="application/merge-patch+json")
+                self.kube.request("DELETE", self._path(api_version, plural, meta["namespace"], meta["name"]))
+        for namespace in sorted(self._namespaces):
+            for api_version, plural in self.NAMESPACED_LEFTOVERS:
+                self.kube.request("DELETE", self._path(api_version, plural, namespace))  # deletecollection
