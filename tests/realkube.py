@@ -329,8 +329,20 @@ def install_crds(kube: RealKube) -> None:
     paths = sorted((ROOT / "crds").glob("*.yaml"))
     for path in paths:
         kube.kubectl("apply", "-f", str(path))
-    names = [yaml.safe_load(p.read_text())["metadata"]["name"] for p in paths]
-    kube.kubectl("wait", "--for=condition=Established", "--timeout=60s", *[f"crd/{n}" for n in names])
+    crds = [yaml.safe_load(p.read_text()) for p in paths]
+    kube.kubectl("wait", "--for=condition=Established", "--timeout=60s",
+                 *[f"crd/{crd['metadata']['name']}" for crd in crds])
+    # Established is not served yet: until a new resource's watch cache is initialized, its requests get
+    # 429 "storage is (re)initializing". Tests start when each answers a list from that cache
+    # (resourceVersion=0).
+    for crd in crds:
+        group, plural = crd["spec"]["group"], crd["spec"]["names"]["plural"]
+        version = crd["spec"]["versions"][0]["name"]
+        deadline = time.monotonic() + 60
+        while (status := kube.request("GET", f"/apis/{group}/{version}/{plural}?resourceVersion=0")[0]) != 200:
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"{plural}.{group} still answers {status} 60s after it was Established")
+            time.sleep(0.1)
 
 
 def ensure_namespace(kube: RealKube, name: str) -> None:
