@@ -379,12 +379,14 @@ class RealKubeAPI:
 
     CLEANED = (("vigil.dev/v1alpha1", "remediationactions"), ("vigil.dev/v1alpha1", "remediationpolicies"),
                ("vigil.dev/v1alpha1", "anomalydetectors"))
-    NAMESPACED_LEFTOVERS = (("v1", "events"), ("events.k8s.io/v1", "events"), ("v1", "configmaps"),
+    NAMESPACED_LEFTOVERS = (("v1", "events"), ("v1", "configmaps"),
                             ("v1", "secrets"), ("coordination.k8s.io/v1", "leases"))
 
     def __init__(self, kube: RealKube) -> None:
         self.kube = kube
         self.url = kube.url
+        self.token = kube.admin_token
+        self.port = int(kube.url.rsplit(":", 1)[1])
         self._plurals: dict[tuple[str, str], tuple[str, bool]] = {}
         self._audit_start = len(kube.audit_events())
         self._namespaces: set[str] = {"default"}
@@ -472,12 +474,11 @@ class RealKubeAPI:
         return deleted
 
     def events_for(self, kind: str, namespace: str | None, name: str) -> list[dict[str, Any]]:
-        found = []
-        for api_version in ("v1", "events.k8s.io/v1"):
-            for event in self.list(api_version, "events", namespace):
-                ref = event.get("involvedObject") or event.get("regarding") or {}
-                if ref.get("kind") == kind and ref.get("name") == name:
-                    found.append(event)
+        # core/v1 and events.k8s.io/v1 Events are one resource in two versions here (the emulator keeps
+        # two), so core/v1 lists them all, whichever API wrote them.
+        found = [event for event in self.list("v1", "events", namespace)
+                 if (event.get("involvedObject") or {}).get("kind") == kind
+                 and (event.get("involvedObject") or {}).get("name") == name]
         return sorted(found, key=lambda e: int(e["metadata"]["resourceVersion"]))
 
     _VERBS = {"POST": "create", "PUT": "update", "PATCH": "patch", "DELETE": "delete"}
@@ -501,6 +502,9 @@ class RealKubeAPI:
 
     def set_unavailable(self, unavailable: bool = True) -> None:
         raise NotImplementedError("an outage of the real kube-apiserver is not simulated (emulator only)")
+
+    def stop(self, timeout: float = 10.0) -> None:
+        raise NotImplementedError("the real kube-apiserver is shared by the session: not stopped by a test")
 
     # --- isolation -------------------------------------------------------------------------------
     def _ensure_namespace(self, namespace: str) -> None:
