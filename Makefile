@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 export VENV
 
-.PHONY: help bootstrap kube-bins test test-fast lock demo lint typecheck crds docs model train bench bench-detection bench-backtest bench-scale bench-shards e2e clean
+.PHONY: help bootstrap kube-bins test test-fast lock demo lint typecheck crds docs model train bench bench-detection bench-backtest bench-scale bench-shards bench-series-cap e2e clean
 
 help:
 	@echo "make demo      - local sandbox: real Prometheus + emulated Kubernetes API + vigil run"
@@ -19,6 +19,7 @@ help:
 	@echo "make bench-detection - detection benchmark only (needs ../shared/data/nab)"
 	@echo "make bench     - benchmarks (detection quality needs ../shared/data/nab)"
 	@echo "make bench-scale - scale sweep N=100..5000 detectors (~35 min): docs/bench/scale.{md,png,json}, README"
+	@echo "make bench-series-cap - RSS of one 20,000-series detector, capped and uncapped (~2 min): docs/security.md"
 	@echo "make bench-shards - one replica vs 2 shards + standbys, N=1000 (~6 min): docs/bench/shards.md"
 	@echo "make docs      - regenerate docs/configuration.md from charts/vigil/values.yaml"
 	@echo "make e2e       - kind end-to-end test (needs Docker, kind, helm, kubectl)"
@@ -87,6 +88,10 @@ bench-scale: bootstrap
 # One replica, then K shards each with a standby, then a failover: same peers as bench-scale.
 bench-shards: bootstrap
 	$(PY) -m bench.shards --output docs/bench/shards.md
+
+# Issue 11 item 6: one over-broad detector against real Prometheus + API emulator + `vigil run`.
+bench-series-cap: bootstrap
+	nice -n 10 $(PY) -m bench.series_cap --uncapped
 
 e2e:
 	bash scripts/e2e.sh

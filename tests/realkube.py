@@ -234,7 +234,8 @@ class RealKube:
                     if ok(last):
                         return
             except urllib.error.HTTPError as error:  # 500 with the failing checks while starting
-                last = f"{error.code}: {error.read().decode(errors='replace')[-500:]}"
+                with error:
+                    last = f"{error.code}: {error.read().decode(errors='replace')[-500:]}"
             except (OSError, ValueError) as error:
                 last = repr(error)
             time.sleep(0.2)
@@ -277,7 +278,8 @@ class RealKube:
             with urllib.request.urlopen(request, timeout=30, context=context) as answer:
                 return answer.status, json.loads(answer.read() or b"{}")
         except urllib.error.HTTPError as error:
-            return error.code, json.loads(error.read() or b"{}")
+            with error:
+                return error.code, json.loads(error.read() or b"{}")
 
     def watch(self, path: str, timeout: int = 5, token: str | None = None) -> list[dict[str, Any]]:
         """The events of a watch on ``path`` (with its query), read until the server ends it."""
@@ -295,6 +297,7 @@ class RealKube:
                 # established: clients retry after Retry-After, so do we
                 if error.code != 429 or time.monotonic() > deadline:
                     raise
+                error.close()
                 time.sleep(min(float(error.headers.get("Retry-After") or 1), 1.0))
 
     def audit_events(self) -> list[dict[str, Any]]:

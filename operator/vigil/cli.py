@@ -11,13 +11,18 @@ import os
 import pathlib
 import sys
 from collections.abc import Sequence
-from typing import NoReturn
+from typing import Any, NoReturn
 
 from vigil import __version__
 
 
 def _env(name: str, default: str | None = None) -> str | None:
     return os.environ.get(name, default)
+
+
+def _flag(name: str) -> bool:
+    """A boolean environment variable: true, 1, yes or on (any case) is true; anything else false."""
+    return (os.environ.get(name) or "").strip().lower() in ("true", "1", "yes", "on")
 
 
 class Parser(argparse.ArgumentParser):
@@ -43,6 +48,17 @@ def positive_duration(text: str) -> float:
     if seconds <= 0:
         raise argparse.ArgumentTypeError(f"{text!r} is not a step: it must be more than 0s")
     return seconds
+
+
+def positive_int(text: str) -> int:
+    """A whole number above zero (the limits: 0 would refuse everything)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"{text!r} must be more than 0")
+    return value
 
 
 def _add_run(sub: argparse._SubParsersAction[Parser]) -> None:
@@ -73,6 +89,17 @@ def _add_run(sub: argparse._SubParsersAction[Parser]) -> None:
                    help="Prometheus queries in flight at most (default 8)")
     p.add_argument("--prometheus-timeout", type=float, default=15.0,
                    help="seconds before a query times out (default 15)")
+    p.add_argument("--prometheus-allowed-urls", default=_env("VIGIL_PROMETHEUS_ALLOWED_URLS", ""),
+                   help="comma-separated Prometheus base URLs a detector's spec.prometheus.url may name (a URL "
+                        "also admits the paths below it; * admits any URL); --prometheus-url is always allowed; "
+                        "default: only --prometheus-url [env VIGIL_PROMETHEUS_ALLOWED_URLS]")
+    p.add_argument("--max-series", type=positive_int, default=_env("VIGIL_MAX_SERIES", "2000"),
+                   help="most series one detector's query may return; more gives Ready=False/TooManySeries "
+                        "[env VIGIL_MAX_SERIES] (default 2000)")
+    p.add_argument("--max-response-bytes", type=positive_int,
+                   default=_env("VIGIL_MAX_RESPONSE_BYTES", str(256 << 20)),
+                   help="most bytes read of one Prometheus answer; more gives Ready=False/ResponseTooLarge "
+                        "[env VIGIL_MAX_RESPONSE_BYTES] (default 268435456: 256 MiB)")
     p.add_argument("--min-interval", type=float, default=1.0,
                    help="smallest spec.interval accepted, in seconds (default 1)")
     p.add_argument("--heartbeat", type=float, default=300.0,
@@ -113,7 +140,72 @@ def _add_run(sub: argparse._SubParsersAction[Parser]) -> None:
                    help="boto3 standard-retry attempts per AWS call (default 3)")
     p.add_argument("--alertmanager-token-file", default=_env("VIGIL_ALERTMANAGER_TOKEN_FILE"),
                    help="file with the bearer token POST /alertmanager requires (mount it from a Secret); "
-                        "default: none, no auth [env VIGIL_ALERTMANAGER_TOKEN_FILE]")
+                        "default: none, and the receiver is disabled (403) [env VIGIL_ALERTMANAGER_TOKEN_FILE]")
+    p.add_argument("--alertmanager-allow-unauthenticated", action="store_true",
+                   default=_flag("VIGIL_ALERTMANAGER_ALLOW_UNAUTHENTICATED"),
+                   help="without --alertmanager-token-file, accept alerts on POST /alertmanager without "
+                        "authentication (default: refuse them) [env VIGIL_ALERTMANAGER_ALLOW_UNAUTHENTICATED]")
+    p.add_argument("--alertmanager-max-bytes", type=int,
+                   default=int(_env("VIGIL_ALERTMANAGER_MAX_BYTES", str(16 << 20)) or 16 << 20),
+                   help="memory budget of the received alerts, in bytes (estimated); beyond it the least "
+                        "recently received are evicted [env VIGIL_ALERTMANAGER_MAX_BYTES] (default 16 MiB)")
+    _add_guard_flags(p)
+
+
+def _add_guard_flags(p: argparse.ArgumentParser) -> None:
+    """The cluster admin's limits on what a RemediationPolicy may ask for (docs/security.md, "Tenancy")."""
+    g = p.add_argument_group("tenancy (what policies may ask for; set by the cluster admin)")
+    g.add_argument("--guard-tag", default=_env("VIGIL_GUARD_TAG", "vigil.dev/managed=true"),
+                   help="KEY=VALUE tag every AWS target must carry; a policy's targetGuard can only add one "
+                        "(default vigil.dev/managed=true) [env VIGIL_GUARD_TAG]")
+    g.add_argument("--namespace-tag-key", default=_env("VIGIL_NAMESPACE_TAG_KEY", "vigil.dev/namespace"),
+                   help="every AWS target must carry this tag with the policy's namespace as value, so one "
+                        "namespace's policy never acts on another's resources; empty: not required "
+                        "(default vigil.dev/namespace) [env VIGIL_NAMESPACE_TAG_KEY]")
+    g.add_argument("--allowed-role-arns", action="append", default=None, metavar="NAMESPACE=ARN[,ARN]",
+                   help="role ARNs (fnmatch patterns) policies of NAMESPACE may assume; '*=' for all "
+                        "namespaces; repeatable; default: none, no policy may set aws.roleArn "
+                        "[env VIGIL_ALLOWED_ROLE_ARNS, ';'-separated]")
+    g.add_argument("--ssm-documents", default=_env("VIGIL_SSM_DOCUMENTS", "AWS-RunShellScript"),
+                   help="comma-separated SSM documents runCommand steps may use (default AWS-RunShellScript) "
+                        "[env VIGIL_SSM_DOCUMENTS]")
+    g.add_argument("--ssm-command-pattern", action="append", default=None, metavar="REGEX",
+                   help="each runCommand command must fully match one of these; repeatable; default: any "
+                        "[env VIGIL_SSM_COMMAND_PATTERNS, newline-separated]")
+    g.add_argument("--ssm-max-timeout", type=int, default=int(_env("VIGIL_SSM_MAX_TIMEOUT", "3600") or 3600),
+                   help="longest runCommand timeoutSeconds allowed (default 3600) [env VIGIL_SSM_MAX_TIMEOUT]")
+    g.add_argument("--provenance-key-file", default=_env("VIGIL_PROVENANCE_KEY_FILE"),
+                   help="file with the key that signs the actions the operator proposes (the chart generates "
+                        "it); default: unsigned, see docs/security.md [env VIGIL_PROVENANCE_KEY_FILE]")
+
+
+def admin_limits(args: argparse.Namespace) -> Any:
+    """The :class:`~vigil.domain.remediation.tenancy.Tenancy` from the flags. Raises ValueError."""
+    import re
+
+    from vigil.domain.remediation import tenancy
+
+    roles = args.allowed_role_arns
+    if roles is None:
+        roles = [r for r in (_env("VIGIL_ALLOWED_ROLE_ARNS") or "").split(";") if r.strip()]
+    patterns = args.ssm_command_pattern
+    if patterns is None:
+        patterns = [p for p in (_env("VIGIL_SSM_COMMAND_PATTERNS") or "").split("\n") if p.strip()]
+    for pattern in patterns:
+        try:
+            re.compile(pattern)
+        except re.error as exc:
+            raise ValueError(f"--ssm-command-pattern {pattern!r}: {exc}") from None
+    if args.ssm_max_timeout < 1:
+        raise ValueError("--ssm-max-timeout must be at least 1")
+    return tenancy.Tenancy(
+        guard_tag=tenancy.parse_tag(args.guard_tag),
+        namespace_tag_key=args.namespace_tag_key.strip(),
+        role_arns=tenancy.parse_role_arns(roles),
+        ssm_documents=tuple(d.strip() for d in args.ssm_documents.split(",") if d.strip()),
+        ssm_command_patterns=tuple(patterns),
+        ssm_max_timeout=args.ssm_max_timeout,
+    )
 
 
 def _add_crds(sub: argparse._SubParsersAction[Parser]) -> None:
@@ -200,9 +292,19 @@ def _run(args: argparse.Namespace) -> int:
 
     from vigil.adapters import kubeaccess
     from vigil.domain import sharding
+    from vigil.domain.allowlist import AllowList
 
     identity = args.identity or socket.gethostname()
     try:
+        allowed = AllowList.parse(args.prometheus_allowed_urls, args.prometheus_url)  # refuse a malformed entry
+        admin = admin_limits(args)
+        if args.provenance_key_file:
+            try:
+                key = pathlib.Path(args.provenance_key_file).read_bytes().strip()
+            except OSError as exc:
+                raise ValueError(f"--provenance-key-file: {exc.strerror}: {args.provenance_key_file}") from None
+            if len(key) < 16:
+                raise ValueError("--provenance-key-file: the key must be at least 16 bytes")
         index = shard_index(args.shard_index, args.shards, identity)
         sharding.Layout(index, args.shards, args.selector)  # refuse a bad layout before starting anything
     except ValueError as exc:
@@ -218,7 +320,7 @@ def _run(args: argparse.Namespace) -> int:
 
     import kopf
 
-    from vigil.adapters import outagelog
+    from vigil.adapters import outagelog, redaction
     from vigil.handlers import build_registry
     from vigil.settings import OperatorConfig
     namespaces = tuple(args.namespace) or tuple(
@@ -230,6 +332,9 @@ def _run(args: argparse.Namespace) -> int:
         prometheus_url=args.prometheus_url,
         prometheus_concurrency=args.prometheus_concurrency,
         prometheus_timeout=args.prometheus_timeout,
+        prometheus_allowed_urls=allowed.entries,
+        max_series=args.max_series,
+        max_response_bytes=args.max_response_bytes,
         min_interval=args.min_interval,
         heartbeat=args.heartbeat,
         model_refresh=args.model_refresh,
@@ -250,6 +355,10 @@ def _run(args: argparse.Namespace) -> int:
         aws_endpoint_url=args.aws_endpoint_url,
         aws_max_attempts=args.aws_max_attempts,
         alertmanager_token_file=args.alertmanager_token_file,
+        admin=admin,
+        provenance_key_file=args.provenance_key_file,
+        alertmanager_allow_unauthenticated=args.alertmanager_allow_unauthenticated,
+        alertmanager_max_bytes=args.alertmanager_max_bytes,
     )
     kopf.configure(
         debug=args.log_level == "debug",
@@ -264,6 +373,9 @@ def _run(args: argparse.Namespace) -> int:
         # kopf logs "Handler ... succeeded" for every watch event, i.e. for every status write: at
         # thousands of detectors that drowns everything else. Failures still log at WARNING.
         logging.getLogger("kopf.objects").setLevel(logging.WARNING)
+    # Credentials never reach the log, whatever the level: botocore, urllib3 and the kubernetes client
+    # log bodies and signed headers at DEBUG, so they stay at WARNING; every handler redacts on top.
+    redaction.install()
     # An API outage later on: one line when it starts, one when it ends, not one per retry.
     outagelog.install(access.server, lambda: kubeaccess.answers(access))
     registry = build_registry(config)

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import dataclasses
 
+from vigil.domain.remediation import tenancy
+
 
 @dataclasses.dataclass(frozen=True)
 class OperatorConfig:
@@ -25,6 +27,16 @@ class OperatorConfig:
 
     prometheus_timeout: float = 15.0
     """Seconds before a Prometheus query counts as timed out (client and server side)."""
+
+    prometheus_allowed_urls: tuple[str, ...] = ()
+    """Base URLs (or ``*``) a detector's ``spec.prometheus.url`` may name, besides ``prometheus_url``.
+    Empty: only ``prometheus_url``; any other gives Ready=False/PrometheusURLNotAllowed, unqueried."""
+
+    max_series: int = 2000
+    """Most series one detector's query may return; more gives Ready=False/TooManySeries."""
+
+    max_response_bytes: int = 256 << 20
+    """Most bytes read of one Prometheus answer; more gives Ready=False/ResponseTooLarge."""
 
     min_interval: float = 1.0
     """Smallest ``spec.interval`` accepted; smaller ones give Ready=False/InvalidSpec."""
@@ -88,4 +100,20 @@ class OperatorConfig:
     """boto3 standard-mode attempts per call; the engine retries across ticks on top."""
 
     alertmanager_token_file: str | None = None
-    """File holding the bearer token Alertmanager must send (mount it from a Secret). None: no auth."""
+    """File holding the bearer token Alertmanager must send (mount it from a Secret). Re-read per
+    request; unreadable or empty: every request gets 503."""
+
+    alertmanager_allow_unauthenticated: bool = False
+    """Without a token file, accept alerts without authentication. False (the default): without a token
+    file the receiver is disabled and answers 403, because an alert can make the operator act."""
+
+    alertmanager_max_bytes: int = 16 << 20
+    """Byte budget of the alert store (estimated); beyond it the least recently received alerts are evicted."""
+
+    admin: tenancy.Tenancy = dataclasses.field(default_factory=tenancy.Tenancy)
+    """What policies may ask for: required target tags, role ARNs per namespace, SSM documents, commands and
+    timeout (``--guard-tag``, ``--namespace-tag-key``, ``--allowed-role-arns``, ``--ssm-*``)."""
+
+    provenance_key_file: str | None = None
+    """File holding the key that signs the RemediationActions the operator proposes (a Secret the chart
+    generates). None: unsigned digests, trustworthy only with the chart's admission policy."""

@@ -25,11 +25,15 @@ from vigil.api.v1alpha1.policy import LabelSelector
 NOW = datetime.datetime(2024, 5, 1, 12, 0, tzinfo=datetime.UTC)
 ZERO = "0001-01-01T00:00:00Z"  # what Alertmanager sends as endsAt of a firing alert
 TTL = datetime.timedelta(minutes=15)
+TOKEN = "am-test-token"
+AUTH = {"Authorization": f"Bearer {TOKEN}"}
 
 
 def am_alert(status: str = "firing", fingerprint: str = "a1b2c3d4e5f60718", ends: str = ZERO,
              starts: str = "2024-05-01T11:55:00.123456789Z", **labels: str) -> dict[str, Any]:
-    labels = labels or {"alertname": "HighLatency", "instance": "i-0abc", "severity": "critical"}
+    # Every alert names the namespace whose policies it may trigger.
+    labels = {"namespace": "shop", **(labels or {"alertname": "HighLatency", "instance": "i-0abc",
+                                                "severity": "critical"})}
     alert = {
         "status": status,
         "labels": labels,
@@ -76,8 +80,8 @@ class Counter:
 
 
 @contextlib.asynccontextmanager
-async def serving(store: AlertStore, token: Callable[[], str | None] = lambda: None, clock: Clock | None = None,
-                  **options: Any) -> AsyncIterator[tuple[aiohttp.ClientSession, str]]:
+async def serving(store: AlertStore, token: Callable[[], str | None] | None = lambda: TOKEN,
+                  clock: Clock | None = None, **options: Any) -> AsyncIterator[tuple[aiohttp.ClientSession, str]]:
     """The operator's WebEndpoint on a free port with the receiver mounted; yields a session and the URL."""
     endpoint = WebEndpoint(OperatorMetrics(), last_loop=time.time, liveness_timeout=60.0, ready=lambda: True,
                            host="127.0.0.1", port=0)
@@ -91,9 +95,10 @@ async def serving(store: AlertStore, token: Callable[[], str | None] = lambda: N
 
 
 async def post(session: aiohttp.ClientSession, url: str, body: Any, **kwargs: Any) -> tuple[int, Any, Any]:
+    """POST with the test token, unless the caller gives its own ``headers``."""
     # A file-like body: aiohttp warns about large raw bytes, and it still sends a Content-Length.
     data = io.BytesIO(body if isinstance(body, bytes) else json.dumps(body).encode())
-    headers = {"Content-Type": "application/json", **kwargs.pop("headers", {})}
+    headers = {"Content-Type": "application/json", **kwargs.pop("headers", AUTH)}
     async with session.post(url, data=data, headers=headers, **kwargs) as response:
         return response.status, await response.json(content_type=None), response.headers
 
@@ -156,7 +161,7 @@ def test_firing_alerts_expire_unless_re_sent() -> None:
             assert store.active(NOW + datetime.timedelta(minutes=24))[0].expires_at == clock.now + TTL
             # Then Alertmanager goes quiet (crashed, re-routed, lost the resolve): the alert is stale.
             assert store.active(clock.now + TTL) == []
-            assert store.matching(LabelSelector(), clock.now + TTL) == []
+            assert store.firing("shop", LabelSelector(), clock.now + TTL) == []
             assert len(store) == 0  # purged, not just hidden
 
     asyncio.run(scenario())
@@ -198,13 +203,20 @@ def test_bearer_token() -> None:
     asyncio.run(scenario())
 
 
-def test_no_token_means_no_auth_and_an_unloadable_token_refuses() -> None:
+def test_no_token_means_disabled_unless_allowed_and_an_unloadable_token_refuses() -> None:
     def broken() -> str | None:
         raise FileNotFoundError("/var/run/secrets/vigil/token")
 
+    disabled = (403, {"status": "error", "error": "receiver disabled: no token configured"})
+
     async def scenario() -> None:
-        async with serving(AlertStore(), token=lambda: None) as (session, url):
-            assert (await post(session, url, am_message(am_alert())))[:2] == (200, {"status": "ok", "received": 1})
+        for token in (None, lambda: None):
+            async with serving(AlertStore(), token=token) as (session, url):
+                assert (await post(session, url, am_message(am_alert()), headers={}))[:2] == disabled
+                assert (await post(session, url, am_message(am_alert())))[:2] == disabled
+            async with serving(AlertStore(), token=token, allow_unauthenticated=True) as (session, url):
+                assert (await post(session, url, am_message(am_alert()), headers={}))[:2] == (
+                    200, {"status": "ok", "received": 1})
         async with serving(AlertStore(), token=broken) as (session, url):
             status, answer, _ = await post(session, url, am_message(am_alert()))
             assert (status, answer) == (503, {"status": "error", "error": "the receiver's token is not available"})
@@ -281,7 +293,7 @@ def test_size_limit() -> None:
             status, answer, _ = await post(session, url, raw)
             assert (status, answer) == (413, {"status": "error", "error": "body larger than 1048576 bytes"})
         async with serving(store, max_body=1024) as (session, url):
-            async with session.post(url, data=chunks()) as response:
+            async with session.post(url, data=chunks(), headers=AUTH) as response:
                 assert response.status == 413
                 assert await response.json() == {"status": "error", "error": "body larger than 1024 bytes"}
             small = am_message(am_alert())
@@ -309,6 +321,30 @@ def test_truncated_alerts_are_logged(caplog: pytest.LogCaptureFixture) -> None:
     assert any("truncated 7 alerts" in r.getMessage() for r in caplog.records)
 
 
+def test_one_log_line_per_request_whatever_happened(caplog: pytest.LogCaptureFixture) -> None:
+    nowhere = {"status": "firing", "labels": {"alertname": "NoNamespace"}}
+    too_many = am_alert(fingerprint="many", **{f"l{n}": "v" for n in range(100)})
+    long_fingerprint = am_alert(fingerprint="f" * 1000)
+    wordy = am_alert(fingerprint="wordy")
+    wordy["annotations"] = {"description": "x" * 20_000}
+
+    async def scenario() -> None:
+        async with serving(AlertStore(max_bytes=2000)) as (session, url):
+            message = {**am_message(am_alert(), nowhere, too_many, long_fingerprint, wordy), "truncatedAlerts": 3}
+            status, body, _ = await post(session, url, message)
+            assert (status, body) == (200, {"status": "ok", "received": 5,
+                                            "ignored": {"noNamespaceLabel": 1, "labelsTooLarge": 2}})
+
+    with caplog.at_level(logging.DEBUG, logger="vigil.adapters.alertmanager"):
+        asyncio.run(scenario())
+    (line,) = [r for r in caplog.records if r.name == "vigil.adapters.alertmanager"]
+    assert line.levelno == logging.WARNING
+    for part in ("5 alerts (firing)", "1 without a 'namespace' label", "2 with labels or fingerprint over the limits",
+                 "1 stored without their oversized annotations", "older alerts evicted",
+                 "Alertmanager truncated 3 alerts"):
+        assert part in line.getMessage(), part
+
+
 # --------------------------------------------------------------------------------------------------
 # The store
 # --------------------------------------------------------------------------------------------------
@@ -327,7 +363,7 @@ def test_selector_matching() -> None:
     store.receive(message, NOW)
 
     def matching(wire: dict[str, Any]) -> list[str]:
-        return [a.labels["instance"] for a in store.matching(LabelSelector.model_validate(wire), NOW)]
+        return [a.labels["instance"] for a in store.firing("shop", LabelSelector.model_validate(wire), NOW)]
 
     assert matching({}) == ["i-1", "i-2", "i-3"]
     assert matching({"matchLabels": {"alertname": "HighLatency"}}) == ["i-1", "i-2"]
@@ -344,13 +380,14 @@ def test_selector_matching() -> None:
 def test_alerts_without_fingerprint_are_keyed_by_their_labels() -> None:
     changes = Counter()
     store = AlertStore(on_change=changes)
-    first = Alert.model_validate({"status": "firing", "labels": {"b": "2", "a": "1"}})
-    same = Alert.model_validate({"status": "firing", "labels": {"a": "1", "b": "2"}})
-    assert alertmanager.alert_key(first) == alertmanager.alert_key(same) == 'labels:[["a","1"],["b","2"]]'
+    first = Alert.model_validate({"status": "firing", "labels": {"b": "2", "namespace": "x", "a": "1"}})
+    same = Alert.model_validate({"status": "firing", "labels": {"a": "1", "b": "2", "namespace": "x"}})
+    assert alertmanager.alert_key(first) == alertmanager.alert_key(same) == (
+        'labels:[["a","1"],["b","2"],["namespace","x"]]')
     assert store.upsert(first, NOW) is True
     assert store.upsert(same, NOW + datetime.timedelta(minutes=1)) is False  # a re-send, not a change
     assert len(store.active(NOW)) == 1 and changes.calls == 1
-    gone = Alert.model_validate({"status": "resolved", "labels": {"a": "1", "b": "2"}})
+    gone = Alert.model_validate({"status": "resolved", "labels": {"a": "1", "b": "2", "namespace": "x"}})
     assert store.upsert(gone, NOW + datetime.timedelta(minutes=2)) is True
     assert store.active(NOW) == [] and changes.calls == 2
 
@@ -382,12 +419,29 @@ def test_an_expired_alert_firing_again_is_a_change() -> None:
     assert store.upsert(alert(), later) is True and changes.calls == 2
 
 
-def test_memory_is_bounded(caplog: pytest.LogCaptureFixture) -> None:
-    store = AlertStore(ttl=TTL, max_alerts=3)
+def test_memory_is_bounded_by_bytes_and_the_least_recently_received_go_first() -> None:
+    probe = AlertStore(ttl=TTL)
+    probe.upsert(alert(fingerprint="f0", instance="i-0"), NOW)
+    one = probe.size_bytes
+    store = AlertStore(ttl=TTL, max_bytes=3 * one + one // 2)
     for n in range(5):
         store.upsert(alert(fingerprint=f"f{n}", instance=f"i-{n}"), NOW + datetime.timedelta(seconds=n))
-    assert [a.labels["instance"] for a in store.active(NOW)] == ["i-2", "i-3", "i-4"]  # the newest stay
-    assert any("dropped the 1 expiring soonest" in r.getMessage() for r in caplog.records)
+    store.upsert(alert(fingerprint="f2", instance="i-2"), NOW + datetime.timedelta(seconds=5))  # received again
+    store.upsert(alert(fingerprint="f5", instance="i-5"), NOW + datetime.timedelta(seconds=6))
+    assert [a.labels["instance"] for a in store.active(NOW)] == ["i-2", "i-4", "i-5"]
+    assert store.size_bytes <= store.max_bytes
+    store.upsert(alert("resolved", fingerprint="f4", instance="i-4"), NOW + datetime.timedelta(seconds=7))
+    assert len(store) == 2 and store.size_bytes == 2 * one  # resolving gives its bytes back
+
+
+def test_an_alert_moved_to_another_namespace_leaves_the_old_one() -> None:
+    store = AlertStore(ttl=TTL)
+    store.upsert(alert(fingerprint="same", namespace="shop"), NOW)
+    store.upsert(alert(fingerprint="same", namespace="billing"), NOW)
+    everything = LabelSelector()
+    assert store.firing("shop", everything, NOW) == []
+    assert [a.namespace for a in store.firing("billing", everything, NOW)] == ["billing"]
+    assert len(store) == 1
 
 
 def test_a_failing_on_change_does_not_fail_the_webhook(caplog: pytest.LogCaptureFixture) -> None:

@@ -365,8 +365,9 @@ def test_other_4xx_is_not_retried_and_drops_the_cached_url(kubeapi: KubeAPIServe
     before = kubeapi.count_requests(method="GET", plural="secrets", namespace=ns)
     first, second = asyncio.run(deliver(kubeapi, ns, notify_spec("slack"), 0.0, 1.0))
     label = f"slack webhook (secret {ns}/chat key slack)"
-    assert first.deliveries == [Delivery("slack", False, f"{label}: HTTP 404: no_service for <redacted>")]
-    assert second.deliveries == [Delivery("slack", False, f"{label}: HTTP 400: invalid_blocks")]
+    # The receiver's body is never quoted (it may echo the token): the status code says enough.
+    assert first.deliveries == [Delivery("slack", False, f"{label}: HTTP 404")]
+    assert second.deliveries == [Delivery("slack", False, f"{label}: HTTP 400")]
     assert first.sleeps == second.sleeps == []
     assert len(stub.received(SLACK_PATH)) == 2
     # After the 404 the URL is read again (it may have been rotated); the cache would have served it.
@@ -374,16 +375,15 @@ def test_other_4xx_is_not_retried_and_drops_the_cached_url(kubeapi: KubeAPIServe
     assert_no_secret_leaked(caplog, first.deliveries, second.deliveries)
 
 
-def test_an_echoed_url_cut_by_the_length_limit_is_still_redacted(kubeapi: KubeAPIServer, stub: ChatStub, ns: str,
-                                                                 caplog: pytest.LogCaptureFixture) -> None:
+def test_an_echoed_url_or_token_is_never_quoted(kubeapi: KubeAPIServer, stub: ChatStub, ns: str,
+                                                caplog: pytest.LogCaptureFixture) -> None:
     caplog.set_level(logging.DEBUG)
     put_secret(kubeapi, ns, "chat", slack=stub.url(SLACK_PATH))
-    padding = "x" * (200 - len(stub.url("")) - len("/services/T0001/B0002/") - 5)  # the cut falls in the token
-    stub.answer(SLACK_PATH, Answer(status=400, text=f"{padding} {stub.url(SLACK_PATH)}"))
+    stub.answer(SLACK_PATH, Answer(status=400, headers={"X-Token": TOKEN},
+                                   text=f"bad token {TOKEN} for {stub.url(SLACK_PATH)}"))
     result = run_once(kubeapi, ns, notify_spec("slack"))
     (delivery,) = result.deliveries
-    assert delivery.error == f"slack webhook (secret {ns}/chat key slack): HTTP 400: {padding} <redacted>"
-    assert TOKEN[:4] not in (delivery.error or "")
+    assert delivery.error == f"slack webhook (secret {ns}/chat key slack): HTTP 400"
     assert_no_secret_leaked(caplog, result.deliveries)
 
 

@@ -287,4 +287,5 @@ def test_etcd_compaction_removes_old_revisions(kube: RealKube) -> None:
     assert compacted > before
     with pytest.raises(urllib.error.HTTPError) as gone:
         kube.etcd_range(revision=before)
-    assert "required revision has been compacted" in gone.value.read().decode()
+    with gone.value:
+        assert "required revision has been compacted" in gone.value.read().decode()

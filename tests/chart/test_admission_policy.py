@@ -191,6 +191,9 @@ def test_approving_needs_the_approve_verb(real_kube: RealKube, guarded: Users, a
     assert status == 200, approved
     assert approved["metadata"]["annotations"]["vigil.dev/approve"] == "true"
     assert approved["metadata"]["annotations"]["vigil.dev/decided-by"] == "vigil-user"
+    # decided-by is what status.decision.by records: an approver cannot write someone else's name there
+    _denied(_patch(real_kube, GUARDED, action, {"metadata": {"annotations": {"vigil.dev/decided-by": "alice"}}},
+                   real_kube.user_token), "vigil.dev/decided-by must name the user who sets it (vigil-user)")
 
     # the verb is per namespace: the binding in one does not approve in another
     status, other = _create(real_kube, remediation_action("elsewhere", OTHER), guarded.operator_token)

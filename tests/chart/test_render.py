@@ -39,7 +39,7 @@ FULL: dict[str, Any] = {
     "podDisruptionBudget": {"enabled": True},
     "imagePullSecrets": ["registry-credentials"],
     "image": {"repository": "registry.example.com/vigil", "tag": "1.2.3", "pullPolicy": "Always"},
-    "alertmanager": {"tokenSecretName": "alertmanager-token"},
+    "alertmanager": {"enabled": True, "tokenSecretName": "alertmanager-token"},
     "nodeSelector": {"kubernetes.io/os": "linux"},
     "tolerations": [{"key": "dedicated", "operator": "Equal", "value": "ops", "effect": "NoSchedule"}],
     "topologySpreadConstraints": [{
@@ -50,25 +50,23 @@ FULL: dict[str, Any] = {
     "podLabels": {"team": "sre"},
 }
 
-#: Our custom resources and the exact verbs the operator needs on them.
+#: Our custom resources and the exact verbs the operator needs on them (tests/security/test_rbac.py checks
+#: them against the calls of a recorded run).
 CR_RULES: dict[str, set[str]] = {
-    "anomalydetectors": {"get", "list", "watch", "patch", "update"},
-    "remediationpolicies": {"get", "list", "watch", "patch", "update"},
-    "remediationactions": {"get", "list", "watch", "patch", "update", "create", "delete"},
-    "anomalydetectors/status": {"get", "patch", "update"},
-    "remediationpolicies/status": {"get", "patch", "update"},
-    "remediationactions/status": {"get", "patch", "update"},
-    "anomalydetectors/finalizers": {"update"},
+    "anomalydetectors": {"list", "watch"},
+    "remediationpolicies": {"list", "watch"},
+    "remediationactions": {"get", "list", "watch", "create", "delete"},
+    "anomalydetectors/status": {"patch"},
+    "remediationpolicies/status": {"patch"},
+    "remediationactions/status": {"patch"},
     "remediationpolicies/finalizers": {"update"},
-    "remediationactions/finalizers": {"update"},
 }
+#: Secrets and ConfigMaps only when named (rbac.secretNames / rbac.configMapNames).
 SCOPE_RULES: dict[tuple[str, str], set[str]] = {
     **{("vigil.dev", resource): verbs for resource, verbs in CR_RULES.items()},
-    ("", "events"): {"create", "patch"},
-    ("events.k8s.io", "events"): {"create", "patch"},
-    ("", "configmaps"): {"get"},
-    ("", "secrets"): {"get"},
+    ("", "events"): {"create"},
 }
+NAMED_RULES: dict[tuple[str, str], set[str]] = {**SCOPE_RULES, ("", "secrets"): {"get"}}
 LEASE_RULES: dict[tuple[str, str], set[str]] = {
     ("coordination.k8s.io", "leases"): {"get", "create", "update", "list"},
 }
@@ -119,6 +117,7 @@ def test_defaults_render_the_expected_objects(render: Render) -> None:
     kinds = sorted(o["kind"] for o in render())
     assert kinds == sorted([
         "ServiceAccount", "ClusterRole", "ClusterRoleBinding", "Role", "RoleBinding", "Deployment", "Service",
+        "NetworkPolicy",
         "ValidatingAdmissionPolicy", "ValidatingAdmissionPolicyBinding", "ClusterRole",  # <release>-approver
     ])
 
@@ -287,7 +286,7 @@ def test_all_namespaces_rbac_is_exact(render: Render) -> None:
     objects = render()
     cluster_role = only(objects, "ClusterRole", name=RELEASE)
     assert permissions(cluster_role) == SCOPE_RULES
-    assert [r.get("resourceNames") for r in secret_rules(cluster_role)] == [None]
+    assert secret_rules(cluster_role) == []
     binding = only(objects, "ClusterRoleBinding")
     assert binding["roleRef"] == {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole",
                                   "name": cluster_role["metadata"]["name"]}
@@ -321,7 +320,7 @@ def test_namespaced_mode_renders_roles_only(render: Render) -> None:
     assert not select(objects, "ClusterRoleBinding")
     for namespace in ("team-a", "team-b"):
         role = only(objects, "Role", name=RELEASE, namespace=namespace)
-        assert permissions(role) == SCOPE_RULES
+        assert permissions(role) == NAMED_RULES
         assert secret_rules(role) == [{
             "apiGroups": [""], "resources": ["secrets"], "verbs": ["get"],
             "resourceNames": ["slack-webhook", "pagerduty-webhook"],
@@ -377,7 +376,21 @@ def test_optional_manifests(render: Render) -> None:
 
 def test_optional_manifests_are_off_by_default(render: Render) -> None:
     kinds = {o["kind"] for o in render()}
-    assert not kinds & {"ServiceMonitor", "PrometheusRule", "ConfigMap", "NetworkPolicy", "PodDisruptionBudget"}
+    assert not kinds & {"ServiceMonitor", "PrometheusRule", "ConfigMap", "PodDisruptionBudget"}
+
+
+def test_the_default_render_has_a_network_policy(render: Render) -> None:
+    """On by default (issue 11, item 3): the HTTP port serves POST /alertmanager. Ingress from the
+    `monitoring` namespace only, until the values name other peers."""
+    policy = only(render(), "NetworkPolicy")
+    assert policy["spec"]["policyTypes"] == ["Ingress", "Egress"]
+    assert policy["spec"]["ingress"] == [{
+        "ports": [{"port": "http", "protocol": "TCP"}],
+        "from": [{"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "monitoring"}}}],
+    }]
+    assert only(render({"networkPolicy": {"ingressFrom": []}}), "NetworkPolicy")["spec"]["ingress"] == [
+        {"ports": [{"port": "http", "protocol": "TCP"}]}]
+    assert not select(render({"networkPolicy": {"enabled": False}}), "NetworkPolicy")
 
 
 def test_grafana_label_is_configurable(render: Render) -> None:

@@ -83,7 +83,13 @@ def test_incident_is_detected_with_the_backtest_score(kubeapi: KubeAPIServer, op
     original = evaluated - scenarios["incident"].offset
     assert scenarios["incident"].window[0] <= original <= scenarios["incident"].window[1]
 
-    events = kubeapi.events_for("AnomalyDetector", "default", "cpu-incident")
+    # The Events follow the status write (best effort, posted after it): wait for them, do not race them.
+    def both_events() -> list[dict[str, object]]:
+        events = kubeapi.events_for("AnomalyDetector", "default", "cpu-incident")
+        assert {"AnomalyDetected", "Ready"} <= {e["reason"] for e in events}
+        return events
+
+    events = wait_for(both_events, timeout=10, what="the Ready and AnomalyDetected Events")
     assert [e["reason"] for e in events if e["reason"] == "AnomalyDetected"] == ["AnomalyDetected"]
     assert any(e["reason"] == "Ready" for e in events)
 

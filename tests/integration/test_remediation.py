@@ -66,7 +66,9 @@ def proxy(moto: Moto) -> Iterator[FaultProxy]:
 
 @pytest.fixture
 def operator(run_operator: OperatorFactory, prometheus: PrometheusServer, proxy: FaultProxy) -> OperatorProcess:
-    return run_operator("--prometheus-url", prometheus.url, "--aws-endpoint-url", proxy.url, "--no-leader-election")
+    # 127.0.0.1:9 (discard, nothing listens) is allowed so that a detector can name an unreachable Prometheus.
+    return run_operator("--prometheus-url", prometheus.url, "--aws-endpoint-url", proxy.url, "--no-leader-election",
+                        "--prometheus-allowed-urls", "http://127.0.0.1:9")
 
 
 # --- objects ----------------------------------------------------------------------------------------
@@ -195,8 +197,12 @@ def test_escalation_to_the_next_step(kubeapi: KubeAPIServer, operator: OperatorP
     assert health["AutoScalingInstances"][0]["HealthStatus"].lower() == "unhealthy"
 
 
-def test_approval_granted_rejected_and_expired(kubeapi: KubeAPIServer, operator: OperatorProcess, estate: Estate,
+def test_approval_granted_rejected_and_expired(kubeapi: KubeAPIServer, run_operator: OperatorFactory,
+                                               prometheus: PrometheusServer, proxy: FaultProxy, estate: Estate,
                                                moto: Moto, kubeconfig: pathlib.Path) -> None:
+    # Three namespaces' policies on one group: a single-team cluster, where the admin turns the namespace tag off.
+    operator = run_operator("--prometheus-url", prometheus.url, "--aws-endpoint-url", proxy.url,
+                            "--no-leader-election", "--namespace-tag-key=")
     for namespace, timeout in (("granted", "5m"), ("rejected", "5m"), ("expired", "3s")):
         apply_detector(kubeapi, namespace=namespace)
         apply_policy(kubeapi, [scale(by=1)], namespace=namespace, approval={"required": True, "timeout": timeout})
@@ -327,7 +333,9 @@ def test_dry_run_changes_nothing(kubeapi: KubeAPIServer, operator: OperatorProce
     assert done["status"]["after"] == {"desiredCapacity": 4}
     assert estate.desired(moto) == 2
     assert proxy.hits("SetDesiredCapacity") == 0
-    event(kubeapi, "RemediationAction", done["metadata"]["name"], "ActionExecuted")
+    # A dry run has its own Event reason (issue 11, finding 16): nothing was executed.
+    event(kubeapi, "RemediationAction", done["metadata"]["name"], "ActionDryRun")
+    assert "ActionExecuted" not in reasons(kubeapi, "RemediationAction", done["metadata"]["name"])
 
 
 def test_dry_run_uses_the_ec2_permission_check(kubeapi: KubeAPIServer, operator: OperatorProcess, estate: Estate,
@@ -395,7 +403,10 @@ def test_missing_or_stale_data_never_acts(kubeapi: KubeAPIServer, operator: Oper
     apply_policy(kubeapi, [scale(by=1)], namespace="stale")
     wait_for(lambda: policy_conditions(kubeapi, "stale").get("ActionAllowed", {}).get("reason") == "DetectorStale",
              what="DetectorStale")
-    # 3. A scale-in while one series of the detector has no data: refused.
+    # 3. A scale-in while one series of the detector has no data: refused (the group is this namespace's).
+    moto.client("autoscaling").create_or_update_tags(Tags=[{
+        "ResourceId": "web", "ResourceType": "auto-scaling-group", "Key": "vigil.dev/namespace", "Value": "scalein",
+        "PropagateAtLaunch": True}])
     apply_detector(kubeapi, namespace="scalein", query='nab_cpu{scenario=~"incident|stopped"}')
     apply_policy(kubeapi, [scale(by=-1)], namespace="scalein")
     refused = wait_phase(kubeapi, "Skipped", "scalein")[0]
@@ -489,7 +500,8 @@ def test_alertmanager_alert_triggers_a_policy(kubeapi: KubeAPIServer, run_operat
                              "actions": [scale(by=1)], "aws": {"region": aws_world.REGION}, "cooldown": "0s"}})
     alert = {"version": "4", "status": "firing", "receiver": "vigil", "groupKey": "{}:{}", "truncatedAlerts": 0,
              "groupLabels": {}, "commonLabels": {}, "commonAnnotations": {}, "externalURL": "http://am",
-             "alerts": [{"status": "firing", "labels": {"alertname": "HighLatency", "service": "web"},
+             "alerts": [{"status": "firing", "labels": {"alertname": "HighLatency", "service": "web",
+                                                        "namespace": "default"},
                          "annotations": {}, "startsAt": "2026-01-01T00:00:00Z", "endsAt": "0001-01-01T00:00:00Z",
                          "generatorURL": "http://prom", "fingerprint": "abc123"}]}
 
@@ -508,7 +520,7 @@ def test_alertmanager_alert_triggers_a_policy(kubeapi: KubeAPIServer, run_operat
     assert post("s3cret") == 200
     done = wait_phase(kubeapi, "Succeeded")[0]
     assert done["spec"]["reason"]["source"] == "alertmanager"
-    assert done["spec"]["reason"]["alert"] == {"alertname": "HighLatency", "service": "web"}
+    assert done["spec"]["reason"]["alert"] == {"alertname": "HighLatency", "service": "web", "namespace": "default"}
     assert estate.desired(moto) == 3
     assert operator.value("vigil_alertmanager_alerts_received_total") == 1.0
 

@@ -304,7 +304,7 @@ def test_an_unsafe_configmap_model_becomes_ready_false_with_its_reason(secret_di
         "model": {"configMapRef": {"name": "m", "key": "model.onnx"}},
     })
     entry = DetectorEntry("default", "d", "uid", 1, spec, None, AnomalyDetectorStatus(), AnomalyDetectorStatus())
-    outcome = asyncio.run(evaluation._plan(entry, 0.0, evaluation.EngineSettings(None), resolver))
+    outcome = asyncio.run(evaluation._plan(entry, 0.0, evaluation.EngineSettings("http://prometheus:9090"), resolver))
     assert isinstance(outcome, Outcome)
     ready = next(c for c in status.compose(AnomalyDetectorStatus(), outcome, 10).conditions if c.type == "Ready")
     print(f"\nReady={ready.status} reason={ready.reason}: {ready.message}")

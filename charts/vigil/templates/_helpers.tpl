@@ -78,40 +78,81 @@ RBAC rules for the watched scope (a ClusterRole in all-namespaces mode, a Role p
 otherwise). Explicit verbs and resources only: no wildcards.
 */}}
 {{- define "vigil.scopeRules" -}}
-# The operator's custom resources: watched, annotated/finalized (patch/update).
+# Only what the operator calls (tests/security/test_rbac.py checks both ways against a recorded run).
+# AnomalyDetectors and RemediationPolicies: kopf watches them (list/watch); only their status is written.
 - apiGroups: ["vigil.dev"]
   resources: ["anomalydetectors", "remediationpolicies"]
-  verbs: ["get", "list", "watch", "patch", "update"]
-# RemediationActions are also created by the operator, and pruned by the history limits.
+  verbs: ["list", "watch"]
+# RemediationActions are created by the operator, re-read on a write conflict (get), and pruned by the
+# history limits (delete).
 - apiGroups: ["vigil.dev"]
   resources: ["remediationactions"]
-  verbs: ["get", "list", "watch", "patch", "update", "create", "delete"]
+  verbs: ["get", "list", "watch", "create", "delete"]
+# Status is written with merge patches only.
 - apiGroups: ["vigil.dev"]
   resources: ["anomalydetectors/status", "remediationpolicies/status", "remediationactions/status"]
-  verbs: ["get", "patch", "update"]
+  verbs: ["patch"]
+# Not a call: a RemediationAction's ownerReference to its policy sets blockOwnerDeletion, which the
+# OwnerReferencesPermissionEnforcement admission plugin allows only with update on the owner's finalizers.
 - apiGroups: ["vigil.dev"]
-  resources: ["anomalydetectors/finalizers", "remediationpolicies/finalizers", "remediationactions/finalizers"]
+  resources: ["remediationpolicies/finalizers"]
   verbs: ["update"]
-# Events on the custom resources (kopf posts core/v1 events; events.k8s.io for newer clients).
+# core/v1 Events about the custom resources (the operator's and kopf's): created, never patched.
 - apiGroups: [""]
   resources: ["events"]
-  verbs: ["create", "patch"]
-- apiGroups: ["events.k8s.io"]
-  resources: ["events"]
-  verbs: ["create", "patch"]
-# Custom ONNX models (AnomalyDetector spec.model.configMapRef).
-- apiGroups: [""]
-  resources: ["configmaps"]
-  verbs: ["get"]
-# Notification webhook URLs (RemediationPolicy spec.notify.*.urlSecretRef): get only, never list/watch.
+  verbs: ["create"]
+{{- include "vigil.namedReadRules" . }}
+{{- end }}
+
+{{- /* get on Secrets / ConfigMaps by name everywhere the scope rules apply, unless the reads are
+       confined to namespaces instead (rbac.secretNamespaces / rbac.configMapNamespaces: see rbac.yaml). */}}
+{{- define "vigil.namedReadRules" -}}
+{{- if and .Values.rbac.secretNames (not .Values.rbac.secretNamespaces) }}
+# Notification webhook URLs (RemediationPolicy spec.notify.*.urlSecretRef): get by name only.
 - apiGroups: [""]
   resources: ["secrets"]
+  resourceNames:
+  {{- range .Values.rbac.secretNames }}
+    - {{ . | quote }}
+  {{- end }}
   verbs: ["get"]
-{{- with .Values.rbac.secretNames }}
+{{- end }}
+{{- if and .Values.rbac.configMapNames (not .Values.rbac.configMapNamespaces) }}
+# Custom ONNX models (AnomalyDetector spec.model.configMapRef): get by name only.
+- apiGroups: [""]
+  resources: ["configmaps"]
+  resourceNames:
+  {{- range .Values.rbac.configMapNames }}
+    - {{ . | quote }}
+  {{- end }}
+  verbs: ["get"]
+{{- end }}
+{{- end }}
+
+{{- /* The rules of the Role in one namespace of rbac.secretNamespaces / rbac.configMapNamespaces. */}}
+{{- define "vigil.namespaceReadRules" -}}
+{{- $rbac := .root.Values.rbac }}
+{{- if has .namespace $rbac.secretNamespaces }}
+- apiGroups: [""]
+  resources: ["secrets"]
+  {{- with $rbac.secretNames }}
   resourceNames:
   {{- range . }}
     - {{ . | quote }}
   {{- end }}
+  {{- end }}
+  verbs: ["get"]
+{{- end }}
+{{- if has .namespace $rbac.configMapNamespaces }}
+- apiGroups: [""]
+  resources: ["configmaps"]
+  {{- with $rbac.configMapNames }}
+  resourceNames:
+  {{- range . }}
+    - {{ . | quote }}
+  {{- end }}
+  {{- end }}
+  verbs: ["get"]
 {{- end }}
 {{- end }}
 

@@ -2,6 +2,16 @@
 The operator pod, shared by the Deployment (one shard) and the StatefulSet (several shards).
 */}}
 {{- define "vigil.podTemplate" -}}
+{{- $am := .Values.alertmanager }}
+{{- if and $am.enabled (not $am.tokenSecretName) (not $am.allowUnauthenticated) }}
+{{- fail "alertmanager.enabled needs alertmanager.tokenSecretName (a Secret holding the bearer token Alertmanager sends), or alertmanager.allowUnauthenticated=true to accept alerts from anyone who can reach the port" }}
+{{- end }}
+{{- if and (not $am.enabled) $am.tokenSecretName }}
+{{- fail "alertmanager.tokenSecretName is set but alertmanager.enabled is false: set alertmanager.enabled=true to serve POST /alertmanager" }}
+{{- end }}
+{{- if and (not $am.enabled) $am.allowUnauthenticated }}
+{{- fail "alertmanager.allowUnauthenticated is set but alertmanager.enabled is false: set alertmanager.enabled=true to serve POST /alertmanager" }}
+{{- end }}
 metadata:
   labels:
     {{- include "vigil.labels" . | nindent 4 }}
@@ -54,6 +64,14 @@ spec:
         {{- end }}
         - name: VIGIL_MAX_MODEL_BYTES
           value: {{ .Values.maxModelBytes | int64 | quote }}
+        - name: VIGIL_MAX_SERIES
+          value: {{ .Values.maxSeriesPerDetector | int64 | quote }}
+        - name: VIGIL_MAX_RESPONSE_BYTES
+          value: {{ .Values.prometheus.maxResponseBytes | int64 | quote }}
+        {{- with .Values.prometheus.allowedUrls }}
+        - name: VIGIL_PROMETHEUS_ALLOWED_URLS
+          value: {{ join "," . | quote }}
+        {{- end }}
         - name: VIGIL_LOG_FORMAT
           value: {{ .Values.logFormat | quote }}
         - name: VIGIL_LOG_LEVEL
@@ -93,9 +111,16 @@ spec:
         - name: VIGIL_AWS_ENDPOINT_URL
           value: {{ . | quote }}
         {{- end }}
-        {{- if .Values.alertmanager.tokenSecretName }}
+        {{- if and .Values.alertmanager.enabled .Values.alertmanager.tokenSecretName }}
         - name: VIGIL_ALERTMANAGER_TOKEN_FILE
           value: /etc/vigil/alertmanager/{{ .Values.alertmanager.tokenSecretKey }}
+        {{- else if and .Values.alertmanager.enabled .Values.alertmanager.allowUnauthenticated }}
+        - name: VIGIL_ALERTMANAGER_ALLOW_UNAUTHENTICATED
+          value: "true"
+        {{- end }}
+        {{- if .Values.alertmanager.enabled }}
+        - name: VIGIL_ALERTMANAGER_MAX_BYTES
+          value: {{ .Values.alertmanager.maxBytes | int64 | quote }}
         {{- end }}
         {{- with .Values.extraEnv }}
         {{- toYaml . | nindent 8 }}
@@ -127,7 +152,7 @@ spec:
       volumeMounts:
         - name: tmp
           mountPath: /tmp
-        {{- if .Values.alertmanager.tokenSecretName }}
+        {{- if and .Values.alertmanager.enabled .Values.alertmanager.tokenSecretName }}
         - name: alertmanager-token
           mountPath: /etc/vigil/alertmanager
           readOnly: true
@@ -137,7 +162,7 @@ spec:
     - name: tmp
       emptyDir:
         sizeLimit: {{ .Values.tmpSizeLimit }}
-    {{- if .Values.alertmanager.tokenSecretName }}
+    {{- if and .Values.alertmanager.enabled .Values.alertmanager.tokenSecretName }}
     - name: alertmanager-token
       secret:
         secretName: {{ .Values.alertmanager.tokenSecretName | quote }}

@@ -65,6 +65,7 @@ import botocore.parsers
 import botocore.session
 
 import vigil
+from vigil.adapters import redaction
 from vigil.api.v1alpha1.action import ErrorClass
 
 logger = logging.getLogger(__name__)
@@ -180,6 +181,10 @@ def classify(exc: BaseException, operation: str) -> AwsError:
             retry_attempts=int(meta.get("RetryAttempts") or 0),
         )
     error_class = ErrorClass.RECOVERABLE if isinstance(exc, RECOVERABLE_EXCEPTIONS) else ErrorClass.TERMINAL
+    if isinstance(exc, botocore.parsers.ResponseParserError):
+        # botocore quotes the raw answer in this message: a body is never recorded (status, Events, logs).
+        return AwsError(error_class, code=type(exc).__name__, message="the answer could not be parsed",
+                        operation=operation)
     return AwsError(error_class, code=type(exc).__name__, message=str(exc), operation=operation)
 
 
@@ -348,6 +353,8 @@ class AwsClients:
                 RoleArn=role_arn, RoleSessionName=ROLE_SESSION_NAME, DurationSeconds=ROLE_DURATION_S
             )
             credentials = response["Credentials"]
+            # Defense in depth: should anything ever quote them, the log and Event filters know them.
+            redaction.remember(credentials["AccessKeyId"], credentials["SecretAccessKey"], credentials["SessionToken"])
             logger.info("Assumed %s (request %s), valid until %s",
                         role_arn, _request_id(response), credentials["Expiration"])
             return {

@@ -4,6 +4,10 @@ The central scheduler evaluates detectors on its own clock, not inside kopf
 handlers, so it writes status, reads ConfigMaps and posts Events itself. It
 uses the same credentials kopf uses (the login handler hands them over) and
 logs in again on HTTP 401, as kopf does, so expiring tokens (EKS, IRSA) work.
+
+Every body it writes (status, Events, RemediationActions, Leases) goes through
+:func:`vigil.adapters.redaction.redact_strings` first: a secret that slipped into
+a message by mistake does not reach etcd.
 """
 
 from __future__ import annotations
@@ -18,6 +22,8 @@ from typing import Any
 
 import aiohttp
 import kopf
+
+from vigil.adapters import redaction
 
 logger = logging.getLogger(__name__)
 
@@ -72,6 +78,8 @@ class KubeClient:
         content_type: str = "application/json",
     ) -> Any:
         """Send one request; on 401 log in again once. Raises :class:`KubeError`."""
+        if body is not None:
+            body = redaction.redact_strings(body)
         for attempt in (0, 1):
             session, info = await self._connect(force=attempt == 1)
             headers = {"Content-Type": content_type, "Accept": "application/json"}

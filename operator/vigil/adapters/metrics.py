@@ -15,6 +15,11 @@ import prometheus_client
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from vigil import __version__
+from vigil.domain import labels
+
+#: Longest ``series`` label on ``vigil_detector_score``. The engine already bounds each series' labels
+#: (:mod:`vigil.domain.labels`: 24 labels of at most 64 + 128 characters); this is the last guard.
+MAX_SERIES_LABEL = 8192
 
 DetectorId = tuple[str, str]  # (namespace, name)
 
@@ -127,13 +132,28 @@ class OperatorMetrics:
         self.alerts_received = Counter(
             "vigil_alertmanager_alerts_received_total", "Alerts received on POST /alertmanager.", registry=r
         )
+        self.alertmanager_requests = Counter(
+            "vigil_alertmanager_requests_total",
+            "Requests to POST /alertmanager by HTTP status (401: wrong token, 403: receiver disabled).",
+            ["code"], registry=r,
+        )
+        self.alerts_dropped = Counter(
+            "vigil_alertmanager_alerts_dropped_total",
+            "Alerts received but not kept: no-namespace (no namespace label), too-large (labels or "
+            "fingerprint over the limits), evicted (the store's byte budget was full).", ["reason"], registry=r,
+        )
+        self.alert_store_bytes = Gauge(
+            "vigil_alertmanager_store_bytes",
+            "Estimated bytes held by the Alertmanager alert store, as of the last request.", registry=r,
+        )
         self._exported: dict[DetectorId, set[str]] = {}
 
     def publish_scores(self, detector: DetectorId, scores: Iterable[tuple[str, float]]) -> None:
         """Set the per-series gauges of one detector and drop the ones no longer listed."""
         namespace, name = detector
         current = set()
-        for series, score in scores:
+        for raw, score in scores:
+            series = labels.clip(raw, MAX_SERIES_LABEL)
             self.detector_score.labels(namespace, name, series).set(score)
             current.add(series)
         for gone in self._exported.get(detector, set()) - current:

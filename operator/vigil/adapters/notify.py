@@ -8,6 +8,13 @@ and through them the action's status and events) names the Secret instead:
 exception messages, so exception text is never passed on: failures are described
 by their class and OS error only, and redacted once more before they leave.
 
+A receiver's answer is never passed on either: a webhook may echo its own token
+(or anything else) back in the body or a header of an error, so a failure reads
+``HTTP <status>`` plus a fixed reason (``rate limited``), nothing the receiver
+wrote. The URL and its long path and query pieces are also handed to
+:mod:`vigil.adapters.redaction`, which scrubs them from every log record and
+Event as defense in depth.
+
 Delivery is best effort and never raises: a chat outage must not stop a
 remediation, but it must show (``Delivery.ok`` is False, the caller reports
 ``NotificationFailed``). Transient failures (429, 5xx, connection errors,
@@ -33,6 +40,7 @@ from typing import Any
 import aiohttp
 
 from vigil import __version__
+from vigil.adapters import redaction
 from vigil.adapters.kube import KubeClient, KubeError
 from vigil.api.v1alpha1.policy import Channel, Notify, SecretKeyRef
 from vigil.domain import notifications
@@ -65,14 +73,11 @@ def channel_label(channel: ChannelKind, namespace: str, ref: SecretKeyRef) -> st
 
 
 def redact(text: str, url: str | None) -> str:
-    """``text`` with the URL, its path and its query replaced, in case anything quoted them."""
-    if not url:
-        return text
-    parts = urllib.parse.urlsplit(url)
-    for secret in (url, url.rstrip("/"), parts.path if len(parts.path) > 1 else "", parts.query):
-        if secret:
-            text = text.replace(secret, "<redacted>")
-    return text
+    """``text`` with the URL, its path, its query and their long pieces replaced, and anything else
+    :mod:`vigil.adapters.redaction` knows to be secret."""
+    if url:
+        redaction.remember_url(url)
+    return redaction.redact(text)
 
 
 def check_url(url: str, label: str) -> None:
@@ -133,10 +138,6 @@ def _transient(exc: BaseException) -> bool:
     if isinstance(exc, aiohttp.ClientSSLError | aiohttp.InvalidURL):
         return False
     return isinstance(exc, aiohttp.ClientConnectionError | TimeoutError)
-
-
-def _short(text: str, limit: int = 200) -> str:
-    return " ".join(text.split())[:limit]
 
 
 class Notifier:
@@ -238,6 +239,7 @@ class Notifier:
             raise _Undeliverable(f"secret {namespace}/{ref.name} key {ref.key} is not valid base64 UTF-8") from None
         if not url:
             raise _Undeliverable(f"secret {namespace}/{ref.name} key {ref.key} is empty")
+        redaction.remember_url(url)
         check_url(url, label)
         return url
 
@@ -259,7 +261,8 @@ class Notifier:
                 async with self._client().post(url, json=body, allow_redirects=False) as response:
                     if 200 <= response.status < 300:
                         return
-                    text = await response.text(errors="replace")
+                    # The body and headers are the receiver's words, not ours: they may echo the token
+                    # (or anything) back, so none of them is ever logged, recorded or raised.
                     problem = f"HTTP {response.status}"
                     if response.status == 429:
                         try:
@@ -272,8 +275,7 @@ class Notifier:
                     elif response.status < 500:
                         if response.status in _STALE_URL_STATUSES:
                             self._secrets.pop(secret, None)
-                        detail = _short(redact(text, url))  # redact first: a cut URL would escape it
-                        raise _Undeliverable(f"{label}: HTTP {response.status}" + (f": {detail}" if detail else ""))
+                        raise _Undeliverable(f"{label}: {problem}")
             except _Undeliverable:
                 raise
             except (aiohttp.ClientError, TimeoutError) as exc:

@@ -1,44 +1,51 @@
-"""Range queries against Prometheus, built on prometheus-api-client.
+"""Range queries against Prometheus, over one pooled requests session per base URL.
 
-prometheus-api-client is synchronous (requests), so queries run in a bounded
-thread pool: the pool size is the concurrency limit against Prometheus, and the
-event loop never blocks on the network. Its own retries are disabled: a failed
-evaluation is retried by the scheduler at the next interval, and retrying
-inside one evaluation would only stretch an outage into timeouts.
+requests is synchronous, so queries run in a bounded thread pool: the pool size is
+the concurrency limit against Prometheus, and the event loop never blocks on the
+network. No retries: a failed evaluation is retried by the scheduler at the next
+interval, and retrying inside one evaluation would only stretch an outage into
+timeouts. No redirects either: ``spec.prometheus.url`` is checked against the
+operator's allow-list, and a redirect would take the request past it.
+
+The answer is streamed and parsed one series at a time within the operator's
+limits (:mod:`vigil.adapters.promjson`), so one detector whose query matches tens
+of thousands of series costs a bounded read, not the operator's memory. (The
+request used to go through prometheus-api-client, whose ``response.json()``
+materialises the whole answer first.)
 """
 
 from __future__ import annotations
 
-import ast
 import asyncio
 import concurrent.futures
-import datetime
+import dataclasses
 import enum
-import json
 import os
-import re
 import threading
-from typing import Any
+import time
 
-import numpy as np
 import requests
 import requests.adapters
 import urllib3.util
-from prometheus_api_client import PrometheusConnect
-from prometheus_api_client.exceptions import PrometheusApiClientException
 
+from vigil.adapters import promjson
 from vigil.domain.history import Samples
+
+#: Read size while streaming an answer; the byte budget is checked after each chunk.
+CHUNK_BYTES = 256 << 10
 
 
 class SourceErrorKind(enum.Enum):
     INVALID_QUERY = "invalid-query"  # HTTP 400/422: the user's PromQL is wrong
-    UNAVAILABLE = "unavailable"  # connection refused, DNS, TLS, HTTP 503
+    UNAVAILABLE = "unavailable"  # connection refused, DNS, TLS, HTTP 502/503/504
     TIMEOUT = "timeout"  # client or server-side timeout
-    SERVER_ERROR = "server-error"  # other non-200 answers
+    SERVER_ERROR = "server-error"  # other non-200 answers, malformed answers
+    TOO_MANY_SERIES = "too-many-series"  # more series than --max-series: the query is too broad
+    RESPONSE_TOO_LARGE = "response-too-large"  # more bytes than --max-response-bytes
 
 
 class SourceError(Exception):
-    """A classified Prometheus failure with a message fit for a condition."""
+    """A classified Prometheus failure with a message fit for a condition (never a remote body)."""
 
     def __init__(self, kind: SourceErrorKind, message: str) -> None:
         super().__init__(message)
@@ -46,40 +53,34 @@ class SourceError(Exception):
         self.message = message
 
 
-_STATUS = re.compile(r"^HTTP Status Code (\d+) \((.*)\)$", re.S)
+@dataclasses.dataclass(frozen=True)
+class Limits:
+    """What one query may cost the operator (``--max-series``, ``--max-response-bytes``).
+
+    The byte default is sized for the largest legitimate detector: a first (full) fetch of
+    ``max_series`` = 2,000 series x 2,016 points (the built-in model's window) at ~36 bytes a point
+    (``[1700000000,"0.30000000000000004"],``) is ~145 MB of JSON, plus labels. 256 MiB leaves
+    room for longer values; the stream is parsed series by series, so the cap bounds reading
+    time and bandwidth, not memory held (see docs/security.md).
+    """
+
+    max_series: int = 2000
+    max_response_bytes: int = 256 << 20
 
 
-def _classify_http(exc: PrometheusApiClientException) -> SourceError:
-    """Recover the status code and Prometheus' own error text from the client's exception."""
-    match = _STATUS.match(str(exc))
-    if not match:
-        return SourceError(SourceErrorKind.SERVER_ERROR, str(exc)[:500])
-    code = int(match.group(1))
-    detail = match.group(2)
-    try:
-        body = ast.literal_eval(detail)
-        payload = json.loads(body.decode() if isinstance(body, bytes) else body)
-        detail = f"{payload.get('errorType', 'error')}: {payload.get('error', '')}"
-    except (ValueError, SyntaxError, AttributeError, json.JSONDecodeError):
-        pass
-    text = f"HTTP {code}: {detail}"[:1000]
+def classify_status(code: int, body: bytes) -> SourceError:
+    """A non-200 answer as a SourceError, from its code and Prometheus' ``errorType`` only."""
+    error_type, text = promjson.error_message(code, body)
     if code in (400, 422):
         return SourceError(SourceErrorKind.INVALID_QUERY, text)
-    if code == 503 and "timeout" in detail:
+    if code == 503 and error_type == "timeout":
         return SourceError(SourceErrorKind.TIMEOUT, text)
     if code in (502, 503, 504):
         return SourceError(SourceErrorKind.UNAVAILABLE, text)
+    if 300 <= code < 400:
+        return SourceError(SourceErrorKind.SERVER_ERROR,
+                           f"HTTP {code}: redirects are not followed; use the API's base URL itself")
     return SourceError(SourceErrorKind.SERVER_ERROR, text)
-
-
-def _parse(result: list[dict[str, Any]]) -> list[Samples]:
-    samples = []
-    for item in result:
-        values = item.get("values") or []
-        timestamps = np.array([float(t) for t, _ in values], dtype=np.float64)
-        numbers = np.array([float(v) for _, v in values], dtype=np.float64)  # "NaN", "+Inf" parse too
-        samples.append(Samples(labels=dict(item.get("metric") or {}), timestamps=timestamps, values=numbers))
-    return samples
 
 
 def _session_for(url: str) -> requests.Session:
@@ -102,59 +103,64 @@ def _session_for(url: str) -> requests.Session:
 
 
 class PrometheusSource:
-    """Issues range queries to one or more Prometheus servers with bounded concurrency."""
+    """Issues range queries to one or more Prometheus servers with bounded concurrency and cost."""
 
-    def __init__(self, concurrency: int = 8, timeout: float = 15.0, headers: dict[str, str] | None = None):
+    def __init__(self, concurrency: int = 8, timeout: float = 15.0, headers: dict[str, str] | None = None,
+                 limits: Limits | None = None):
         self._timeout = timeout
         self._headers = headers
         self._concurrency = concurrency
-        self._clients: dict[str, PrometheusConnect] = {}
-        self._sessions: list[requests.Session] = []
+        self.limits = limits or Limits()
+        self._sessions: dict[str, requests.Session] = {}
         self._lock = threading.Lock()
         self._pool = concurrent.futures.ThreadPoolExecutor(
             max_workers=concurrency, thread_name_prefix="vigil-prometheus"
         )
 
-    def _client(self, url: str) -> PrometheusConnect:
+    def _session(self, url: str) -> requests.Session:
         with self._lock:
-            client = self._clients.get(url)
-            if client is None:
+            session = self._sessions.get(url)
+            if session is None:
                 session = _session_for(url)
-                client = PrometheusConnect(url=url, headers=self._headers, session=session)
-                # Replace the library's adapter: no retries (the scheduler retries), and a
-                # connection pool as large as our concurrency so threads never discard sockets.
+                # No retries (the scheduler retries), no redirects (the allow-list), and a connection
+                # pool as large as our concurrency so threads never discard sockets.
                 adapter = requests.adapters.HTTPAdapter(
-                    max_retries=urllib3.util.Retry(total=0, connect=0, read=0, redirect=2),
+                    max_retries=urllib3.util.Retry(total=0, connect=0, read=0, redirect=0),
                     pool_connections=1,
                     pool_maxsize=self._concurrency,
                 )
                 session.mount(url, adapter)
-                self._clients[url] = client
-                self._sessions.append(session)
-            return client
+                self._sessions[url] = session
+            return session
 
     def _query_range_blocking(self, url: str, query: str, start: float, end: float, step: float) -> list[Samples]:
-        client = self._client(url)
+        session = self._session(url)
+        points = round((end - start) / step) + 1
+        budget = promjson.Budget(self.limits.max_series, self.limits.max_response_bytes, points,
+                                 deadline=time.monotonic() + self._timeout)
+        params = {"query": query, "start": f"{start:.3f}", "end": f"{end:.3f}", "step": f"{step:g}s",
+                  "timeout": f"{self._timeout:g}s"}
         try:
-            result = client.custom_query_range(
-                query,
-                start_time=datetime.datetime.fromtimestamp(start, tz=datetime.UTC),
-                end_time=datetime.datetime.fromtimestamp(end, tz=datetime.UTC),
-                step=f"{step:g}s",
-                params={"timeout": f"{self._timeout:g}s"},
-                timeout=self._timeout,
-            )
-        except PrometheusApiClientException as exc:
-            raise _classify_http(exc) from exc
+            with session.get(f"{url.rstrip('/')}/api/v1/query_range", params=params, headers=self._headers,
+                             timeout=self._timeout, stream=True, allow_redirects=False) as response:
+                if response.status_code != 200:
+                    raise classify_status(response.status_code, _head(response, promjson.ERROR_BODY_LIMIT))
+                return promjson.read_matrix(response.iter_content(CHUNK_BYTES), budget)
+        except promjson.TooManySeries as exc:
+            raise SourceError(SourceErrorKind.TOO_MANY_SERIES, exc.message) from exc
+        except promjson.TooLarge as exc:
+            raise SourceError(SourceErrorKind.RESPONSE_TOO_LARGE, exc.message) from exc
+        except promjson.Deadline as exc:
+            raise SourceError(SourceErrorKind.TIMEOUT, f"{exc.message} ({self._timeout:g}s)") from exc
+        except promjson.AnswerError as exc:
+            raise SourceError(SourceErrorKind.SERVER_ERROR, f"unexpected answer from {url}: {exc.message}") from exc
         except requests.Timeout as exc:
             raise SourceError(SourceErrorKind.TIMEOUT, f"no answer from {url} within {self._timeout:g}s") from exc
         except requests.ConnectionError as exc:
             raise SourceError(SourceErrorKind.UNAVAILABLE, f"cannot connect to {url}: {_root(exc)}") from exc
         except requests.RequestException as exc:
-            raise SourceError(SourceErrorKind.SERVER_ERROR, f"request to {url} failed: {exc}") from exc
-        except (ValueError, KeyError) as exc:  # a non-JSON or oddly shaped 200 answer
-            raise SourceError(SourceErrorKind.SERVER_ERROR, f"unexpected answer from {url}: {exc}") from exc
-        return _parse(result)
+            raise SourceError(SourceErrorKind.SERVER_ERROR,
+                              f"request to {url} failed: {type(exc).__name__}") from exc
 
     async def query_range(self, url: str, query: str, start: float, end: float, step: float) -> list[Samples]:
         """All series of ``query`` on the grid ``start, start+step, ..., end`` (epoch seconds)."""
@@ -163,8 +169,18 @@ class PrometheusSource:
 
     def close(self) -> None:
         self._pool.shutdown(wait=False, cancel_futures=True)
-        for session in self._sessions:
+        for session in self._sessions.values():
             session.close()
+
+
+def _head(response: requests.Response, limit: int) -> bytes:
+    """At most ``limit`` bytes of a body (an error page may be endless)."""
+    data = bytearray()
+    for chunk in response.iter_content(8192):
+        data += chunk
+        if len(data) >= limit:
+            break
+    return bytes(data[:limit])
 
 
 def _root(exc: BaseException) -> str:
@@ -172,4 +188,5 @@ def _root(exc: BaseException) -> str:
     while exc.__cause__ is not None or exc.__context__ is not None:
         exc = exc.__cause__ or exc.__context__  # type: ignore[assignment]
     text = str(exc)
-    return text[text.rfind(": ") + 2 :] if ": " in text else text
+    text = text[text.rfind(": ") + 2 :] if ": " in text else text
+    return promjson.sanitize(text, promjson.ERROR_TEXT_LIMIT)

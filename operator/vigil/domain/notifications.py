@@ -70,6 +70,8 @@ class EventKind(enum.StrEnum):
     ACTION_PROPOSED = "ActionProposed"
     APPROVAL_REQUESTED = "ApprovalRequested"
     ACTION_EXECUTED = "ActionExecuted"
+    #: A dry run: everything was decided and checked, nothing changed in AWS.
+    ACTION_DRY_RUN = "ActionDryRun"
     ACTION_SKIPPED = "ActionSkipped"
     ACTION_FAILED = "ActionFailed"
     ACTION_REJECTED = "ActionRejected"
@@ -88,6 +90,7 @@ _TITLES = {
     EventKind.ACTION_PROPOSED: "Action proposed",
     EventKind.APPROVAL_REQUESTED: "Approval requested",
     EventKind.ACTION_EXECUTED: "Action executed",
+    EventKind.ACTION_DRY_RUN: "Dry run",
     EventKind.ACTION_SKIPPED: "Action skipped",
     EventKind.ACTION_FAILED: "Action failed",
     EventKind.ACTION_REJECTED: "Action rejected",
@@ -98,6 +101,7 @@ _DEFAULT_MESSAGES = {
     EventKind.ACTION_PROPOSED: "Vigil decided to act.",
     EventKind.APPROVAL_REQUESTED: "Vigil wants to act and waits for a human to approve.",
     EventKind.ACTION_EXECUTED: "The action completed.",
+    EventKind.ACTION_DRY_RUN: "Dry run: Vigil would have acted; nothing was changed in AWS.",
     EventKind.ACTION_SKIPPED: "The action was skipped by a guard rail.",
     EventKind.ACTION_FAILED: "The action failed.",
     EventKind.ACTION_REJECTED: "The action was rejected; nothing was changed.",
@@ -114,6 +118,7 @@ _COLORS = {
     EventKind.ACTION_PROPOSED: ORANGE,
     EventKind.APPROVAL_REQUESTED: ORANGE,
     EventKind.ACTION_EXECUTED: GREEN,
+    EventKind.ACTION_DRY_RUN: GREY,
     EventKind.ACTION_SKIPPED: GREY,
     EventKind.ACTION_FAILED: RED,
     EventKind.ACTION_REJECTED: GREY,

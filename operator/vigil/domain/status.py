@@ -24,6 +24,7 @@ from vigil.api.v1alpha1.detector import (
     SeriesStatus,
 )
 from vigil.domain import conditions, detection, durations, history
+from vigil.domain import labels as shown
 from vigil.domain.history import SeriesKey
 
 
@@ -155,7 +156,10 @@ def top_series(
     labels: Mapping[SeriesKey, Mapping[str, str]],
     top_k: int,
 ) -> list[SeriesStatus]:
-    """The ``top_k`` series to list: anomalous first, then by score, then by labels (stable)."""
+    """The ``top_k`` series to list: anomalous first, then by score, then by labels (stable).
+
+    Labels are listed in their bounded form (:mod:`vigil.domain.labels`): a query decides them.
+    """
 
     def rank(key: SeriesKey) -> tuple[int, float, str]:
         v = verdicts[key]
@@ -164,7 +168,7 @@ def top_series(
     chosen = sorted(verdicts, key=rank)[:top_k]
     return [
         SeriesStatus(
-            labels=dict(labels.get(key, dict(key))),
+            labels=shown.bounded(labels.get(key, dict(key))),
             score=None if verdicts[key].score is None else round(float(verdicts[key].score or 0.0), 6),
             anomalous=verdicts[key].anomalous,
             state=verdicts[key].state,

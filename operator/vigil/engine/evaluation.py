@@ -21,8 +21,9 @@ import numpy as np
 from vigil import features
 from vigil.adapters import inference, prometheus
 from vigil.adapters.metrics import OperatorMetrics
-from vigil.api.v1alpha1.detector import AnomalyDetectorSpec, MissingDataPolicy, ModelStatus, Reason
+from vigil.api.v1alpha1.detector import MAX_STEP, AnomalyDetectorSpec, MissingDataPolicy, ModelStatus, Reason
 from vigil.domain import detection, durations, history
+from vigil.domain.allowlist import AllowList
 from vigil.domain.detection import Availability
 from vigil.domain.history import GridHistory, SeriesKey
 from vigil.domain.status import Outcome, OutcomeKind
@@ -36,6 +37,21 @@ logger = logging.getLogger(__name__)
 class EngineSettings:
     default_prometheus_url: str | None
     min_interval: float = 1.0
+    #: URLs ``spec.prometheus.url`` may name; None: only the default (the safe reading of "no list").
+    allowed_urls: AllowList | None = None
+
+    @property
+    def allow_list(self) -> AllowList:
+        return self.allowed_urls or AllowList(default_url=self.default_prometheus_url)
+
+
+#: What a source error means for the detector: a config error (Ready=False) with this reason, or
+#: (absent here) a source failure (Degraded) that keeps the last verdict.
+_CONFIG_ERRORS = {
+    prometheus.SourceErrorKind.INVALID_QUERY: Reason.INVALID_QUERY,
+    prometheus.SourceErrorKind.TOO_MANY_SERIES: Reason.TOO_MANY_SERIES,
+    prometheus.SourceErrorKind.RESPONSE_TOO_LARGE: Reason.RESPONSE_TOO_LARGE,
+}
 
 
 @dataclasses.dataclass
@@ -59,15 +75,32 @@ def _config_error(entry: DetectorEntry, now: float, reason: Reason, message: str
 
 
 def intervals(spec: AnomalyDetectorSpec) -> tuple[float, float, float | None, float]:
-    """(interval, step, lookback or None, for) in seconds, parsed from the spec."""
+    """(interval, step, lookback or None, for) in seconds, parsed from the spec.
+
+    The API types bound each field; the one bound they cannot see field by field is a step that
+    defaults to an interval above the largest step, checked here (ValueError, like a bad duration).
+    """
     interval = durations.parse(spec.interval)
     step = durations.parse(spec.step) if spec.step else interval
+    if not spec.step and step > durations.parse(MAX_STEP):
+        raise ValueError(f"step defaults to interval {spec.interval}, which is above the largest step "
+                         f"{MAX_STEP}: set spec.step")
     lookback = durations.parse(spec.lookback) if spec.lookback else None
     return interval, step, lookback, durations.parse(spec.for_)
 
 
 def grid_capacity(step: float, lookback: float | None) -> int:
     return max(features.WINDOW, math.ceil(lookback / step) + 1 if lookback else 0)
+
+
+@dataclasses.dataclass(frozen=True)
+class _Shape:
+    """What the spec says about the query, checked: its grid, its Prometheus, its 'for'."""
+
+    step: float
+    capacity: int
+    url: str
+    for_seconds: float
 
 
 async def _plan(entry: DetectorEntry, now: float, settings: EngineSettings,
@@ -78,45 +111,60 @@ async def _plan(entry: DetectorEntry, now: float, settings: EngineSettings,
     if spec.paused:
         return Outcome(OutcomeKind.PAUSED, Reason.PAUSED, "spec.paused is true", now, entry.generation)
     try:
-        interval, step, lookback, for_seconds = intervals(spec)
-    except ValueError as exc:
-        return _config_error(entry, now, Reason.INVALID_SPEC, str(exc))
-    if interval < settings.min_interval:
-        return _config_error(entry, now, Reason.INVALID_SPEC,
-                             f"interval {spec.interval} is below the operator's minimum "
-                             f"{durations.format(settings.min_interval)} (--min-interval)")
-    if step < 1 or step != int(step):
-        return _config_error(entry, now, Reason.INVALID_SPEC,
-                             f"step {spec.step or spec.interval} must be a whole number of seconds")
-    need = (features.WINDOW - 1) * step
-    if lookback is not None and lookback < need:
-        return _config_error(entry, now, Reason.INVALID_SPEC,
-                             f"lookback {spec.lookback} is shorter than the model needs: "
-                             f"{features.WINDOW} points at step {durations.format(step)} = {durations.format(need)}")
-    capacity = grid_capacity(step, lookback)
-    if capacity > history.PROMETHEUS_MAX_POINTS:
-        return _config_error(entry, now, Reason.INVALID_SPEC,
-                             f"lookback/step gives {capacity} points; Prometheus serves at most "
-                             f"{history.PROMETHEUS_MAX_POINTS} per series and query")
-    url = (spec.prometheus.url if spec.prometheus else None) or settings.default_prometheus_url
-    if not url:
-        return _config_error(entry, now, Reason.INVALID_SPEC,
-                             "no Prometheus URL: set spec.prometheus.url or run the operator with --prometheus-url")
+        shape = _shape(spec, settings)
+    except (ValueError, OverflowError) as exc:
+        # The API types bound every duration, but an absurd value must never become a traceback and
+        # Degraded/PrometheusError (issue 11 item 15): whatever still fails here is a bad spec.
+        return _config_error(entry, now, Reason.INVALID_SPEC, str(exc)[:1000])
+    except _Refused as refused:
+        return _config_error(entry, now, refused.reason, refused.message)
     try:
         scorer = await resolver.resolve(entry.namespace, spec.model, now)
     except inference.ModelError as exc:
         return _config_error(entry, now, exc.reason, exc.message)
     threshold = spec.threshold if spec.threshold is not None else scorer.info.recommended_threshold
-    rule = detection.Rule(threshold=threshold, for_seconds=for_seconds, missing=spec.missing_data)
+    rule = detection.Rule(threshold=threshold, for_seconds=shape.for_seconds, missing=spec.missing_data)
 
-    identity = (spec.query, step, capacity, url)
+    identity = (spec.query, shape.step, shape.capacity, shape.url)
     if entry.grid is None or entry.grid_identity != identity:
         if entry.grid_identity is not None and entry.grid_identity[0] != spec.query:
             entry.verdicts = {}  # a different query means different series
-        entry.grid = GridHistory(step=step, capacity=capacity)
+        entry.grid = GridHistory(step=shape.step, capacity=shape.capacity)
         entry.grid_identity = identity
-    return _Plan(entry=entry, spec=spec, url=url, step=step, scorer=scorer,
+    return _Plan(entry=entry, spec=spec, url=shape.url, step=shape.step, scorer=scorer,
                  model=models.model_status(scorer, spec.model), rule=rule)
+
+
+class _Refused(Exception):
+    def __init__(self, reason: Reason, message: str) -> None:
+        super().__init__(message)
+        self.reason = reason
+        self.message = message
+
+
+def _shape(spec: AnomalyDetectorSpec, settings: EngineSettings) -> _Shape:
+    """The checked grid and URL of a spec; ValueError (InvalidSpec) or _Refused (its own reason)."""
+    interval, step, lookback, for_seconds = intervals(spec)
+    if interval < settings.min_interval:
+        raise ValueError(f"interval {spec.interval} is below the operator's minimum "
+                         f"{durations.format(settings.min_interval)} (--min-interval)")
+    if step < 1 or step != int(step):
+        raise ValueError(f"step {spec.step or spec.interval} must be a whole number of seconds")
+    need = (features.WINDOW - 1) * step
+    if lookback is not None and lookback < need:
+        raise ValueError(f"lookback {spec.lookback} is shorter than the model needs: "
+                         f"{features.WINDOW} points at step {durations.format(step)} = {durations.format(need)}")
+    capacity = grid_capacity(step, lookback)
+    if capacity > history.PROMETHEUS_MAX_POINTS:
+        raise ValueError(f"lookback/step gives {capacity} points; Prometheus serves at most "
+                         f"{history.PROMETHEUS_MAX_POINTS} per series and query")
+    own_url = spec.prometheus.url if spec.prometheus else None
+    if own_url and not settings.allow_list.allows(own_url):
+        raise _Refused(Reason.PROMETHEUS_URL_NOT_ALLOWED, settings.allow_list.why_not(own_url))
+    url = own_url or settings.default_prometheus_url
+    if not url:
+        raise ValueError("no Prometheus URL: set spec.prometheus.url or run the operator with --prometheus-url")
+    return _Shape(step=step, capacity=capacity, url=url, for_seconds=for_seconds)
 
 
 async def evaluate(
@@ -155,8 +203,8 @@ async def evaluate(
         assert grid is not None and plan.fetch is not None
         if isinstance(answer, prometheus.SourceError):
             metrics.prometheus_errors.labels(answer.kind.value).inc()
-            if answer.kind == prometheus.SourceErrorKind.INVALID_QUERY:
-                plan.outcome = _config_error(entry, now, Reason.INVALID_QUERY, answer.message, plan.model)
+            if answer.kind in _CONFIG_ERRORS:
+                plan.outcome = _config_error(entry, now, _CONFIG_ERRORS[answer.kind], answer.message, plan.model)
             else:
                 reason = {
                     prometheus.SourceErrorKind.TIMEOUT: Reason.PROMETHEUS_TIMEOUT,
@@ -168,7 +216,8 @@ async def evaluate(
             logger.exception("unexpected failure querying for %s/%s", *entry.id, exc_info=answer)
             metrics.prometheus_errors.labels("internal").inc()
             plan.outcome = Outcome(OutcomeKind.SOURCE_FAILURE, Reason.PROMETHEUS_ERROR,
-                                   f"internal error: {answer!r}"[:500], now, entry.generation)
+                                   f"internal error: {type(answer).__name__} (see the operator's log)",
+                                   now, entry.generation)
             continue
         grid.merge(plan.fetch, answer)
         entry.labels = dict(grid.labels)

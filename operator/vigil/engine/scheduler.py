@@ -24,7 +24,7 @@ from vigil.adapters.metrics import OperatorMetrics
 from vigil.api.v1alpha1 import detector as api
 from vigil.api.v1alpha1.common import API_VERSION
 from vigil.api.v1alpha1.detector import AnomalyDetectorStatus, ConditionType
-from vigil.domain import conditions, history
+from vigil.domain import conditions, history, labels
 from vigil.domain import status as statuses
 from vigil.domain.status import Outcome, OutcomeKind
 from vigil.engine import evaluation, models
@@ -225,7 +225,8 @@ class Engine:
             m.detector_max_score.labels(ns, name).set(new.score)
         top_k = entry.spec.top_k if entry.spec is not None else 10
         ranked = sorted(
-            ((history.format_key(k), v.score) for k, v in outcome.series.items() if v.score is not None),
+            ((history.format_key(history.series_key(labels.bounded(dict(k)))), v.score)
+             for k, v in outcome.series.items() if v.score is not None),
             key=lambda item: -item[1],
         )[:top_k]
         m.publish_scores(entry.id, ranked)

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import asyncio
-import datetime
 import logging
+import pathlib
 import socket
 from typing import Any
 
@@ -13,6 +13,7 @@ import kopf
 from vigil.adapters import alertmanager, aws, inference, kube, notify, prometheus, web
 from vigil.adapters.metrics import OperatorMetrics
 from vigil.domain import sharding
+from vigil.domain.allowlist import AllowList
 from vigil.engine import evaluation, models
 from vigil.engine.leader import LayoutFence, LeaderElector
 from vigil.engine.remediation.engine import RemediationEngine
@@ -31,16 +32,16 @@ async def _login(settings: kopf.OperatorSettings) -> kopf.ConnectionInfo:
     return info
 
 
-class _CountingAlertStore(alertmanager.AlertStore):
-    """The alert store, counting what Alertmanager sends for vigil_alertmanager_alerts_received_total."""
-
-    def __init__(self, metrics: OperatorMetrics, **kwargs: Any) -> None:
-        super().__init__(**kwargs)
-        self._metrics = metrics
-
-    def receive(self, message: alertmanager.WebhookMessage, now: datetime.datetime) -> int:
-        self._metrics.alerts_received.inc(len(message.alerts))
-        return super().receive(message, now)
+def _provenance_key(path: str | None) -> bytes | None:
+    """The signing key (whitespace around it ignored: Secrets often end in a newline). Raises on a bad file."""
+    if not path:
+        logger.warning("no --provenance-key-file: RemediationActions are not signed; only the chart's admission "
+                       "policy keeps others from creating them (docs/security.md)")
+        return None
+    key = pathlib.Path(path).read_bytes().strip()
+    if len(key) < 16:
+        raise ValueError(f"the provenance key in {path} is shorter than 16 bytes")
+    return key
 
 
 def register(registry: kopf.OperatorRegistry, config: OperatorConfig) -> None:
@@ -70,14 +71,16 @@ def register(registry: kopf.OperatorRegistry, config: OperatorConfig) -> None:
         lease = layout.lease_name(config.leader_election_name) if config.leader_election else ""
         metrics = OperatorMetrics()
         source = prometheus.PrometheusSource(
-            concurrency=config.prometheus_concurrency, timeout=config.prometheus_timeout
+            concurrency=config.prometheus_concurrency, timeout=config.prometheus_timeout,
+            limits=prometheus.Limits(max_series=config.max_series, max_response_bytes=config.max_response_bytes),
         )
         cache = inference.ModelCache(limits=inference.Limits(max_bytes=config.max_model_bytes))
         kube_client = kube.KubeClient(lambda: _login(settings))
         kube_client.instance = identity  # Events name the replica that acted (reportingInstance)
         resolver = models.ModelResolver(cache, kube_client, config.model_refresh)
         engine = Engine(
-            evaluation.EngineSettings(config.prometheus_url, config.min_interval),
+            evaluation.EngineSettings(config.prometheus_url, config.min_interval,
+                                      AllowList(config.prometheus_allowed_urls, config.prometheus_url)),
             source, resolver, kube_client, metrics,
             batch_limit=config.batch_limit, heartbeat=config.heartbeat, owns=owns,
         )
@@ -85,16 +88,18 @@ def register(registry: kopf.OperatorRegistry, config: OperatorConfig) -> None:
         remediation = RemediationEngine(
             engine.registry, kube_client, aws_clients.get, notify.Notifier(kube_client), None, metrics,
             namespaces=config.namespaces if not config.all_namespaces else (), upsert_detector=engine.upsert,
-            owns=owns, remote_lag=config.heartbeat,
+            owns=owns, remote_lag=config.heartbeat, admin=config.admin,
+            provenance_key=_provenance_key(config.provenance_key_file),
         )
-        alerts = _CountingAlertStore(metrics, on_change=remediation.wake)
+        alerts = alertmanager.AlertStore(max_bytes=config.alertmanager_max_bytes, on_change=remediation.wake)
         remediation.alerts = alerts
         stop = asyncio.Event()
         endpoint = web.WebEndpoint(metrics, lambda: engine.last_loop, config.liveness_timeout,
                                    lambda: memo.runtime.started, config.http_host, config.http_port)
         token = (alertmanager.token_from_file(config.alertmanager_token_file)
-                 if config.alertmanager_token_file else (lambda: None))
-        alertmanager.register(endpoint, alerts, token)
+                 if config.alertmanager_token_file else None)
+        alertmanager.register(endpoint, alerts, token, metrics=metrics,
+                              allow_unauthenticated=config.alertmanager_allow_unauthenticated)
 
         def lead(leader: bool) -> None:
             metrics.leader.labels(lease).set(1 if leader else 0)
@@ -129,6 +134,8 @@ def register(registry: kopf.OperatorRegistry, config: OperatorConfig) -> None:
         if elector is not None:
             runtime.tasks.append(asyncio.create_task(elector.run(stop), name="vigil-leader"))
         runtime.started = True
+        logger.log(*alertmanager.describe(config.alertmanager_token_file, config.alertmanager_allow_unauthenticated,
+                                          endpoint.port))
         logger.info("vigil started: http on port %s, default Prometheus %s, leader election %s, serving %s",
                     endpoint.port, config.prometheus_url or "(none; detectors must set spec.prometheus.url)",
                     f"on (lease {config.leader_election_namespace}/{lease})"

@@ -387,6 +387,17 @@ def _replace(value: Any, old: Any, new: Any) -> celtypes.StringType:
     return celtypes.StringType(_cel_str(value).replace(_cel_str(old), _cel_str(new)))
 
 
+def _find(value: Any, regex: Any) -> celtypes.StringType:
+    """Kubernetes' regex library: the first match of ``regex`` in the string, or ''."""
+    match = re.search(_cel_str(regex), _cel_str(value))
+    return celtypes.StringType(match.group(0) if match else "")
+
+
+def _find_all(value: Any, regex: Any) -> celtypes.ListType:
+    """Kubernetes' regex library: every non-overlapping match of ``regex`` in the string."""
+    return celtypes.ListType([celtypes.StringType(m.group(0)) for m in re.finditer(_cel_str(regex), _cel_str(value))])
+
+
 def _is_sorted(value: Any) -> celtypes.BoolType:
     items = list(value)
     return celtypes.BoolType(all(a <= b for a, b in itertools.pairwise(items)))
@@ -401,6 +412,8 @@ CEL_EXTENSIONS: dict[str, Any] = {
     "indexOf": _index_of,
     "replace": _replace,
     "isSorted": _is_sorted,
+    "find": _find,
+    "findAll": _find_all,
 }
 _CEL_MACROS = {"has", "all", "exists", "exists_one", "map", "filter", "dyn"}
 _CEL_KNOWN_FUNCTIONS = set(celpy.evaluation.base_functions) | _CEL_MACROS | set(CEL_EXTENSIONS)

@@ -2,7 +2,8 @@
 
 moto runs as a real HTTP server on 127.0.0.1; the operator reaches it through
 ``--aws-endpoint-url``. The estate: an Auto Scaling Group ``web`` carrying the
-allow-guard tag ``vigil.dev/managed=true`` (propagated to its instances), an
+allow-guard tag ``vigil.dev/managed=true`` and the namespace tag
+``vigil.dev/namespace=<namespace>`` (both propagated to its instances), an
 untagged group ``legacy``, and a tagged ELBv2 target group with ``web``'s
 instances registered. State is reset with ``POST /moto-api/reset``.
 """
@@ -20,6 +21,7 @@ from vigil.sandbox.ports import free_port
 
 REGION = "us-east-1"
 TAG = {"Key": "vigil.dev/managed", "Value": "true"}
+NAMESPACE_TAG_KEY = "vigil.dev/namespace"
 #: Fake credentials: moto accepts anything, and nothing here may reach real AWS.
 CREDENTIALS = {"aws_access_key_id": "testing", "aws_secret_access_key": "testing"}
 
@@ -74,13 +76,16 @@ class Estate:
         return dict(groups[0])
 
 
-def build(moto: MotoServer, desired: int = 2, min_size: int = 1, max_size: int = 10) -> Estate:
+def build(moto: MotoServer, desired: int = 2, min_size: int = 1, max_size: int = 10,
+          namespace: str = "default") -> Estate:
+    """``namespace``: the Kubernetes namespace whose policies may act on ``web`` (its namespace tag)."""
+    owner = {"Key": NAMESPACE_TAG_KEY, "Value": namespace}
     ec2 = moto.client("ec2")
     autoscaling = moto.client("autoscaling")
     image = ec2.describe_images(Owners=["amazon"])["Images"][0]["ImageId"]
     ec2.create_launch_template(LaunchTemplateName="web",
                                LaunchTemplateData={"ImageId": image, "InstanceType": "t3.micro"})
-    for name, tags in (("web", [TAG]), ("legacy", [])):
+    for name, tags in (("web", [TAG, owner]), ("legacy", [])):
         autoscaling.create_auto_scaling_group(
             AutoScalingGroupName=name, LaunchTemplate={"LaunchTemplateName": "web"},
             MinSize=min_size, MaxSize=max_size, DesiredCapacity=desired, AvailabilityZones=[f"{REGION}a"],
@@ -96,6 +101,6 @@ def build(moto: MotoServer, desired: int = 2, min_size: int = 1, max_size: int =
     vpc = ec2.describe_vpcs()["Vpcs"][0]["VpcId"]
     elbv2 = moto.client("elbv2")
     arn = elbv2.create_target_group(Name="web", Protocol="HTTP", Port=80, VpcId=vpc, TargetType="instance",
-                                    Tags=[TAG])["TargetGroups"][0]["TargetGroupArn"]
+                                    Tags=[TAG, owner])["TargetGroups"][0]["TargetGroupArn"]
     elbv2.register_targets(TargetGroupArn=arn, Targets=[{"Id": i, "Port": 80} for i in web])
     return Estate("web", web, "legacy", legacy, arn)

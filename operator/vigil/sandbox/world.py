@@ -113,7 +113,8 @@ class Sandbox:
         say("starting the Kubernetes API emulator (kmock-based, with Vigil's CRDs)")
         self.kube = KubeAPIServer(crds=crdgen.all_crds()).start()
         self.kube.write_kubeconfig(self.kubeconfig)
-        say("starting moto (AWS) with Auto Scaling Group 'web' (2 instances, tagged vigil.dev/managed=true)")
+        say("starting moto (AWS) with Auto Scaling Group 'web' (2 instances, tagged vigil.dev/managed=true "
+            "and vigil.dev/namespace=default)")
         self.moto = moto.MotoServer().start()
         self.estate = moto.build(self.moto, desired=2, min_size=2, max_size=6)
         self.chat = chat.ChatCapture().start()

@@ -67,6 +67,12 @@ class SkipReason(enum.StrEnum):
     NO_TARGETS = "NoTargets"
     AT_BOUND = "AtBound"
     NOT_FOUND = "NotFound"
+    # Refused at the moment of the AWS call (domain/remediation/preflight.py):
+    NOT_PROPOSED_BY_OPERATOR = "NotProposedByOperator"
+    POLICY_CHANGED = "PolicyChanged"
+    INCIDENT_ENDED = "IncidentEnded"
+    NOT_APPROVED = "NotApproved"
+    NOT_PERMITTED = "NotPermitted"
 
 
 class ErrorClass(enum.StrEnum):
@@ -124,11 +130,14 @@ class Intent(Model):
 
 
 class Decision(Model):
-    """Who approved or rejected, and when, as far as the API tells."""
+    """Who approved or rejected, and when, as far as the API tells (docs/security.md: what is attested)."""
 
-    by: str
+    by: str = Field(description="Who decided: vigil.dev/decided-by if set (checked against the requesting user by "
+                                "the chart's admission policy), else the field manager that wrote the annotation.")
     at: datetime.datetime
-    via: str = Field(description="annotation or cli.")
+    via: str = Field(description="policy, annotation, cli or a chat channel.")
+    field_manager: str | None = Field(default=None, description="The managedFields manager that wrote the "
+                                                                "approval annotation (client-chosen).")
 
 
 class RemediationActionStatus(Model):

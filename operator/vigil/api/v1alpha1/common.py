@@ -15,17 +15,79 @@ import pydantic
 from pydantic import Field
 from pydantic.alias_generators import to_camel
 
+from vigil.domain import durations
+
 GROUP = "vigil.dev"
 VERSION = "v1alpha1"
 API_VERSION = f"{GROUP}/{VERSION}"
 
-#: Prometheus-style duration, e.g. ``90s``, ``5m``, ``1h30m``, ``7d``. Zero allowed.
-DURATION_PATTERN = r"^([0-9]+(ms|s|m|h|d|w))+$"
-#: Like :data:`DURATION_PATTERN` but the first component must be non-zero, so ``0s`` is refused.
-POSITIVE_DURATION_PATTERN = r"^[0-9]*[1-9][0-9]*(ms|s|m|h|d|w)([0-9]+(ms|s|m|h|d|w))*$"
+#: Prometheus' own duration syntax (``90s``, ``5m``, ``1h30m``, ``7d``): units in decreasing order, each at
+#: most once, so ``30m1h`` and ``5m5m`` are refused as Prometheus refuses them. At most nine digits per
+#: unit keeps every value, and the CEL arithmetic below, far inside int64.
+DURATION_PATTERN = r"^([0-9]{1,9}w)?([0-9]{1,9}d)?([0-9]{1,9}h)?([0-9]{1,9}m)?([0-9]{1,9}s)?([0-9]{1,9}ms)?$"
 
-Duration = Annotated[str, Field(pattern=DURATION_PATTERN, max_length=32)]
-PositiveDuration = Annotated[str, Field(pattern=POSITIVE_DURATION_PATTERN, max_length=32)]
+#: (unit, regex finding that unit's component, milliseconds per unit) for the CEL bound. ``m`` must
+#: not be followed by ``s`` (that is ``ms``), and RE2 has no look-ahead, hence ``([0-9]|$)``.
+_CEL_UNITS = (
+    ("w", "[0-9]+w", 604_800_000),
+    ("d", "[0-9]+d", 86_400_000),
+    ("h", "[0-9]+h", 3_600_000),
+    ("m", "[0-9]+m([0-9]|$)", 60_000),
+    ("s", "[0-9]+s", 1_000),
+    ("ms", "[0-9]+ms", 1),
+)
+
+
+def cel_duration_millis(expr: str = "self") -> str:
+    """A CEL expression for the milliseconds in the duration string ``expr`` (Prometheus syntax).
+
+    Kubernetes' CEL has no Prometheus-duration type (``duration()`` takes Go syntax, without ``d`` or
+    ``w``), so each unit's number is found with the regex library's ``find`` and summed. Only valid
+    for strings matching :data:`DURATION_PATTERN` (each unit at most once); rules guard with it.
+    """
+    terms = [f"int('0' + {expr}.find('{regex}').split('{unit}')[0]) * {millis}" for unit, regex, millis in _CEL_UNITS]
+    return "(" + " + ".join(terms) + ")"
+
+
+def duration_rules(maximum: str, positive: bool, expr: str = "self") -> list[dict[str, str]]:
+    """x-kubernetes-validations bounding a duration: > 0s if ``positive``, at most ``maximum``."""
+    guard = f"!{expr}.matches('{DURATION_PATTERN}')"
+    rules = [{"rule": f"{guard} || {cel_duration_millis(expr)} <= {round(durations.parse(maximum) * 1000)}",
+              "message": f"must be at most {maximum}"}]
+    if positive:
+        rules.insert(0, {"rule": f"{guard} || {expr}.matches('[1-9]')", "message": "must be more than 0s"})
+    return rules
+
+
+def duration_bound(maximum: str, positive: bool) -> pydantic.AfterValidator:
+    """The operator's side of the same bound, for objects the API server admitted before it existed."""
+    limit = durations.parse(maximum)
+
+    def check(value: str) -> str:
+        seconds = durations.parse(value)
+        if positive and seconds <= 0:
+            raise ValueError("must be more than 0s")
+        if seconds > limit:
+            raise ValueError(f"must be at most {maximum}")
+        return value
+
+    return pydantic.AfterValidator(check)
+
+
+def duration_field(maximum: str, positive: bool) -> Any:
+    """The schema side: Prometheus syntax, at most 32 characters, and the CEL bound."""
+    rules: Any = duration_rules(maximum, positive)
+    return Field(pattern=DURATION_PATTERN, min_length=2, max_length=32,
+                 json_schema_extra={"x-kubernetes-validations": rules})
+
+
+#: The bound of the shared duration types (remediation ``for``, ``cooldown``, approval timeout, rate
+#: window, ...): a quarter is longer than any of them needs, and small enough that no date computed
+#: from it overflows. AnomalyDetector fields have tighter bounds of their own (detector.py).
+MAX_DURATION = "90d"
+
+Duration = Annotated[str, duration_field(MAX_DURATION, False), duration_bound(MAX_DURATION, False)]
+PositiveDuration = Annotated[str, duration_field(MAX_DURATION, True), duration_bound(MAX_DURATION, True)]
 
 #: Kubernetes object names (RFC 1123 subdomain), as the API server checks them.
 DNS_SUBDOMAIN_PATTERN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"

@@ -14,11 +14,13 @@ from pydantic import Field
 
 from vigil.api.v1alpha1.common import (
     CONDITIONS_FIELD_EXTRA,
+    DURATION_PATTERN,
     Condition,
-    Duration,
     Model,
     ObjectName,
-    PositiveDuration,
+    cel_duration_millis,
+    duration_bound,
+    duration_field,
 )
 
 KIND = "AnomalyDetector"
@@ -26,6 +28,21 @@ PLURAL = "anomalydetectors"
 SINGULAR = "anomalydetector"
 SHORT_NAMES = ["ad"]
 CATEGORIES = ["vigil"]
+
+#: Bounds of the detector's durations (issue 11 item 15: ``step: 60w`` ended in a traceback). The model
+#: reads 2,016 points, so a 1d step already needs 5.5 years of history, more than any Prometheus keeps;
+#: an interval up to a week still allows weekly checks; Prometheus serves at most 11,000 points per
+#: series, which at a 1d step is ~30 years, hence the lookback bound.
+MAX_INTERVAL = "7d"
+MAX_STEP = "1d"
+MAX_LOOKBACK = "10000d"
+MAX_FOR = "7d"
+MAX_STEP_MILLIS = 86_400_000
+
+Interval = Annotated[str, duration_field(MAX_INTERVAL, True), duration_bound(MAX_INTERVAL, True)]
+Step = Annotated[str, duration_field(MAX_STEP, True), duration_bound(MAX_STEP, True)]
+Lookback = Annotated[str, duration_field(MAX_LOOKBACK, True), duration_bound(MAX_LOOKBACK, True)]
+For = Annotated[str, duration_field(MAX_FOR, False), duration_bound(MAX_FOR, False)]
 
 #: The only built-in model shipped in the package (``vigil/models/default.onnx``).
 BUILTIN_MODEL = "default"
@@ -58,6 +75,9 @@ class Reason(enum.StrEnum):
     MODEL_DIGEST_MISMATCH = "ModelDigestMismatch"
     MODEL_UNSAFE = "ModelUnsafe"
     MODEL_TOO_EXPENSIVE = "ModelTooExpensive"
+    PROMETHEUS_URL_NOT_ALLOWED = "PrometheusURLNotAllowed"
+    TOO_MANY_SERIES = "TooManySeries"
+    RESPONSE_TOO_LARGE = "ResponseTooLarge"
     PENDING = "Pending"
     # Anomalous
     ANOMALY_DETECTED = "AnomalyDetected"
@@ -127,21 +147,22 @@ class AnomalyDetectorSpec(Model):
         min_length=1,
         max_length=16384,
     )
-    interval: PositiveDuration = Field(
-        default="60s", description="How often the query is evaluated (Prometheus duration)."
+    interval: Interval = Field(
+        default="60s", description=f"How often the query is evaluated (Prometheus duration, at most {MAX_INTERVAL})."
     )
-    step: PositiveDuration | None = Field(
+    step: Step | None = Field(
         default=None,
         description="Resolution of the series fed to the model. Defaults to interval. The model "
-        "works on points, so step sets the time scale the model sees.",
+        f"works on points, so step sets the time scale the model sees. At most {MAX_STEP}.",
     )
-    lookback: PositiveDuration | None = Field(
+    lookback: Lookback | None = Field(
         default=None,
         description="History fetched on start. Defaults to what the model needs (its window "
-        "times step); a shorter value is refused with Ready=False/InvalidSpec.",
+        f"times step); a shorter value is refused with Ready=False/InvalidSpec. At most {MAX_LOOKBACK}.",
     )
     prometheus: PrometheusEndpoint | None = Field(
-        default=None, description="Prometheus to query. Defaults to the operator's flag."
+        default=None, description="Prometheus to query. Defaults to the operator's --prometheus-url; another "
+        "URL must be in the operator's --prometheus-allowed-urls, else Ready=False/PrometheusURLNotAllowed.",
     )
     model: ModelSource | None = Field(default=None, description="The anomaly model. Defaults to built-in.")
     threshold: float | None = Field(
@@ -151,11 +172,11 @@ class AnomalyDetectorSpec(Model):
         description="A series is anomalous when its score (0..1) is at or above this. Defaults to "
         "the model's recommended threshold (see status.model).",
     )
-    for_: Duration = Field(
+    for_: For = Field(
         default="0s",
         alias="for",
         description="How long a series must stay above the threshold before it counts as anomalous, "
-        "like the 'for:' of a Prometheus alerting rule.",
+        f"like the 'for:' of a Prometheus alerting rule. At most {MAX_FOR}.",
     )
     missing_data: MissingDataPolicy = Field(
         default=MissingDataPolicy.IGNORE,
@@ -190,7 +211,9 @@ class SeriesState(enum.StrEnum):
 
 
 class SeriesStatus(Model):
-    labels: dict[str, str] = Field(description="The series' labels, which identify it.")
+    labels: dict[str, str] = Field(description="The series' labels, which identify it. Bounded: a value over "
+                                   "128 characters (a name over 64) is cut and ends in '…' and a digest of the "
+                                   "whole; past 24 labels the rest are folded into one '…' label.")
     score: float | None = Field(default=None, ge=0.0, le=1.0, description="Latest score, null if none.")
     anomalous: bool = Field(description="The verdict for this series, after 'for'.")
     state: SeriesState = Field(description="Normal, Pending (above threshold, waiting 'for'), "
@@ -231,5 +254,10 @@ SPEC_VALIDATIONS = [
     {
         "rule": "!has(self.model) || !(has(self.model.builtin) && has(self.model.configMapRef))",
         "message": "model: set either builtin or configMapRef, not both",
+    },
+    {
+        "rule": f"has(self.step) || !self.interval.matches('{DURATION_PATTERN}') || "
+        f"{cel_duration_millis('self.interval')} <= {MAX_STEP_MILLIS}",
+        "message": f"step defaults to interval, which is above {MAX_STEP}: set step (at most {MAX_STEP})",
     },
 ]

@@ -280,6 +280,8 @@ class PolicyReason(enum.StrEnum):
     VALID = "Valid"
     INVALID_SPEC = "InvalidSpec"
     NO_DETECTORS = "NoDetectors"
+    #: The policy asks for something the operator's settings forbid (role, SSM document, timeout, commands).
+    NOT_PERMITTED = "NotPermitted"
     # ActionAllowed (False reasons are fixed by the API contract)
     ALLOWED = "Allowed"
     COOLDOWN_ACTIVE = "CooldownActive"

@@ -1,11 +1,21 @@
 """Reading a human's decision off a RemediationAction, and retry timing.
 
 Approval is an annotation (``vigil.dev/approve=true`` or ``vigil.dev/reject=true``)
-so that plain ``kubectl annotate`` works and RBAC on ``patch`` governs who may
-approve. Who decided is taken from ``vigil.dev/decided-by`` (``vigil approve``
-sets it from the kubeconfig user); otherwise from ``metadata.managedFields``,
-which names the client that wrote the annotation (the API records no user
-there: the audit log has it). Reject wins over approve.
+so that plain ``kubectl annotate`` works. Who may approve is the chart's
+ValidatingAdmissionPolicy's call: it admits the annotation only from users
+allowed the ``approve`` verb on ``remediationactions`` in the namespace, and
+``vigil.dev/decided-by`` only when it equals the requesting user.
+
+What the operator records, and how far each part can be trusted:
+
+* ``at``: the ``time`` of the managedFields entry that wrote the annotation,
+  set by the API server (attested), else the moment the operator saw it;
+* ``by``: ``vigil.dev/decided-by`` if set (attested only where the admission
+  policy runs), else the managedFields manager (chosen by the client: the
+  audit log holds the authenticated user);
+* ``field_manager``: that manager, kept beside ``by``.
+
+Reject wins over approve.
 """
 
 from __future__ import annotations
@@ -19,6 +29,8 @@ from typing import Any
 from vigil.api.v1alpha1.action import ACTOR_ANNOTATION, APPROVE_ANNOTATION, REJECT_ANNOTATION
 
 TRUE = {"true", "yes", "1", "approved"}
+#: ``Decision.via`` values that mean a human decided (``policy`` means nobody had to).
+APPROVAL_VIAS = frozenset({"annotation", "cli", "slack", "discord"})
 
 #: Give up on Recoverable AWS errors after this many attempts (Failed, error class Recoverable).
 MAX_ATTEMPTS = 6
@@ -38,9 +50,11 @@ class ApprovalDecision:
     at: float | None = None
     via: str = ""
     message: str = ""
+    field_manager: str | None = None
 
 
-def _writer(managed_fields: Sequence[Mapping[str, Any]], annotation: str) -> tuple[str, float | None]:
+def _writer(managed_fields: Sequence[Mapping[str, Any]], annotation: str) -> tuple[str | None, float | None]:
+    """The manager of the newest managedFields entry owning ``annotation``, and the server's time of it."""
     for entry in reversed(managed_fields):
         fields = entry.get("fieldsV1") or {}
         annotations = (fields.get("f:metadata") or {}).get("f:annotations") or {}
@@ -48,9 +62,13 @@ def _writer(managed_fields: Sequence[Mapping[str, Any]], annotation: str) -> tup
             when = entry.get("time")
             at = None
             if isinstance(when, str):
-                at = datetime.datetime.fromisoformat(when.replace("Z", "+00:00")).timestamp()
-            return f"{entry.get('manager', 'unknown')} (client; user in the audit log)", at
-    return "unknown (the API does not record who; see the audit log)", None
+                try:
+                    at = datetime.datetime.fromisoformat(when.replace("Z", "+00:00")).timestamp()
+                except ValueError:
+                    at = None
+            manager = entry.get("manager")
+            return (str(manager)[:128] if manager else None), at
+    return None, None
 
 
 def decide(
@@ -65,14 +83,13 @@ def decide(
     approved = annotations.get(APPROVE_ANNOTATION, "").strip().lower() in TRUE
     if rejected or approved:
         annotation = REJECT_ANNOTATION if rejected else APPROVE_ANNOTATION
-        actor = annotations.get(ACTOR_ANNOTATION)
-        if actor:
-            by, at, via = actor, now, "cli" if annotations.get("vigil.dev/decided-via") == "cli" else "annotation"
-        else:
-            by, found_at = _writer(managed_fields, annotation)
-            at, via = found_at or now, "annotation"
+        manager, written_at = _writer(managed_fields, annotation)
+        actor = annotations.get(ACTOR_ANNOTATION, "").strip()[:253]
+        via = "cli" if actor and annotations.get("vigil.dev/decided-via") == "cli" else "annotation"
+        by = actor or (f"{manager} (field manager; the user is in the audit log)" if manager
+                       else "unknown (see the audit log)")
         outcome = Outcome.REJECTED if rejected else Outcome.APPROVED
-        return ApprovalDecision(outcome, by, at, via, f"{outcome.value} by {by}")
+        return ApprovalDecision(outcome, by, written_at or now, via, f"{outcome.value} by {by}", manager)
     if not incident_open:
         return ApprovalDecision(Outcome.EXPIRED, message="the incident ended before anyone approved")
     if now >= created + timeout:

@@ -47,7 +47,7 @@ from vigil.api.v1alpha1.policy import (
 )
 from vigil.domain import conditions, durations, selectors
 from vigil.domain import notifications as notes
-from vigil.domain.remediation import approvals, guards, ladder, plans, triggers
+from vigil.domain.remediation import approvals, guards, ladder, plans, preflight, provenance, tenancy, triggers
 from vigil.domain.remediation.triggers import TriggerResult, TriggerState
 from vigil.engine.registry import DetectorEntry, Owns, Registry
 from vigil.engine.remediation import executors
@@ -61,11 +61,18 @@ _EVENT_TYPES = {
     notes.EventKind.ACTION_PROPOSED: "Normal",
     notes.EventKind.APPROVAL_REQUESTED: "Normal",
     notes.EventKind.ACTION_EXECUTED: "Normal",
+    notes.EventKind.ACTION_DRY_RUN: "Normal",
     notes.EventKind.ACTION_SKIPPED: "Normal",
     notes.EventKind.ACTION_FAILED: "Warning",
     notes.EventKind.ACTION_REJECTED: "Normal",
     notes.EventKind.ACTION_EXPIRED: "Warning",
 }
+
+
+#: A refused step (TargetNotManaged, AtBound, ...) is re-checked after this long, doubling up to the max,
+#: unless the policy, the evidence or the work in flight changes first.
+REFUSAL_BACKOFF = 30.0
+REFUSAL_BACKOFF_MAX = 600.0
 
 
 def _utc(epoch: float) -> datetime.datetime:
@@ -107,8 +114,18 @@ class RemediationEngine:
         upsert_detector: Callable[[dict[str, Any]], None] | None = None,
         owns: Owns | None = None,
         remote_lag: float = 0.0,
+        admin: tenancy.Tenancy | None = None,
+        provenance_key: bytes | None = None,
+        pass_wait: float = 2.0,
     ) -> None:
         self.detectors = detectors
+        #: The cluster admin's limits on what policies may ask for (flags, never the policy).
+        self.admin = admin or tenancy.Tenancy()
+        #: HMAC key of the provenance annotation (None: a plain digest; see domain/remediation/provenance.py).
+        self.provenance_key = provenance_key
+        #: A tick waits this long for the policies' passes, then lets a slow one (a hung AWS call) run on alone.
+        self.pass_wait = pass_wait
+        self._passes: dict[ObjectId, asyncio.Task[None]] = {}
         #: Sharding: which policies this replica reconciles. Actions follow their policy's shard.
         self._owns = owns
         #: How stale another shard's detector status may be on top of maxStaleness (that shard's heartbeat).
@@ -228,30 +245,59 @@ class RemediationEngine:
             finally:
                 for waiter in waiters:
                     waiter.cancel()
+        passes = [task for task in self._passes.values() if not task.done()]
+        for task in passes:
+            task.cancel()
+        if passes:
+            await asyncio.wait(passes, timeout=5)
         logger.info("remediation engine stopped")
 
     async def tick(self) -> None:
+        """Start one pass per owned policy that is not still busy with the previous one.
+
+        Policies do not wait on each other: a pass stuck in a slow AWS call (20 s read timeouts, three
+        attempts) holds back only its own policy. Within a policy, passes never overlap, which keeps its
+        actions in order and each AWS call made once (the intent CAS guards across replicas as before).
+        AWS calls themselves are bounded by the thread pool (``aws_workers``).
+        """
         now = self.clock()
         # One pass over the detectors per tick, not one per policy: policies only match in their namespace.
-        self._by_namespace = {}
+        by_namespace: dict[str, list[DetectorEntry]] = {}
         for detector in self.detectors.entries.values():
-            self._by_namespace.setdefault(detector.namespace, []).append(detector)
+            by_namespace.setdefault(detector.namespace, []).append(detector)
+        self._by_namespace = by_namespace
+        started = []
         for entry in [entry for entry in self.policies.values() if entry.owned]:
-            try:
-                await self._reconcile(entry, now)
-            except Exception:
-                logger.exception("reconciling policy %s/%s failed", *entry.id)
-        for action in list(self.actions.values()):
-            if (action.phase is not None and action.phase.terminal) or not self.owns_action(action):
+            running = self._passes.get(entry.id)
+            if running is not None and not running.done():
+                continue
+            task = asyncio.create_task(self._policy_pass(entry, now), name=f"vigil-policy-{entry.namespace}/"
+                                                                           f"{entry.name}")
+            self._passes[entry.id] = task
+            started.append(task)
+        for gone in [key for key, task in self._passes.items() if task.done() and key not in self.policies]:
+            del self._passes[gone]
+        if started:
+            await asyncio.wait(started, timeout=self.pass_wait)
+        self.metrics.remediation_ticks.inc()
+
+    async def _policy_pass(self, entry: PolicyEntry, now: float) -> None:
+        try:
+            await self._reconcile(entry, now)
+        except Exception:
+            logger.exception("reconciling policy %s/%s failed", *entry.id)
+        for action in self.actions_of(entry):
+            if action.phase is not None and action.phase.terminal:
                 continue
             try:
                 await self._progress(action, now)
             except Exception:
                 logger.exception("progressing action %s/%s failed", *action.id)
-        for entry in [entry for entry in self.policies.values() if entry.owned]:
+        try:
             await self._prune(entry)
             await self._reregister(entry, now)
-        self.metrics.remediation_ticks.inc()
+        except Exception:
+            logger.exception("housekeeping of policy %s/%s failed", *entry.id)
 
     async def _aws(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
         loop = asyncio.get_running_loop()
@@ -292,12 +338,12 @@ class RemediationEngine:
             lag=0.0 if detector.owned else self.remote_lag,
         )
 
-    def _alerts(self, spec: RemediationPolicySpec, now: float) -> list[triggers.AlertSignal]:
+    def _alerts(self, entry: PolicyEntry, spec: RemediationPolicySpec, now: float) -> list[triggers.AlertSignal]:
         if self.alerts is None or spec.alert_selector is None:
             return []
         # An alert is believed until its expiry (endsAt, or a bounded time after it was last re-sent).
         return [triggers.AlertSignal(a.labels, (a.starts_at or a.received_at).timestamp(), a.expires_at.timestamp())
-                for a in self.alerts.matching(spec.alert_selector, _utc(now))]
+                for a in self.alerts.firing(entry.namespace, spec.alert_selector, _utc(now))]
 
     def _alerts_unknown(self, spec: RemediationPolicySpec, now: float) -> str | None:
         """Alerts live in memory: after a start, 'nothing firing' means nothing until Alertmanager has had
@@ -331,7 +377,11 @@ class RemediationEngine:
 
         detectors = self._matched(entry, spec)
         status.matched_detectors = [d.name for d in detectors][:100]
-        if not detectors and spec.alert_selector is None:
+        forbidden = tenancy.policy_violations(self.admin, entry.namespace, spec)
+        if forbidden:
+            put(PolicyConditionType.READY, ConditionStatus.FALSE, PolicyReason.NOT_PERMITTED,
+                "not allowed by the operator's settings: " + "; ".join(forbidden)[:1000])
+        elif not detectors and spec.alert_selector is None:
             put(PolicyConditionType.READY, ConditionStatus.FALSE, PolicyReason.NO_DETECTORS,
                 f"no AnomalyDetector in namespace {entry.namespace} matches the policy")
         else:
@@ -340,7 +390,7 @@ class RemediationEngine:
 
         max_staleness = durations.parse(spec.trigger.max_staleness) if spec.trigger.max_staleness else None
         result = triggers.evaluate(
-            [self._signal(d) for d in detectors], self._alerts(spec, now), durations.parse(spec.trigger.for_),
+            [self._signal(d) for d in detectors], self._alerts(entry, spec, now), durations.parse(spec.trigger.for_),
             spec.trigger.min_score, max_staleness, now,
             expect_detectors=bool(spec.detectors) or spec.detector_selector is not None,
             alerts_unknown=self._alerts_unknown(spec, now),
@@ -360,6 +410,7 @@ class RemediationEngine:
             status.quiet_since = _utc(quiet_since)
             if now - quiet_since >= durations.parse(spec.trigger.keep_firing_for):
                 entry.skips = {s for s in entry.skips if s[0] != status.incident}
+                entry.refused.clear()
                 status.incident = None
                 status.incident_since = None
                 status.quiet_since = None
@@ -371,7 +422,7 @@ class RemediationEngine:
                             and r.phase != ActionPhase.SKIPPED]
         afters = [durations.parse(step.after) for step in spec.actions]
         next_step = ladder.next_step(incident_records, afters, now) if status.incident else None
-        verdict = self._guard(spec, records, result, incident_records, now)
+        verdict = self._guard(entry, spec, records, result, incident_records, now)
 
         if status.incident and next_step is not None:
             status.escalation_step = next_step.index if next_step.index is not None else status.escalation_step
@@ -382,6 +433,7 @@ class RemediationEngine:
                         PolicyReason.COOLDOWN_ACTIVE: SkipReason.COOLDOWN_ACTIVE,
                         PolicyReason.RATE_LIMITED: SkipReason.RATE_LIMITED,
                         PolicyReason.DETECTOR_STALE: SkipReason.DETECTOR_STALE,
+                        PolicyReason.NOT_PERMITTED: SkipReason.NOT_PERMITTED,
                     }.get(verdict.reason)
                     if reason is not None:
                         await self._record_skip(entry, spec, status.incident, next_step.index, reason,
@@ -392,7 +444,8 @@ class RemediationEngine:
                         status.recoverable_errors += 1
                         put(PolicyConditionType.DEGRADED, ConditionStatus.TRUE, PolicyReason.AWS_RETRYING, degraded)
 
-        verdict = self._guard(spec, [a.record() for a in self.actions_of(entry)], result, incident_records, now)
+        verdict = self._guard(entry, spec, [a.record() for a in self.actions_of(entry)], result, incident_records,
+                              now)
         if not status.incident:
             entry.held_back = None
         if verdict.allowed and entry.held_back:
@@ -419,10 +472,15 @@ class RemediationEngine:
         self.metrics.actions_in_flight.labels(*entry.id).set(len(in_flight))
         await self._write_policy(entry, status)
 
-    def _guard(self, spec: RemediationPolicySpec, records: Sequence[guards.ActionRecord], result: TriggerResult,
-               incident_records: Sequence[guards.ActionRecord], now: float) -> guards.GuardVerdict:
+    def _guard(self, entry: PolicyEntry, spec: RemediationPolicySpec, records: Sequence[guards.ActionRecord],
+               result: TriggerResult, incident_records: Sequence[guards.ActionRecord],
+               now: float) -> guards.GuardVerdict:
         if spec.paused:
             return guards.GuardVerdict(False, PolicyReason.PAUSED, "spec.paused is true")
+        forbidden = tenancy.policy_violations(self.admin, entry.namespace, spec)
+        if forbidden:
+            return guards.GuardVerdict(False, PolicyReason.NOT_PERMITTED,
+                                       "not allowed by the operator's settings: " + "; ".join(forbidden)[:1000])
         if result.state == TriggerState.STALE:
             return guards.GuardVerdict(False, PolicyReason.DETECTOR_STALE, result.message)
         pending = [r for r in records if r.phase == ActionPhase.PENDING_APPROVAL]
@@ -482,8 +540,12 @@ class RemediationEngine:
         if (entry.namespace, name) in self.actions:
             return None
         step = spec.actions[index]
+        fingerprint = self._refusal_fingerprint(entry, result)
+        held = entry.refused.get((incident, index))
+        if held is not None and held[0] == fingerprint and now < held[1]:
+            return None  # refused before, and nothing it depended on changed: no AWS call until the backoff ends
         try:
-            chosen = await self._targets(spec, step, result)
+            chosen = await self._targets(entry.namespace, spec, step, result)
         except aws_adapter.AwsError as exc:
             self.metrics.aws_errors.labels(exc.operation or "describe", exc.error_class.value).inc()
             if exc.error_class == ErrorClass.RECOVERABLE:
@@ -494,32 +556,40 @@ class RemediationEngine:
             return None
         entry.aws_backoff_until = 0.0
         if isinstance(chosen, Refusal):
+            delay = min(held[2] * 2, REFUSAL_BACKOFF_MAX) if held is not None and held[0] == fingerprint \
+                else REFUSAL_BACKOFF
+            entry.refused[(incident, index)] = (fingerprint, now + delay, delay)
             if chosen.reason == SkipReason.BLAST_RADIUS_EXCEEDED:
                 entry.held_back = chosen.message  # re-checked every tick; runs when in-flight work ends
             await self._record_skip(entry, spec, incident, index, chosen.reason, chosen.message, result,
                                     chosen.targets, now)
             return None
         entry.held_back = None
+        entry.refused.pop((incident, index), None)
         targets, remarks = chosen
         if remarks:
             await self._event(entry.involved, "Normal", "TargetsReduced", "; ".join(remarks))
         await self._create_action(entry, spec, incident, index, targets, result, now)
         return None
 
-    async def _targets(self, spec: RemediationPolicySpec, step: api_policy.Step,
-                       result: TriggerResult) -> tuple[list[Target], list[str]] | Refusal:
-        """Resolve, check against the tag allow-guard and the blast radius. Raises AwsError."""
-        from vigil.adapters import aws as aws_adapter
+    def _refusal_fingerprint(self, entry: PolicyEntry, result: TriggerResult) -> object:
+        """What a refused proposal depended on: the policy's generation, the evidence, the work in flight."""
+        series = tuple(sorted(tuple(sorted(s.items())) for s in result.evidence.series)) if result.evidence else ()
+        busy = tuple(sorted(a.name for a in self.actions.values() if a.record().phase.in_flight))
+        return (entry.generation, series, busy)
 
+    async def _targets(self, namespace: str, spec: RemediationPolicySpec, step: api_policy.Step,
+                       result: TriggerResult) -> tuple[list[Target], list[str]] | Refusal:
+        """Resolve, check against the required tags (admin's and policy's) and the blast radius. Raises AwsError."""
         aws = self.aws_for(spec.aws.region, spec.aws.role_arn)
-        guard = spec.target_guard
-        tag = f"{guard.tag_key}={guard.tag_value}"
+        required = self.admin.required_tags(namespace, spec)
         evidence = result.evidence
         scale = step.scale_auto_scaling_group
         if scale is not None:
             group = await self._aws(aws.describe_group, scale.name)
-            if not aws_adapter.has_tag(group.tags, guard.tag_key, guard.tag_value):
-                return Refusal(SkipReason.TARGET_NOT_MANAGED, f"Auto Scaling Group {scale.name} lacks tag {tag}")
+            if missing := tenancy.missing_tags(group.tags, required):
+                return Refusal(SkipReason.TARGET_NOT_MANAGED,
+                               f"Auto Scaling Group {scale.name} lacks tag {', '.join(missing)}")
             plan = plans.plan_scale(scale, group.desired, group.min_size, group.max_size)
             if isinstance(plan, plans.Skip):
                 return Refusal(plan.reason, plan.message)
@@ -535,16 +605,16 @@ class RemediationEngine:
             return Refusal(ids.reason, ids.message)
         if step.deregister_target is not None:
             target_group = await self._aws(aws.describe_target_group, step.deregister_target.target_group_arn)
-            if not aws_adapter.has_tag(target_group.tags, guard.tag_key, guard.tag_value):
-                return Refusal(SkipReason.TARGET_NOT_MANAGED, f"target group lacks tag {tag}")
+            if missing_tags := tenancy.missing_tags(target_group.tags, required):
+                return Refusal(SkipReason.TARGET_NOT_MANAGED, f"target group lacks tag {', '.join(missing_tags)}")
         found = await self._aws(aws.describe_instances, ids)
         missing = [i for i in ids if i not in found]
-        untagged = [i for i in ids if i in found and not aws_adapter.has_tag(found[i].tags, guard.tag_key,
-                                                                             guard.tag_value)]
+        untagged = [i for i in ids if i in found and tenancy.missing_tags(found[i].tags, required)]
         usable = [i for i in ids if i in found and i not in untagged]
         if not usable:
             if untagged:
-                return Refusal(SkipReason.TARGET_NOT_MANAGED, f"instances lack tag {tag}: {', '.join(untagged)}")
+                need = ", ".join(f"{k}={v}" for k, v in required)
+                return Refusal(SkipReason.TARGET_NOT_MANAGED, f"instances lack tag {need}: {', '.join(untagged)}")
             return Refusal(SkipReason.NOT_FOUND, f"instances not found: {', '.join(missing)}")
         wanted = [(i, found[i].group) for i in usable]
         groups = sorted({g for _, g in wanted if g})
@@ -605,6 +675,8 @@ class RemediationEngine:
             "apiVersion": API_VERSION, "kind": api_action.KIND,
             "metadata": {
                 "name": name, "namespace": entry.namespace,
+                "annotations": {provenance.ANNOTATION: provenance.sign(self.provenance_key, entry.namespace, name,
+                                                                       action_spec.to_wire())},
                 "labels": {api_action.POLICY_LABEL: entry.name[:63], api_action.INCIDENT_LABEL: incident,
                            "app.kubernetes.io/managed-by": "vigil"},
                 "ownerReferences": [{"apiVersion": API_VERSION, "kind": api_policy.KIND, "name": entry.name,
@@ -640,13 +712,27 @@ class RemediationEngine:
             return
         await self._initialise(action, entry, now, status)
 
-    async def _initialise(self, action: ActionEntry, entry: PolicyEntry | None, now: float,
+    async def _initialise(self, action: ActionEntry, entry: PolicyEntry, now: float,
                           status: RemediationActionStatus | None = None) -> None:
+        """Give a new action its first phase, unless the operator did not propose it."""
         assert action.spec is not None
         status = status or action.status.model_copy(deep=True)
         status.created_at = status.created_at or _utc(action.created or now)
-        if action.spec.approval_required:
-            timeout = durations.parse(entry.spec.approval.timeout) if entry and entry.spec else 1800.0
+        forged = provenance.problems(self.provenance_key, action.namespace, action.name, action.spec.to_wire(),
+                                     action.annotations, action.owner_references, entry.uid,
+                                     action.spec.policy_ref.uid)
+        if forged:
+            await self._finish_skipped(action, entry, status, SkipReason.NOT_PROPOSED_BY_OPERATOR,
+                                       "not proposed by the operator: " + "; ".join(forged), now)
+            return
+        if any(a in action.annotations for a in (api_action.APPROVE_ANNOTATION, api_action.REJECT_ANNOTATION)):
+            await self._finish_skipped(action, entry, status, SkipReason.NOT_APPROVED,
+                                       "approval annotations were set before the operator proposed the action", now)
+            return
+        # The current policy decides whether a human must approve, whatever the action says.
+        required = action.spec.approval_required or (entry.spec is not None and entry.spec.approval.required)
+        if required:
+            timeout = durations.parse(entry.spec.approval.timeout) if entry.spec else 1800.0
             status.phase = ActionPhase.PENDING_APPROVAL
             status.expires_at = _utc((to_time(status.created_at) or now) + timeout)
             status.message = "waiting for approval"
@@ -702,7 +788,8 @@ class RemediationEngine:
         status = action.status.model_copy(deep=True)
         if decision.outcome == approvals.Outcome.APPROVED:
             status.phase = ActionPhase.APPROVED
-            status.decision = api_action.Decision(by=decision.by, at=_utc(decision.at or now), via=decision.via)
+            status.decision = api_action.Decision(by=decision.by, at=_utc(decision.at or now), via=decision.via,
+                                                  field_manager=decision.field_manager)
             status.message = decision.message
             if await self._write_action(action, status, cas=True):
                 await self._event(action.involved, "Normal", "ActionApproved", decision.message)
@@ -711,7 +798,8 @@ class RemediationEngine:
         status.completed_at = _utc(now)
         if decision.outcome == approvals.Outcome.REJECTED:
             status.phase = ActionPhase.REJECTED
-            status.decision = api_action.Decision(by=decision.by, at=_utc(decision.at or now), via=decision.via)
+            status.decision = api_action.Decision(by=decision.by, at=_utc(decision.at or now), via=decision.via,
+                                                  field_manager=decision.field_manager)
             kind = notes.EventKind.ACTION_REJECTED
         else:
             status.phase = ActionPhase.EXPIRED
@@ -726,18 +814,54 @@ class RemediationEngine:
         result = self._triggers.get(entry.id)
         return bool(result and result.state == TriggerState.FIRING and result.evidence and result.evidence.complete)
 
+    async def _preflight(self, action: ActionEntry, entry: PolicyEntry, now: float) -> preflight.Verdict:
+        """Gather what the pure execution-time check needs (observing AWS) and ask it. Raises AwsError."""
+        assert action.spec is not None
+        if entry.spec is None:
+            return preflight.Refuse(SkipReason.POLICY_CHANGED, "the policy's spec is not valid any more: "
+                                    + (entry.spec_error or "invalid spec")[:500])
+        view = preflight.ActionView(
+            namespace=action.namespace, name=action.name, incident=action.incident, spec=action.spec,
+            status=action.status, annotations=action.annotations, owner_references=action.owner_references,
+            created=action.created)
+        policy = preflight.PolicyView(entry.namespace, entry.uid, entry.spec, entry.written.incident)
+        records = [a.record() for a in self.actions_of(entry)]
+        refused = preflight.check_recorded(view, policy, self.admin, self.provenance_key, records)
+        if refused is not None:
+            return refused  # decided without assuming any role or calling AWS
+        aws = self.aws_for(entry.spec.aws.region, entry.spec.aws.role_arn)
+        step = entry.spec.actions[action.spec.step_index]
+        observed = await self._aws(executors.observe, aws, step, [t.id for t in action.spec.targets
+                                                                 if t.kind == "Instance"])
+        result = self._triggers.get(entry.id)
+        series = result.evidence.series if result and result.state == TriggerState.FIRING and result.evidence \
+            else ()
+        return preflight.check_observed(view, policy, self.admin, observed, series, records,
+                                        [a.record() for a in self.actions.values()], now)
+
     async def _execute(self, action: ActionEntry, entry: PolicyEntry, now: float) -> None:
         from vigil.adapters import aws as aws_adapter
 
         assert action.spec is not None
         executor = executors.EXECUTORS[action.spec.step.kind]
-        aws = self.aws_for(action.spec.region, action.spec.role_arn)
+        status = action.status.model_copy(deep=True)
         try:
-            prepared = await self._aws(executor.prepare, aws, action.spec)
+            verdict = await self._preflight(action, entry, now)
         except aws_adapter.AwsError as exc:
             await self._aws_failure(action, entry, exc, now)
             return
-        status = action.status.model_copy(deep=True)
+        if isinstance(verdict, preflight.Refuse):
+            await self._finish_skipped(action, entry, status, verdict.reason, verdict.message, now)
+            return
+        if verdict.remarks:
+            await self._event(action.involved, "Normal", "TargetsReduced", "; ".join(verdict.remarks)[:1000])
+        aws = self.aws_for(action.spec.region, action.spec.role_arn)  # equal to the policy's: checked above
+        try:
+            prepared = await self._aws(executor.prepare, aws, action.spec.model_copy(
+                update={"targets": list(verdict.targets)}))
+        except aws_adapter.AwsError as exc:
+            await self._aws_failure(action, entry, exc, now)
+            return
         if isinstance(prepared, plans.Skip):
             await self._finish_skipped(action, entry, status, prepared.reason, prepared.message, now)
             return
@@ -763,7 +887,7 @@ class RemediationEngine:
                               + f"; permission check: {'allowed' if allowed else 'DENIED'}: {check}")
             if await self._write_action(action, status, cas=True):
                 self._count_terminal(action, entry)
-                await self._announce(action, notes.EventKind.ACTION_EXECUTED, status.message)
+                await self._announce(action, notes.EventKind.ACTION_DRY_RUN, status.message)
             return
         # The intent is durable before AWS hears of it; the CAS makes this replica the only executor.
         status.phase = ActionPhase.EXECUTING
@@ -847,6 +971,17 @@ class RemediationEngine:
             if await self._write_action(action, status, cas=True):
                 self._count_terminal(action, entry)
                 await self._announce(action, notes.EventKind.ACTION_FAILED, status.message)
+            return
+        try:
+            verdict = await self._preflight(action, entry, now)  # a retry is a new call: check again
+        except aws_adapter.AwsError as exc:
+            await self._aws_failure(action, entry, exc, now)
+            return
+        if isinstance(verdict, preflight.Refuse) or verdict.remarks:
+            reason = verdict.reason if isinstance(verdict, preflight.Refuse) else SkipReason.TARGET_NOT_MANAGED
+            message = verdict.message if isinstance(verdict, preflight.Refuse) else "; ".join(verdict.remarks)
+            await self._finish_skipped(action, entry, action.status.model_copy(deep=True), reason,
+                                       f"not retried: {message}"[:1000], now)
             return
         status = action.status.model_copy(deep=True)
         status.attempts += 1

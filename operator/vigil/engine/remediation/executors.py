@@ -15,8 +15,8 @@ from collections.abc import Mapping, Sequence
 from typing import Any, Protocol
 
 from vigil.api.v1alpha1.action import RemediationActionSpec, SkipReason
-from vigil.api.v1alpha1.policy import ReplaceMode
-from vigil.domain.remediation import plans
+from vigil.api.v1alpha1.policy import ReplaceMode, Step
+from vigil.domain.remediation import plans, preflight
 
 
 class Aws(Protocol):
@@ -296,6 +296,37 @@ class DeregisterTarget(Executor):
         result = aws.register_targets(parameters["TargetGroupArn"], list(parameters["InstanceIds"]),
                                       parameters.get("Port"))
         return Called([result.request_id], dict(result.detail))
+
+
+def observe(aws: Aws, step: Step, instance_ids: Sequence[str]) -> preflight.Observed:
+    """Read what the execution-time check needs: the tags of every resource the step would touch, the
+    instances' groups and the groups' sizes. A resource AWS does not know is simply absent. Raises AwsError
+    on anything else."""
+    from vigil.adapters import aws as aws_adapter
+
+    tags: dict[str, Mapping[str, str]] = {}
+    scale = step.scale_auto_scaling_group
+    if scale is not None:
+        try:
+            tags[scale.name] = aws.describe_group(scale.name).tags
+        except aws_adapter.AwsError as exc:
+            if exc.code != "NotFound":
+                raise
+    if step.deregister_target is not None:
+        arn = step.deregister_target.target_group_arn
+        try:
+            tags[arn] = aws.describe_target_group(arn).tags
+        except aws_adapter.AwsError as exc:
+            if "NotFound" not in (exc.code or ""):
+                raise
+    groups: dict[str, str | None] = {}
+    if instance_ids:
+        for instance, state in aws.describe_instances(instance_ids).items():
+            tags[instance] = state.tags
+            groups[instance] = state.group
+    names = sorted({g for g in groups.values() if g})
+    sizes = dict(aws.group_sizes(names)) if names else {}
+    return preflight.Observed(tags=tags, groups=groups, group_sizes=sizes)
 
 
 EXECUTORS: dict[str, Executor] = {e.kind: e for e in (

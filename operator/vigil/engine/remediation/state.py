@@ -52,6 +52,9 @@ class PolicyEntry:
     written: RemediationPolicyStatus
     #: (incident, step, reason) for which a Skipped action was already recorded.
     skips: set[tuple[str, int, str]] = dataclasses.field(default_factory=set)
+    #: (incident, step) refused at proposal → (what it depended on, re-check time, backoff seconds): a refused
+    #: step is looked at again when the policy, the evidence or the work in flight changes, else after a backoff.
+    refused: dict[tuple[str, int], tuple[object, float, float]] = dataclasses.field(default_factory=dict)
     #: Do not look at AWS for this policy again before this time (after a Recoverable error).
     aws_backoff_until: float = 0.0
     #: resourceVersion of the newest state we know (our own write or a watch event).
@@ -102,6 +105,7 @@ class ActionEntry:
     spec: RemediationActionSpec | None
     status: RemediationActionStatus
     raw_resource_version: str = ""
+    owner_references: list[dict[str, Any]] = dataclasses.field(default_factory=list)
 
     @property
     def id(self) -> ObjectId:
@@ -141,6 +145,7 @@ class ActionEntry:
             annotations=dict(meta.get("annotations") or {}), managed_fields=list(meta.get("managedFields") or []),
             created=_time(meta.get("creationTimestamp")) or 0.0, spec=spec, status=status,
             raw_resource_version=str(meta.get("resourceVersion") or ""),
+            owner_references=[dict(o) for o in meta.get("ownerReferences") or [] if isinstance(o, dict)],
         )
 
     def record(self) -> ActionRecord:
