@@ -57,6 +57,22 @@ def roles(objects: list[Manifest]) -> list[Manifest]:
     return [o for o in objects if o["kind"] in ("Role", "ClusterRole")]
 
 
+def operator_roles(objects: list[Manifest]) -> list[Manifest]:
+    """The Roles and ClusterRoles bound to the operator's ServiceAccount: not ``<release>-approver``, which
+    the chart leaves for the admin to bind to the people who approve RemediationActions."""
+    bound = {(b["roleRef"]["kind"], b["metadata"].get("namespace") if b["roleRef"]["kind"] == "Role" else None,
+              b["roleRef"]["name"])
+             for b in objects if b["kind"] in ("ClusterRoleBinding", "RoleBinding") and SUBJECT in b["subjects"]}
+    return [o for o in roles(objects) if (o["kind"], o["metadata"].get("namespace"), o["metadata"]["name"]) in bound]
+
+
+def test_only_the_approver_role_is_left_unbound(chart: helm.Chart) -> None:
+    for values in (None, {"watchNamespaces": [TEAM, "team-b"]}):
+        objects = render(chart, values)
+        names = {o["metadata"]["name"] for o in roles(objects)}
+        assert names - {o["metadata"]["name"] for o in operator_roles(objects)} == {f"{RELEASE}-approver"}
+
+
 def grants(role: Manifest) -> set[tuple[str, str, str]]:
     return {(group, resource, verb) for rule in role["rules"] for group in rule["apiGroups"]
             for resource in rule["resources"] for verb in rule["verbs"]}
@@ -180,7 +196,7 @@ CALLED: set[tuple[str, str, str]] = {
 def test_item10_no_granted_verb_is_unused(chart: helm.Chart, values: dict[str, Any]) -> None:
     """Every (group, resource, verb) any rendered Role grants is one the operator calls (or one admission
     requires): no ``update`` on the custom resources or their status, no ``patch`` on Events."""
-    for role in roles(render(chart, values)):
+    for role in operator_roles(render(chart, values)):
         unused = grants(role) - CALLED - ADMISSION_ONLY
         assert not unused, f"{role['kind']} {role['metadata']['name']} grants verbs the operator never uses: " \
                            f"{sorted(unused)}"
@@ -248,5 +264,5 @@ def test_item10_the_chart_allows_every_call_of_a_recorded_run_and_grants_nothing
     denied = sorted({(c.group, c.resource, c.verb, c.namespace or "*", c.name or "")
                      for c in calls if not authorized(objects, SUBJECT, c)})
     assert not denied, f"the chart forbids calls the operator makes: {denied}"
-    for role in roles(objects):
+    for role in operator_roles(objects):
         assert not grants(role) - CALLED - ADMISSION_ONLY
