@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 export VENV
 
-.PHONY: help bootstrap kube-bins test test-fast lock demo lint typecheck crds docs model train bench bench-detection bench-backtest bench-scale bench-shards bench-series-cap e2e clean
+.PHONY: help bootstrap kube-bins test test-fast lock demo lint typecheck crds docs model train bench bench-detection bench-backtest bench-scale bench-shards bench-series-cap bench-models e2e clean
 
 help:
 	@echo "make demo      - local sandbox: real Prometheus + emulated Kubernetes API + vigil run"
@@ -21,6 +21,7 @@ help:
 	@echo "make bench-scale - scale sweep N=100..5000 detectors (~35 min): docs/bench/scale.{md,png,json}, README"
 	@echo "make bench-series-cap - RSS of one 20,000-series detector, capped and uncapped (~2 min): docs/security.md"
 	@echo "make bench-shards - one replica vs 2 shards + standbys, N=1000 (~6 min): docs/bench/shards.md"
+	@echo "make bench-models - hostile custom models vs vigil run, and the code before the guard (~4 min): docs/bench/models.md"
 	@echo "make docs      - regenerate docs/configuration.md from charts/vigil/values.yaml"
 	@echo "make e2e       - kind end-to-end test (needs Docker, kind, helm, kubectl)"
 
@@ -92,6 +93,15 @@ bench-shards: bootstrap
 # Issue 11 item 6: one over-broad detector against real Prometheus + API emulator + `vigil run`.
 bench-series-cap: bootstrap
 	nice -n 10 $(PY) -m bench.series_cap --uncapped
+
+# Issue 11 items 2, 5: operator RSS and /healthz latency under hostile custom models, with the code
+# before the guard (28909cd^, from `git archive`) as the baseline of the same run.
+GUARD_BASELINE = 28909cd^
+bench-models: bootstrap
+	tmp=$$(mktemp -d) && git archive $(GUARD_BASELINE) operator | tar -x -C $$tmp && \
+	nice -n 10 $(PY) -m bench.models --baseline $$tmp/operator --baseline-label "$(GUARD_BASELINE)" \
+		--output docs/bench/models.md; status=$$?; rm -rf $$tmp; exit $$status
+	$(PY) scripts/sync-bench-docs.py --write
 
 e2e:
 	bash scripts/e2e.sh

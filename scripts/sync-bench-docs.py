@@ -1,12 +1,12 @@
 #!/usr/bin/env python3
-"""Copy the benchmark tables from docs/bench/*.md into the README, between markers.
+"""Copy the benchmark tables from docs/bench/*.md into the README and docs/security.md, between markers.
 
-The benchmarks write their measured figures to docs/bench/; the README quotes them
-between ``<!-- begin docs/bench/NAME.md -->`` and ``<!-- end docs/bench/NAME.md -->``
-so no figure in the README is ever typed in. tests/api/test_readme.py fails when
+The benchmarks write their measured figures to docs/bench/; the README and docs/security.md
+quote them between ``<!-- begin docs/bench/NAME.md -->`` and ``<!-- end docs/bench/NAME.md -->``
+so no figure there is ever typed in. tests/api/test_readme.py fails when
 the two drift apart; run ``make docs`` (or this script with ``--write``) to sync.
 
-    python scripts/sync-bench-docs.py [--write]    exit 1 = README out of date
+    python scripts/sync-bench-docs.py [--write]    exit 1 = a document out of date
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ import re
 import sys
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
+DOCUMENTS = ("README.md", "docs/security.md")
 BLOCK = re.compile(r"(<!-- begin (docs/bench/[\w.-]+\.md) -->\n)(.*?)(<!-- end \2 -->)", re.S)
 
 
@@ -39,18 +40,20 @@ def synced(readme: str, root: pathlib.Path = ROOT) -> str:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--write", action="store_true", help="rewrite README.md in place")
+    parser.add_argument("--write", action="store_true", help="rewrite the documents in place")
     args = parser.parse_args()
-    path = ROOT / "README.md"
-    current = path.read_text()
-    wanted = synced(current)
-    if args.write:
-        path.write_text(wanted)
-        return 0
-    if wanted != current:
-        print("README.md benchmark blocks differ from docs/bench/; run: make docs", file=sys.stderr)
-        return 1
-    return 0
+    stale = 0
+    for name in DOCUMENTS:
+        path = ROOT / name
+        current = path.read_text()
+        wanted = synced(current)
+        if args.write:
+            if wanted != current:
+                path.write_text(wanted)
+        elif wanted != current:
+            print(f"{name} benchmark blocks differ from docs/bench/; run: make docs", file=sys.stderr)
+            stale = 1
+    return stale
 
 
 if __name__ == "__main__":

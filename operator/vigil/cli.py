@@ -149,7 +149,15 @@ def _add_run(sub: argparse._SubParsersAction[Parser]) -> None:
                    default=int(_env("VIGIL_ALERTMANAGER_MAX_BYTES", str(16 << 20)) or 16 << 20),
                    help="memory budget of the received alerts, in bytes (estimated); beyond it the least "
                         "recently received are evicted [env VIGIL_ALERTMANAGER_MAX_BYTES] (default 16 MiB)")
+    _add_remediation_flags(p)
     _add_guard_flags(p)
+
+
+def _add_remediation_flags(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--remediation-resync", type=float,
+                   default=float(_env("VIGIL_REMEDIATION_RESYNC", "1") or 1),
+                   help="most seconds between two passes of the remediation engine; passes also run on events "
+                        "and when a decision is due (default 1) [env VIGIL_REMEDIATION_RESYNC]")
 
 
 def _add_guard_flags(p: argparse.ArgumentParser) -> None:
@@ -298,6 +306,8 @@ def _run(args: argparse.Namespace) -> int:
     try:
         allowed = AllowList.parse(args.prometheus_allowed_urls, args.prometheus_url)  # refuse a malformed entry
         admin = admin_limits(args)
+        if not 0 < args.remediation_resync <= 3600:
+            raise ValueError("--remediation-resync must be more than 0 and at most 3600 seconds")
         if args.provenance_key_file:
             try:
                 key = pathlib.Path(args.provenance_key_file).read_bytes().strip()
@@ -356,6 +366,7 @@ def _run(args: argparse.Namespace) -> int:
         aws_max_attempts=args.aws_max_attempts,
         alertmanager_token_file=args.alertmanager_token_file,
         admin=admin,
+        remediation_resync=args.remediation_resync,
         provenance_key_file=args.provenance_key_file,
         alertmanager_allow_unauthenticated=args.alertmanager_allow_unauthenticated,
         alertmanager_max_bytes=args.alertmanager_max_bytes,

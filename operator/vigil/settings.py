@@ -110,6 +110,10 @@ class OperatorConfig:
     alertmanager_max_bytes: int = 16 << 20
     """Byte budget of the alert store (estimated); beyond it the least recently received alerts are evicted."""
 
+    remediation_resync: float = 1.0
+    """Most seconds between two passes of the remediation engine. Passes also run on every event (a policy,
+    an action, an alert, a detector verdict that flips) and when a decider's ``requeue_after`` is due."""
+
     admin: tenancy.Tenancy = dataclasses.field(default_factory=tenancy.Tenancy)
     """What policies may ask for: required target tags, role ARNs per namespace, SSM documents, commands and
     timeout (``--guard-tag``, ``--namespace-tag-key``, ``--allowed-role-arns``, ``--ssm-*``)."""

@@ -36,7 +36,7 @@ def test_the_two_commands() -> None:
 
 
 def test_benchmark_figures_are_the_generated_ones() -> None:
-    """README quotes docs/bench/*.md verbatim between markers (scripts/sync-bench-docs.py)."""
+    """README and docs/security.md quote docs/bench/*.md verbatim between markers (scripts/sync-bench-docs.py)."""
     spec = importlib.util.spec_from_file_location("sync_bench_docs", ROOT / "scripts/sync-bench-docs.py")
     assert spec and spec.loader
     sync = importlib.util.module_from_spec(spec)
@@ -44,3 +44,6 @@ def test_benchmark_figures_are_the_generated_ones() -> None:
     blocks = sync.BLOCK.findall(README)
     assert blocks, "the README quotes no benchmark"
     assert sync.synced(README) == README, "README benchmark blocks are stale: run `make docs`"
+    for name in sync.DOCUMENTS:  # docs/security.md quotes the hostile-model benchmark the same way
+        text = (ROOT / name).read_text()
+        assert sync.synced(text) == text, f"{name} benchmark blocks are stale: run `make docs`"

@@ -122,6 +122,40 @@ def test_defaults_render_the_expected_objects(render: Render) -> None:
     ])
 
 
+def test_the_provenance_key_is_the_admins_secret_mounted_read_only(render: Render) -> None:
+    """Issue 11, finding 1: the operator signs its actions with a key only it reads. The chart never makes
+    one up (renders stay deterministic for ArgoCD); without it nothing is mounted and the flag is unset."""
+    def pod(values: dict[str, Any] | None) -> dict[str, Any]:
+        return next(o for o in render(values) if o["kind"] == "Deployment")["spec"]["template"]["spec"]
+    plain = pod(None)
+    assert "VIGIL_PROVENANCE_KEY_FILE" not in {e["name"] for e in plain["containers"][0]["env"]}
+    own = pod({"provenance": {"existingSecret": "my-key", "secretKey": "k"}})
+    env = {e["name"]: e.get("value") for e in own["containers"][0]["env"]}
+    assert env["VIGIL_PROVENANCE_KEY_FILE"] == "/etc/vigil/provenance/k"
+    volume = next(v for v in own["volumes"] if v["name"] == "provenance")
+    assert volume["secret"] == {"secretName": "my-key", "defaultMode": 0o440, "items": [{"key": "k", "path": "k"}]}
+    mount = next(m for m in own["containers"][0]["volumeMounts"] if m["name"] == "provenance")
+    assert mount["readOnly"] is True
+
+
+def test_tenancy_values_become_the_operator_flags(render: Render) -> None:
+    """Issue 11, finding 4: what a policy may ask for is the admin's, set through the chart."""
+    def env(values: dict[str, Any] | None) -> dict[str, str]:
+        pod = next(o for o in render(values) if o["kind"] == "Deployment")["spec"]["template"]["spec"]
+        return {e["name"]: e.get("value") for e in pod["containers"][0]["env"]}
+    defaults = env(None)
+    assert defaults["VIGIL_GUARD_TAG"] == "vigil.dev/managed=true"
+    assert defaults["VIGIL_NAMESPACE_TAG_KEY"] == "vigil.dev/namespace"
+    assert defaults["VIGIL_SSM_DOCUMENTS"] == "AWS-RunShellScript" and defaults["VIGIL_SSM_MAX_TIMEOUT"] == "3600"
+    assert "VIGIL_ALLOWED_ROLE_ARNS" not in defaults and "VIGIL_SSM_COMMAND_PATTERNS" not in defaults
+    custom = env({"tenancy": {"roleArns": {"shop": ["arn:aws:iam::1:role/a", "arn:aws:iam::1:role/b"],
+                                           "*": ["arn:aws:iam::1:role/all"]},
+                              "ssm": {"commandPatterns": ["systemctl restart [a-z]+", "uptime"]}}})
+    assert custom["VIGIL_ALLOWED_ROLE_ARNS"] == \
+        "*=arn:aws:iam::1:role/all;shop=arn:aws:iam::1:role/a,arn:aws:iam::1:role/b"
+    assert custom["VIGIL_SSM_COMMAND_PATTERNS"] == "systemctl restart [a-z]+\nuptime"
+
+
 def test_every_namespaced_object_lands_in_the_release_namespace(render: Render) -> None:
     for obj in render(FULL):
         if obj["kind"] in ("ClusterRole", "ClusterRoleBinding", "ValidatingAdmissionPolicy",

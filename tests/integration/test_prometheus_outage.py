@@ -57,6 +57,6 @@ def test_outage_degrades_without_flipping_the_verdict(kubeapi: KubeAPIServer, ru
     wait_for(lambda: conds().get("Degraded", {}).get("status") == "False", timeout=60, what="recovered")
     after = kubeapi.get(*AD, "default", "cpu")
     assert after is not None and after["status"]["anomalous"] is True
-    assert after["status"]["consecutiveFailures"] == 0
+    assert "consecutiveFailures" not in after["status"]  # removed: it went stale during outages
     assert any(e["reason"] == "Recovered" for e in kubeapi.events_for("AnomalyDetector", "default", "cpu"))
     assert not operator.errors()

@@ -197,6 +197,22 @@ def test_escalation_to_the_next_step(kubeapi: KubeAPIServer, operator: OperatorP
     assert health["AutoScalingInstances"][0]["HealthStatus"].lower() == "unhealthy"
 
 
+def test_steps_run_when_due_not_at_the_resync(kubeapi: KubeAPIServer, run_operator: OperatorFactory,
+                                              prometheus: PrometheusServer, proxy: FaultProxy, estate: Estate,
+                                              moto: Moto) -> None:
+    """With a 60 s resync the engine still acts at once on the detector's verdict (it wakes on the flip) and
+    runs the second step when its ``after`` is due (the decider's requeue_after), not at the next resync."""
+    run_operator("--prometheus-url", prometheus.url, "--aws-endpoint-url", proxy.url, "--no-leader-election",
+                 "--remediation-resync", "60")
+    apply_detector(kubeapi)
+    apply_policy(kubeapi, [scale(by=1), scale(by=1, after="3s")])
+    first, second = sorted(wait_phase(kubeapi, "Succeeded", count=2, timeout=40),
+                           key=lambda a: a["spec"]["stepIndex"])
+    gap = stamp(second["metadata"]["creationTimestamp"]) - stamp(first["status"]["completedAt"])
+    assert 2 <= gap < 10, f"step 2 came {gap:.1f}s after step 1 (after: 3s, resync 60s)"
+    assert estate.desired(moto) == 4
+
+
 def test_approval_granted_rejected_and_expired(kubeapi: KubeAPIServer, run_operator: OperatorFactory,
                                                prometheus: PrometheusServer, proxy: FaultProxy, estate: Estate,
                                                moto: Moto, kubeconfig: pathlib.Path) -> None:

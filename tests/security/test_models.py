@@ -15,11 +15,11 @@ import time
 from typing import Any
 
 import numpy as np
-import onnx
 import onnxruntime
 import pytest
 from onnx import TensorProto, helper
 
+from tests.hostile_models import K, consts, four_gib, matmul, onnx_model, score_plus
 from vigil import cli
 from vigil.adapters import inference, model_guard
 from vigil.api.v1alpha1.detector import AnomalyDetectorSpec, AnomalyDetectorStatus
@@ -27,41 +27,6 @@ from vigil.domain import status
 from vigil.domain.status import Outcome
 from vigil.engine import evaluation, models
 from vigil.engine.registry import DetectorEntry
-
-K = 3  # the built-in model's feature count; the test models reuse its metadata
-
-
-def _model(nodes: list[onnx.NodeProto], initializers: list[TensorProto],
-           domains: tuple[tuple[str, int], ...] = (("", 17),)) -> bytes:
-    """A contract-abiding model: input features[N,3], output ``score`` [N] (named in the metadata)."""
-    builtin = onnx.load_from_string(inference.builtin_bytes())
-    graph = helper.make_graph(
-        nodes, "hostile",
-        [helper.make_tensor_value_info("features", TensorProto.FLOAT, ["N", K])],
-        [helper.make_tensor_value_info("score", TensorProto.FLOAT, ["N"])],
-        initializers,
-    )
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid(d, v) for d, v in domains])
-    model.ir_version = 8
-    for prop in builtin.metadata_props:
-        if prop.key != "vigil.score_output":
-            model.metadata_props.add(key=prop.key, value=prop.value)
-    model.metadata_props.add(key="vigil.score_output", value="score")
-    return model.SerializeToString()
-
-
-def _score_plus(tensor_name: str) -> list[onnx.NodeProto]:
-    """score = sum(features, axis 1) * 0 + <tensor>: the tensor's value comes out as every score."""
-    return [
-        helper.make_node("ReduceSum", ["features", "axes"], ["s"], keepdims=0),
-        helper.make_node("Mul", ["s", "zero"], ["z"]),
-        helper.make_node("Add", ["z", tensor_name], ["score"]),
-    ]
-
-
-def _consts() -> list[TensorProto]:
-    return [helper.make_tensor("axes", TensorProto.INT64, [1], [1]),
-            helper.make_tensor("zero", TensorProto.FLOAT, [], [0.0])]
 
 
 def _external(location: str) -> TensorProto:
@@ -72,7 +37,7 @@ def _external(location: str) -> TensorProto:
 
 
 def _leaky(location: str) -> bytes:
-    return _model(_score_plus("w"), [*_consts(), _external(location)])
+    return onnx_model(score_plus("w"), [*consts(), _external(location)])
 
 
 @pytest.fixture
@@ -124,9 +89,9 @@ def test_external_data_is_found_in_attributes_subgraphs_and_by_data_location_alo
     cond = helper.make_tensor("cond", TensorProto.BOOL, [], [True])
     in_if = helper.make_node("If", ["cond"], ["w"], then_branch=branch, else_branch=branch)
     cases = {
-        "data_location only": _model(_score_plus("w"), [*_consts(), flag_only]),
-        "Constant attribute": _model([constant, *_score_plus("w")], _consts()),
-        "If subgraph": _model([in_if, *_score_plus("w")], [*_consts(), cond]),
+        "data_location only": onnx_model(score_plus("w"), [*consts(), flag_only]),
+        "Constant attribute": onnx_model([constant, *score_plus("w")], consts()),
+        "If subgraph": onnx_model([in_if, *score_plus("w")], [*consts(), cond]),
     }
     for case, data in cases.items():
         with pytest.raises(inference.ModelError) as error:
@@ -137,7 +102,7 @@ def test_external_data_is_found_in_attributes_subgraphs_and_by_data_location_alo
 def test_unknown_operator_domains_are_refused() -> None:
     """Item 2: only the default ONNX domain and ai.onnx.ml; a custom-op domain is refused."""
     node = helper.make_node("Steal", ["features"], ["score"], domain="com.evil")
-    data = _model([node], [], domains=(("", 17), ("com.evil", 1)))
+    data = onnx_model([node], [], domains=(("", 17), ("com.evil", 1)))
     with pytest.raises(inference.ModelError) as error:
         inference.check(data)
     assert error.value.reason.value == "ModelUnsafe" and "com.evil" in error.value.message
@@ -183,24 +148,6 @@ def test_the_protobuf_walker_never_crashes_on_random_or_truncated_bytes() -> Non
             assert exc.reason.value in {"ModelInvalid", "ModelUnsafe", "ModelTooExpensive"}
 
 
-def _constant_of_shape(shape: list[int], dynamic: bool = False, matmul: bool = False) -> list[onnx.NodeProto]:
-    """score = sum(ConstantOfShape(shape)) broadcast: allocates prod(shape) floats when run."""
-    shape_tensor = helper.make_tensor("shape_value", TensorProto.INT64, [len(shape)], shape)
-    if dynamic:  # computed at run time (shape + 0), so the static check cannot see it
-        nodes = [helper.make_node("Constant", [], ["half"], value=shape_tensor),
-                 helper.make_node("Constant", [], ["nothing"],
-                                  value=helper.make_tensor("n", TensorProto.INT64, [1], [0])),
-                 helper.make_node("Add", ["half", "nothing"], ["shape"])]
-    else:
-        nodes = [helper.make_node("Constant", [], ["shape"], value=shape_tensor)]
-    return [*nodes,
-            helper.make_node("ConstantOfShape", ["shape"], ["big"],
-                             value=helper.make_tensor("v", TensorProto.FLOAT, [1], [1.0])),
-            *([helper.make_node("MatMul", ["big", "big"], ["product"])] if matmul else []),
-            helper.make_node("ReduceSum", ["product" if matmul else "big"], ["total"], keepdims=0),
-            *_score_plus("total")]
-
-
 def _memory_mib() -> tuple[float, float]:
     """(current RSS, peak RSS) of this process, from /proc/self/status."""
     fields = dict(line.split(":", 1) for line in pathlib.Path("/proc/self/status").read_text().splitlines())
@@ -208,11 +155,10 @@ def _memory_mib() -> tuple[float, float]:
 
 
 def test_a_4_gib_constant_of_shape_is_refused_statically_and_by_the_trial() -> None:
-    """Item 5: the 628-byte ConstantOfShape model that took the operator from 161 to 8,740 MiB RSS.
+    """Item 5: the issue's 628-byte ConstantOfShape model, which took the operator from 161 to 8,740 MiB RSS.
     A constant shape is refused statically; a computed one by the child-process trial (RLIMIT_AS);
     the caller's peak RSS grows by less than 50 MiB."""
-    static = _model(_constant_of_shape([1 << 30]), _consts())
-    dynamic = _model(_constant_of_shape([1 << 30], dynamic=True), _consts())
+    static, dynamic = four_gib(dynamic=False), four_gib(dynamic=True)
     print(f"\nConstantOfShape 4 GiB models: {len(static)} and {len(dynamic)} bytes")
     with pytest.raises(inference.ModelError) as error:
         inference.check(static)
@@ -238,8 +184,10 @@ def test_a_4_gib_constant_of_shape_is_refused_statically_and_by_the_trial() -> N
 def test_an_8000_squared_matmul_times_out_in_the_trial_and_the_event_loop_stays_free() -> None:
     """Item 5: an 8000x8000 MatMul stalled /healthz past 5 s. The resolver loads a new model with
     asyncio.to_thread and the trial runs in a child process with a timeout; the event loop keeps
-    turning (largest gap < 1 s) and the model gets ModelTooExpensive."""
-    data = _model(_constant_of_shape([8000, 8000], dynamic=True, matmul=True), _consts())
+    turning while it runs (a task ticks during the load; on a blocked loop it could not tick at all)
+    and the model gets ModelTooExpensive. How long /healthz takes meanwhile, against the real
+    operator, is measured by ``make bench-models`` (bench/models.py), not asserted here."""
+    data = matmul(8000)
     limits = inference.Limits(trial_timeout=3.0, trial_memory=2 << 30)
     configmap = {"binaryData": {"model.onnx": base64.b64encode(data).decode()}}
 
@@ -250,7 +198,7 @@ def test_an_8000_squared_matmul_times_out_in_the_trial_and_the_event_loop_stays_
     resolver = models.ModelResolver(inference.ModelCache(limits=limits), Kube(), 60)  # type: ignore[arg-type]
     source = models.ModelSource.model_validate({"configMapRef": {"name": "m", "key": "model.onnx"}})
 
-    async def main() -> tuple[float, float, inference.ModelError]:
+    async def main() -> tuple[float, int, float, inference.ModelError]:
         gaps: list[float] = []
         done = asyncio.Event()
 
@@ -271,15 +219,17 @@ def test_an_8000_squared_matmul_times_out_in_the_trial_and_the_event_loop_stays_
         else:
             raise AssertionError("the MatMul model was admitted")
         took = time.perf_counter() - started
+        ticks_while_loading = len(gaps)
         done.set()
         await tick
-        return took, max(gaps), error
+        return took, ticks_while_loading, max(gaps), error
 
-    took, worst_gap, error = asyncio.run(main())
-    print(f"\n8000x8000 MatMul model: trial took {took:.2f} s; worst event-loop gap {worst_gap * 1000:.0f} ms "
-          f"(goal < 1000 ms): {error.reason.value}: {error.message}")
+    took, ticks, worst_gap, error = asyncio.run(main())
+    print(f"\n8000x8000 MatMul model: trial took {took:.2f} s, {ticks} ticks meanwhile (worst gap "
+          f"{worst_gap * 1000:.0f} ms; measured against the goal by bench/models.py): "
+          f"{error.reason.value}: {error.message}")
     assert error.reason.value == "ModelTooExpensive"
-    assert worst_gap < 1.0
+    assert ticks >= 2, "the event loop did not turn while the model was being checked"
 
 
 def test_an_unsafe_configmap_model_becomes_ready_false_with_its_reason(secret_dir: pathlib.Path) -> None:

@@ -161,3 +161,14 @@ otherwise). Explicit verbs and resources only: no wildcards.
   name: {{ include "vigil.serviceAccountName" . }}
   namespace: {{ .Release.Namespace }}
 {{- end }}
+
+{{/*
+tenancy.roleArns as VIGIL_ALLOWED_ROLE_ARNS: `ns=arn,arn;ns2=arn`, namespaces sorted.
+*/}}
+{{- define "vigil.roleArns" -}}
+{{- $items := list }}
+{{- range $ns := keys .Values.tenancy.roleArns | sortAlpha }}
+{{- $items = append $items (printf "%s=%s" $ns (join "," (index $.Values.tenancy.roleArns $ns))) }}
+{{- end }}
+{{- join ";" $items -}}
+{{- end }}

@@ -122,6 +122,26 @@ spec:
         - name: VIGIL_ALERTMANAGER_MAX_BYTES
           value: {{ .Values.alertmanager.maxBytes | int64 | quote }}
         {{- end }}
+        - name: VIGIL_GUARD_TAG
+          value: {{ .Values.tenancy.guardTag | quote }}
+        - name: VIGIL_NAMESPACE_TAG_KEY
+          value: {{ .Values.tenancy.namespaceTagKey | quote }}
+        {{- with .Values.tenancy.roleArns }}
+        - name: VIGIL_ALLOWED_ROLE_ARNS
+          value: {{ include "vigil.roleArns" $ | quote }}
+        {{- end }}
+        - name: VIGIL_SSM_DOCUMENTS
+          value: {{ join "," .Values.tenancy.ssm.documents | quote }}
+        {{- with .Values.tenancy.ssm.commandPatterns }}
+        - name: VIGIL_SSM_COMMAND_PATTERNS
+          value: {{ join "\n" . | toJson }}
+        {{- end }}
+        - name: VIGIL_SSM_MAX_TIMEOUT
+          value: {{ .Values.tenancy.ssm.maxTimeoutSeconds | int64 | quote }}
+        {{- if .Values.provenance.existingSecret }}
+        - name: VIGIL_PROVENANCE_KEY_FILE
+          value: /etc/vigil/provenance/{{ .Values.provenance.secretKey }}
+        {{- end }}
         {{- with .Values.extraEnv }}
         {{- toYaml . | nindent 8 }}
         {{- end }}
@@ -152,6 +172,11 @@ spec:
       volumeMounts:
         - name: tmp
           mountPath: /tmp
+        {{- if .Values.provenance.existingSecret }}
+        - name: provenance
+          mountPath: /etc/vigil/provenance
+          readOnly: true
+        {{- end }}
         {{- if and .Values.alertmanager.enabled .Values.alertmanager.tokenSecretName }}
         - name: alertmanager-token
           mountPath: /etc/vigil/alertmanager
@@ -162,6 +187,15 @@ spec:
     - name: tmp
       emptyDir:
         sizeLimit: {{ .Values.tmpSizeLimit }}
+    {{- if .Values.provenance.existingSecret }}
+    - name: provenance
+      secret:
+        secretName: {{ .Values.provenance.existingSecret | quote }}
+        defaultMode: 0440
+        items:
+          - key: {{ .Values.provenance.secretKey | quote }}
+            path: {{ .Values.provenance.secretKey | quote }}
+    {{- end }}
     {{- if and .Values.alertmanager.enabled .Values.alertmanager.tokenSecretName }}
     - name: alertmanager-token
       secret:

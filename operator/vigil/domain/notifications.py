@@ -78,6 +78,17 @@ class EventKind(enum.StrEnum):
     ACTION_EXPIRED = "ActionExpired"
 
 
+class EngineEvent(enum.StrEnum):
+    """Event reasons the remediation engine posts besides the :class:`EventKind` ones (not notified)."""
+
+    ACTION_APPROVED = "ActionApproved"
+    ACTION_RETRYING = "ActionRetrying"
+    TARGETS_REDUCED = "TargetsReduced"
+    NOTIFICATION_FAILED = "NotificationFailed"
+    REREGISTER_FAILED = "ReregisterFailed"
+    TARGETS_REREGISTERED = "TargetsReregistered"
+
+
 class ChannelKind(enum.StrEnum):
     """The channels of a policy's ``notify``; the values are its field names."""
 

@@ -89,7 +89,6 @@ def compose(previous: AnomalyDetectorStatus, outcome: Outcome, top_k: int) -> An
         status.series = top_series(outcome.series, outcome.labels, top_k)
         status.model = outcome.model
         status.threshold = outcome.threshold
-        status.consecutive_failures = 0
         status.observed_generation = gen
     elif outcome.kind == OutcomeKind.CONFIG_ERROR:
         put(ConditionType.READY, ConditionStatus.FALSE, outcome.reason, outcome.message)
@@ -105,7 +104,6 @@ def compose(previous: AnomalyDetectorStatus, outcome: Outcome, top_k: int) -> An
         status.anomalous_series = None
         status.missing_series = None
         status.model = outcome.model
-        status.consecutive_failures = previous.consecutive_failures + 1
         status.observed_generation = gen
     elif outcome.kind == OutcomeKind.SOURCE_FAILURE:
         # Keep the last verdict: an outage of Prometheus is not evidence of health or of anomaly.
@@ -116,7 +114,6 @@ def compose(previous: AnomalyDetectorStatus, outcome: Outcome, top_k: int) -> An
         if conditions.get(conds, ConditionType.ANOMALOUS) is None:
             put(ConditionType.ANOMALOUS, ConditionStatus.UNKNOWN, Reason.NOT_EVALUATED,
                 "not evaluated yet")
-        status.consecutive_failures = previous.consecutive_failures + 1
     elif outcome.kind == OutcomeKind.PAUSED:
         put(ConditionType.READY, ConditionStatus.FALSE, Reason.PAUSED, "spec.paused is true")
         status.observed_generation = gen

@@ -85,6 +85,8 @@ class Engine:
         self.active.set()
         self._wake = asyncio.Event()
         self._writes = asyncio.Semaphore(write_concurrency)
+        #: Called when a detector's verdict or conditions change (the remediation engine's wake-up).
+        self.on_change: Callable[[], None] | None = None
 
     # --- fed by kopf handlers -------------------------------------------------------------
 
@@ -164,7 +166,10 @@ class Engine:
         spec = entry.spec
         top_k = spec.top_k if spec is not None else 10
         new = statuses.compose(entry.current, outcome, top_k)
+        changed = statuses.significant(entry.current) != statuses.significant(new)
         entry.current = new
+        if changed and self.on_change is not None:
+            self.on_change()
         self.metrics.evaluations.labels(outcome.kind.value).inc()
         self._publish(entry, outcome, new)
         if not statuses.needs_write(entry.written, new, entry.last_write, now, self.heartbeat):

@@ -88,9 +88,10 @@ def register(registry: kopf.OperatorRegistry, config: OperatorConfig) -> None:
         remediation = RemediationEngine(
             engine.registry, kube_client, aws_clients.get, notify.Notifier(kube_client), None, metrics,
             namespaces=config.namespaces if not config.all_namespaces else (), upsert_detector=engine.upsert,
-            owns=owns, remote_lag=config.heartbeat, admin=config.admin,
+            owns=owns, remote_lag=config.heartbeat, admin=config.admin, max_sleep=config.remediation_resync,
             provenance_key=_provenance_key(config.provenance_key_file),
         )
+        engine.on_change = remediation.wake  # a verdict that flips is seen at once, not at the next resync
         alerts = alertmanager.AlertStore(max_bytes=config.alertmanager_max_bytes, on_change=remediation.wake)
         remediation.alerts = alerts
         stop = asyncio.Event()

@@ -238,7 +238,6 @@ class AnomalyDetectorStatus(Model):
     )
     series: list[SeriesStatus] = Field(default_factory=list, max_length=50, description="Top-K series.")
     model: ModelStatus | None = Field(default=None)
-    consecutive_failures: int = Field(default=0, ge=0, description="Failed evaluations in a row.")
 
 
 PRINTER_COLUMNS: list[dict[str, Any]] = [

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import datetime
 import enum
+import functools
 from typing import Annotated, Any
 
 from pydantic import Field
@@ -20,6 +21,7 @@ from vigil.api.v1alpha1.common import (
     ObjectName,
     PositiveDuration,
 )
+from vigil.domain import durations
 
 KIND = "RemediationPolicy"
 PLURAL = "remediationpolicies"
@@ -75,6 +77,19 @@ class Trigger(Model):
         "keep_firing_for). A flare within that time continues the same incident: no new first step, and "
         "pending approvals stay valid.",
     )
+
+    # Parsed once per object version (models are built at the edge, from the API's JSON), never per use.
+    @functools.cached_property
+    def for_seconds(self) -> float:
+        return durations.parse(self.for_)
+
+    @functools.cached_property
+    def keep_firing_for_seconds(self) -> float:
+        return durations.parse(self.keep_firing_for)
+
+    @functools.cached_property
+    def max_staleness_seconds(self) -> float | None:
+        return durations.parse(self.max_staleness) if self.max_staleness else None
 
 
 class InstanceTargets(Model):
@@ -152,6 +167,10 @@ class DeregisterTarget(Model):
         description="Register the targets again once the detector has been healthy for this long.",
     )
 
+    @functools.cached_property
+    def reregister_after_seconds(self) -> float | None:
+        return durations.parse(self.reregister_after) if self.reregister_after else None
+
 
 class Step(Model):
     """One rung of the escalation ladder. Exactly one action kind must be set."""
@@ -167,6 +186,10 @@ class Step(Model):
     reboot_instances: RebootInstances | None = None
     run_command: RunCommand | None = None
     deregister_target: DeregisterTarget | None = None
+
+    @functools.cached_property
+    def after_seconds(self) -> float:
+        return durations.parse(self.after)
 
     @property
     def kind(self) -> str:
@@ -203,10 +226,18 @@ class Approval(Model):
     required: bool = Field(default=False, description="Wait for a human to approve each action.")
     timeout: PositiveDuration = Field(default="30m", description="Unapproved actions expire after this.")
 
+    @functools.cached_property
+    def timeout_seconds(self) -> float:
+        return durations.parse(self.timeout)
+
 
 class RateLimit(Model):
     max_actions: int = Field(ge=1, le=1000, description="At most this many actions ...")
     window: PositiveDuration = Field(default="1h", description="... per this sliding window.")
+
+    @functools.cached_property
+    def window_seconds(self) -> float:
+        return durations.parse(self.window)
 
 
 class BlastRadius(Model):
@@ -267,6 +298,10 @@ class RemediationPolicySpec(Model):
     paused: bool = False
     successful_actions_history_limit: int = Field(default=10, ge=0, le=1000)
     failed_actions_history_limit: int = Field(default=10, ge=0, le=1000)
+
+    @functools.cached_property
+    def cooldown_seconds(self) -> float:
+        return durations.parse(self.cooldown)
 
 
 class PolicyConditionType(enum.StrEnum):

@@ -44,7 +44,6 @@ from vigil.api.v1alpha1.action import (
     Target,
 )
 from vigil.api.v1alpha1.policy import RemediationPolicySpec
-from vigil.domain import durations
 from vigil.domain.remediation import guards, plans, provenance, tenancy
 from vigil.domain.remediation.approvals import APPROVAL_VIAS, TRUE
 from vigil.domain.remediation.guards import ActionRecord
@@ -245,11 +244,11 @@ def check_observed(
     mine = [r for r in policy_records if r.name != action.name]
     incident_called = [r for r in mine if r.incident == action.incident and r.phase in _CALLED]
     if not incident_called:
-        cooldown = guards.cooldown([r for r in mine if r.phase in _COMPLETED], _seconds(policy.spec.cooldown), now)
+        cooldown = guards.cooldown([r for r in mine if r.phase in _COMPLETED], policy.spec.cooldown_seconds, now)
         if not cooldown.allowed:
             return Refuse(SkipReason.COOLDOWN_ACTIVE, cooldown.message)
     if policy.spec.rate_limit is not None:
-        window = _seconds(policy.spec.rate_limit.window)
+        window = policy.spec.rate_limit.window_seconds
         called = [r for r in mine if r.phase in _CALLED and now - r.created < window]
         if len(called) >= policy.spec.rate_limit.max_actions:
             return Refuse(SkipReason.RATE_LIMITED, f"{len(called)} actions already called in the last "
@@ -267,7 +266,3 @@ def check_observed(
             remarks.append(verdict.message)
         targets = [t for t in targets if (t.id, t.group) in allowed]
     return Proceed(tuple(targets) if step.instance_targets is not None else tuple(spec.targets), tuple(remarks))
-
-
-def _seconds(text: str) -> float:
-    return durations.parse(text)

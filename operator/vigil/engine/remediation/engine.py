@@ -40,14 +40,13 @@ from vigil.api.v1alpha1.common import API_VERSION, ConditionStatus
 from vigil.api.v1alpha1.detector import ConditionType as DetectorCondition
 from vigil.api.v1alpha1.policy import (
     PolicyConditionType,
-    PolicyPhase,
     PolicyReason,
     RemediationPolicySpec,
     RemediationPolicyStatus,
 )
 from vigil.domain import conditions, durations, selectors
 from vigil.domain import notifications as notes
-from vigil.domain.remediation import approvals, guards, ladder, plans, preflight, provenance, tenancy, triggers
+from vigil.domain.remediation import approvals, guards, plans, preflight, provenance, reconcile, tenancy, triggers
 from vigil.domain.remediation.triggers import TriggerResult, TriggerState
 from vigil.engine.registry import DetectorEntry, Owns, Registry
 from vigil.engine.remediation import executors
@@ -241,7 +240,7 @@ class RemediationEngine:
             self._wake.clear()
             waiters = [asyncio.ensure_future(stop.wait()), asyncio.ensure_future(self._wake.wait())]
             try:
-                await asyncio.wait(waiters, timeout=self.max_sleep, return_when=asyncio.FIRST_COMPLETED)
+                await asyncio.wait(waiters, timeout=self.sleep_for(self.clock()), return_when=asyncio.FIRST_COMPLETED)
             finally:
                 for waiter in waiters:
                     waiter.cancel()
@@ -251,6 +250,19 @@ class RemediationEngine:
         if passes:
             await asyncio.wait(passes, timeout=5)
         logger.info("remediation engine stopped")
+
+    def sleep_for(self, now: float) -> float:
+        """Until the soonest time a decider said something changes on its own, at most ``max_sleep`` (the
+        resync, a safety net). Events (policies, actions, alerts, a detector verdict that flips) wake earlier."""
+        due: list[float] = [entry.requeue_after for entry in self.policies.values()
+                            if entry.owned and entry.requeue_after is not None]
+        due += [held[1] for entry in self.policies.values() if entry.owned for held in entry.refused.values()]
+        for action in self.actions.values():
+            if action.phase is not None and action.phase.in_flight:
+                due += [t for t in (to_time(action.status.next_attempt_at), to_time(action.status.expires_at))
+                        if t is not None]
+        soonest = min(due, default=now + self.max_sleep)
+        return min(self.max_sleep, max(0.05, soonest - now))
 
     async def tick(self) -> None:
         """Start one pass per owned policy that is not still busy with the previous one.
@@ -358,160 +370,46 @@ class RemediationEngine:
     def actions_of(self, entry: PolicyEntry) -> list[ActionEntry]:
         return [a for a in self.actions.values() if a.namespace == entry.namespace and a.policy == entry.name]
 
-    async def _reconcile(self, entry: PolicyEntry, now: float) -> None:
-        status = entry.written.model_copy(deep=True)
-        spec = entry.spec
-        gen = entry.generation
-
-        def put(kind: PolicyConditionType, value: ConditionStatus, reason: PolicyReason, message: str) -> None:
-            status.conditions = conditions.set_condition(status.conditions, kind, value, reason, message,
-                                                         _utc(now), gen)
-
-        if spec is None:
-            put(PolicyConditionType.READY, ConditionStatus.FALSE, PolicyReason.INVALID_SPEC,
-                entry.spec_error or "invalid spec")
-            status.phase = PolicyPhase.INVALID
-            status.observed_generation = gen
-            await self._write_policy(entry, status)
-            return
-
+    def _state(self, entry: PolicyEntry, spec: RemediationPolicySpec, now: float) -> reconcile.PolicyState:
+        """Gather what the decider needs about one policy (no I/O: all of it is in memory)."""
         detectors = self._matched(entry, spec)
-        status.matched_detectors = [d.name for d in detectors][:100]
-        forbidden = tenancy.policy_violations(self.admin, entry.namespace, spec)
-        if forbidden:
-            put(PolicyConditionType.READY, ConditionStatus.FALSE, PolicyReason.NOT_PERMITTED,
-                "not allowed by the operator's settings: " + "; ".join(forbidden)[:1000])
-        elif not detectors and spec.alert_selector is None:
-            put(PolicyConditionType.READY, ConditionStatus.FALSE, PolicyReason.NO_DETECTORS,
-                f"no AnomalyDetector in namespace {entry.namespace} matches the policy")
-        else:
-            put(PolicyConditionType.READY, ConditionStatus.TRUE, PolicyReason.VALID,
-                f"watching {len(detectors)} detector(s)" + (" and alerts" if spec.alert_selector else ""))
-
-        max_staleness = durations.parse(spec.trigger.max_staleness) if spec.trigger.max_staleness else None
-        result = triggers.evaluate(
-            [self._signal(d) for d in detectors], self._alerts(entry, spec, now), durations.parse(spec.trigger.for_),
-            spec.trigger.min_score, max_staleness, now,
-            expect_detectors=bool(spec.detectors) or spec.detector_selector is not None,
-            alerts_unknown=self._alerts_unknown(spec, now),
+        return reconcile.PolicyState(
+            namespace=entry.namespace, uid=entry.uid, generation=entry.generation, spec=spec, written=entry.written,
+            detector_names=[d.name for d in detectors], detectors=[self._signal(d) for d in detectors],
+            alerts=self._alerts(entry, spec, now), alerts_unknown=self._alerts_unknown(spec, now),
+            records=[a.record() for a in self.actions_of(entry)], aws_backoff_until=entry.aws_backoff_until,
         )
-        self._triggers[entry.id] = result
 
-        if result.state == TriggerState.FIRING:
-            status.quiet_since = None
-            if not status.incident:
-                status.incident = ladder.incident_id(entry.uid, now)
-                status.incident_since = _utc(now)
-                status.escalation_step = 0
-        elif result.state == TriggerState.QUIET and status.incident:
-            # Hysteresis: a flicker around the threshold must not end the incident (and expire its
-            # approvals, and restart the ladder); only a quiet spell of keepFiringFor does.
-            quiet_since = status.quiet_since.timestamp() if status.quiet_since else now
-            status.quiet_since = _utc(quiet_since)
-            if now - quiet_since >= durations.parse(spec.trigger.keep_firing_for):
-                entry.skips = {s for s in entry.skips if s[0] != status.incident}
-                entry.refused.clear()
-                status.incident = None
-                status.incident_since = None
-                status.quiet_since = None
-                status.escalation_step = None
-
-        actions = self.actions_of(entry)
-        records = [a.record() for a in actions]
-        incident_records = [r for r in records if status.incident and r.incident == status.incident
-                            and r.phase != ActionPhase.SKIPPED]
-        afters = [durations.parse(step.after) for step in spec.actions]
-        next_step = ladder.next_step(incident_records, afters, now) if status.incident else None
-        verdict = self._guard(entry, spec, records, result, incident_records, now)
-
-        if status.incident and next_step is not None:
-            status.escalation_step = next_step.index if next_step.index is not None else status.escalation_step
-            if next_step.index is not None:
-                if not verdict.allowed:
-                    reason = {
-                        PolicyReason.PAUSED: SkipReason.PAUSED,
-                        PolicyReason.COOLDOWN_ACTIVE: SkipReason.COOLDOWN_ACTIVE,
-                        PolicyReason.RATE_LIMITED: SkipReason.RATE_LIMITED,
-                        PolicyReason.DETECTOR_STALE: SkipReason.DETECTOR_STALE,
-                        PolicyReason.NOT_PERMITTED: SkipReason.NOT_PERMITTED,
-                    }.get(verdict.reason)
-                    if reason is not None:
-                        await self._record_skip(entry, spec, status.incident, next_step.index, reason,
-                                                verdict.message, result, [], now)
-                elif result.state == TriggerState.FIRING and now >= entry.aws_backoff_until:
-                    degraded = await self._propose(entry, spec, status.incident, next_step.index, result, now)
-                    if degraded is not None:
-                        status.recoverable_errors += 1
-                        put(PolicyConditionType.DEGRADED, ConditionStatus.TRUE, PolicyReason.AWS_RETRYING, degraded)
-
-        verdict = self._guard(entry, spec, [a.record() for a in self.actions_of(entry)], result, incident_records,
-                              now)
-        if not status.incident:
+    async def _reconcile(self, entry: PolicyEntry, now: float) -> None:
+        """Gather, decide (domain/remediation/reconcile.py), apply: the status, at most one step, the gauges."""
+        spec = entry.spec
+        if spec is None:
+            await self._write_policy(entry, reconcile.invalid(entry.written, entry.spec_error or "invalid spec",
+                                                              entry.generation, now))
+            return
+        state = self._state(entry, spec, now)
+        decision = reconcile.decide(state, self.admin, now)
+        self._triggers[entry.id] = decision.trigger
+        if decision.closed is not None:
+            entry.skips = {s for s in entry.skips if s[0] != decision.closed}
+            entry.refused.clear()
+        if decision.status.incident is None:
             entry.held_back = None
-        if verdict.allowed and entry.held_back:
-            verdict = guards.GuardVerdict(False, PolicyReason.BLAST_RADIUS_EXCEEDED, entry.held_back)
-        put(PolicyConditionType.ACTION_ALLOWED, ConditionStatus.TRUE if verdict.allowed else ConditionStatus.FALSE,
-            verdict.reason, verdict.message)
-        if not any(c.type == PolicyConditionType.DEGRADED for c in status.conditions):
-            put(PolicyConditionType.DEGRADED, ConditionStatus.FALSE, PolicyReason.AS_EXPECTED, "")
-        cooldown = guards.cooldown(records, durations.parse(spec.cooldown), now)
-        status.cooldown_until = _utc(cooldown.until) if cooldown.until else None
-        if spec.rate_limit is not None:
-            window = durations.parse(spec.rate_limit.window)
-            status.actions_in_window = len(guards.taken_in_window(records, window, now))
-        in_flight = [a for a in self.actions_of(entry) if a.record().phase.in_flight]
-        status.in_flight = len(in_flight)
-        status.phase = self._phase(spec, status, in_flight, cooldown)
-        status.observed_generation = gen
-        latest = max(self.actions_of(entry), key=lambda a: a.created, default=None)
-        if latest is not None and latest.spec is not None:
-            status.last_action = api_policy.LastAction(
-                name=latest.name, step=latest.spec.step_index, phase=(latest.record().phase.value),
-                time=_utc(latest.created))
-        self.metrics.policy_action_allowed.labels(*entry.id).set(1 if verdict.allowed else 0)
-        self.metrics.actions_in_flight.labels(*entry.id).set(len(in_flight))
-        await self._write_policy(entry, status)
-
-    def _guard(self, entry: PolicyEntry, spec: RemediationPolicySpec, records: Sequence[guards.ActionRecord],
-               result: TriggerResult, incident_records: Sequence[guards.ActionRecord],
-               now: float) -> guards.GuardVerdict:
-        if spec.paused:
-            return guards.GuardVerdict(False, PolicyReason.PAUSED, "spec.paused is true")
-        forbidden = tenancy.policy_violations(self.admin, entry.namespace, spec)
-        if forbidden:
-            return guards.GuardVerdict(False, PolicyReason.NOT_PERMITTED,
-                                       "not allowed by the operator's settings: " + "; ".join(forbidden)[:1000])
-        if result.state == TriggerState.STALE:
-            return guards.GuardVerdict(False, PolicyReason.DETECTOR_STALE, result.message)
-        pending = [r for r in records if r.phase == ActionPhase.PENDING_APPROVAL]
-        if pending:
-            return guards.GuardVerdict(False, PolicyReason.AWAITING_APPROVAL,
-                                       f"{pending[0].name} waits for approval")
-        if not incident_records:
-            verdict = guards.cooldown(records, durations.parse(spec.cooldown), now)
-            if not verdict.allowed:
-                return verdict
-        if spec.rate_limit is not None:
-            verdict = guards.rate_limit(records, spec.rate_limit.max_actions,
-                                        durations.parse(spec.rate_limit.window), now)
-            if not verdict.allowed:
-                return verdict
-        return guards.ALLOWED
-
-    @staticmethod
-    def _phase(spec: RemediationPolicySpec, status: RemediationPolicyStatus, in_flight: list[ActionEntry],
-               cooldown: guards.GuardVerdict) -> PolicyPhase:
-        if spec.paused:
-            return PolicyPhase.PAUSED
-        if any(a.record().phase == ActionPhase.PENDING_APPROVAL for a in in_flight):
-            return PolicyPhase.AWAITING_APPROVAL
-        if in_flight:
-            return PolicyPhase.ACTING
-        if status.incident:
-            return PolicyPhase.TRIGGERED
-        if not cooldown.allowed:
-            return PolicyPhase.COOLDOWN
-        return PolicyPhase.IDLE
+        degraded = None
+        if decision.skip is not None:
+            skip = decision.skip
+            await self._record_skip(entry, spec, skip.incident, skip.step, skip.reason, skip.message,
+                                    decision.trigger, [], now)
+        elif decision.propose is not None:
+            degraded = await self._propose(entry, spec, decision.propose.incident, decision.propose.step,
+                                           decision.trigger, now)
+        after = dataclasses.replace(state, records=[a.record() for a in self.actions_of(entry)])
+        summary = reconcile.summarize(after, decision.status, decision.trigger, self.admin, entry.held_back,
+                                      degraded, now)
+        entry.requeue_after = reconcile.soonest(decision.requeue_after, summary.requeue_after)
+        self.metrics.policy_action_allowed.labels(*entry.id).set(1 if summary.allowed else 0)
+        self.metrics.actions_in_flight.labels(*entry.id).set(summary.in_flight)
+        await self._write_policy(entry, summary.status)
 
     async def _write_policy(self, entry: PolicyEntry, status: RemediationPolicyStatus) -> None:
         if status.to_wire() == entry.written.to_wire():
@@ -568,7 +466,7 @@ class RemediationEngine:
         entry.refused.pop((incident, index), None)
         targets, remarks = chosen
         if remarks:
-            await self._event(entry.involved, "Normal", "TargetsReduced", "; ".join(remarks))
+            await self._event(entry.involved, "Normal", notes.EngineEvent.TARGETS_REDUCED, "; ".join(remarks))
         await self._create_action(entry, spec, incident, index, targets, result, now)
         return None
 
@@ -732,7 +630,7 @@ class RemediationEngine:
         # The current policy decides whether a human must approve, whatever the action says.
         required = action.spec.approval_required or (entry.spec is not None and entry.spec.approval.required)
         if required:
-            timeout = durations.parse(entry.spec.approval.timeout) if entry.spec else 1800.0
+            timeout = entry.spec.approval.timeout_seconds if entry.spec else 1800.0
             status.phase = ActionPhase.PENDING_APPROVAL
             status.expires_at = _utc((to_time(status.created_at) or now) + timeout)
             status.message = "waiting for approval"
@@ -792,7 +690,7 @@ class RemediationEngine:
                                                   field_manager=decision.field_manager)
             status.message = decision.message
             if await self._write_action(action, status, cas=True):
-                await self._event(action.involved, "Normal", "ActionApproved", decision.message)
+                await self._event(action.involved, "Normal", notes.EngineEvent.ACTION_APPROVED, decision.message)
                 return True
             return False
         status.completed_at = _utc(now)
@@ -854,7 +752,8 @@ class RemediationEngine:
             await self._finish_skipped(action, entry, status, verdict.reason, verdict.message, now)
             return
         if verdict.remarks:
-            await self._event(action.involved, "Normal", "TargetsReduced", "; ".join(verdict.remarks)[:1000])
+            await self._event(action.involved, "Normal", notes.EngineEvent.TARGETS_REDUCED,
+                              "; ".join(verdict.remarks)[:1000])
         aws = self.aws_for(action.spec.region, action.spec.role_arn)  # equal to the policy's: checked above
         try:
             prepared = await self._aws(executor.prepare, aws, action.spec.model_copy(
@@ -1007,7 +906,7 @@ class RemediationEngine:
             status.message = (f"AWS answered {exc.code} to {exc.operation or 'a call'} (Recoverable); "
                               f"retry {attempts + 1} of {approvals.MAX_ATTEMPTS} in {delay:.0f}s")
             if await self._write_action(action, status):
-                await self._event(action.involved, "Warning", "ActionRetrying", status.message)
+                await self._event(action.involved, "Warning", notes.EngineEvent.ACTION_RETRYING, status.message)
                 policy_status = entry.written.model_copy(deep=True)
                 policy_status.recoverable_errors += 1
                 policy_status.conditions = conditions.set_condition(
@@ -1069,7 +968,8 @@ class RemediationEngine:
 
     # --- trace: events and notifications ------------------------------------------------------
 
-    async def _event(self, involved: dict[str, Any], type: str, reason: str, message: str) -> None:
+    async def _event(self, involved: dict[str, Any], type: str, reason: notes.EventKind | notes.EngineEvent,
+                     message: str) -> None:
         try:
             await self.kube.post_event(involved, type, reason, message, _utc(self.clock()))
             self.metrics.events.labels(reason).inc()
@@ -1079,9 +979,9 @@ class RemediationEngine:
     async def _announce(self, action: ActionEntry, kind: notes.EventKind, message: str) -> None:
         """An Event on the action and on its policy, and the policy's notifications."""
         entry = self.policies.get((action.namespace, action.policy))
-        await self._event(action.involved, _EVENT_TYPES[kind], kind.value, message)
+        await self._event(action.involved, _EVENT_TYPES[kind], kind, message)
         if entry is not None:
-            await self._event(entry.involved, _EVENT_TYPES[kind], kind.value, f"{action.name}: {message}")
+            await self._event(entry.involved, _EVENT_TYPES[kind], kind, f"{action.name}: {message}")
         if entry is None or entry.spec is None or entry.spec.notify is None or self.notifier is None:
             return
         assert action.spec is not None
@@ -1100,7 +1000,7 @@ class RemediationEngine:
             if delivery.ok:
                 delivered.append(f"{delivery.channel.split(' ')[0]}:{kind.value}")
             else:
-                await self._event(entry.involved, "Warning", "NotificationFailed",
+                await self._event(entry.involved, "Warning", notes.EngineEvent.NOTIFICATION_FAILED,
                                   f"{delivery.channel}: {delivery.error}")
         if delivered:
             status = action.status.model_copy(deep=True)
@@ -1141,7 +1041,7 @@ class RemediationEngine:
             step = action.spec.step.deregister_target
             if step is None or step.reregister_after is None or (action.status.after or {}).get("reregisteredAt"):
                 continue
-            wait = durations.parse(step.reregister_after)
+            wait = step.reregister_after_seconds or 0.0
             healthy = all(self._healthy_since(d) is not None and now - (self._healthy_since(d) or now) >= wait
                           for d in detectors)
             if not detectors or not healthy:
@@ -1153,13 +1053,14 @@ class RemediationEngine:
                 called = await self._aws(executor.reregister, aws, action.status.intent.parameters)
             except aws_adapter.AwsError as exc:
                 self.metrics.aws_errors.labels(exc.operation or "RegisterTargets", exc.error_class.value).inc()
-                await self._event(action.involved, "Warning", "ReregisterFailed", f"{exc.code}: {exc.message}")
+                await self._event(action.involved, "Warning", notes.EngineEvent.REREGISTER_FAILED,
+                                  f"{exc.code}: {exc.message}")
                 continue
             status = action.status.model_copy(deep=True)
             status.after = {**(status.after or {}), "reregisteredAt": _utc(now).isoformat()}
             status.aws_request_ids = (status.aws_request_ids + called.request_ids)[-50:]
             if await self._write_action(action, status):
-                await self._event(action.involved, "Normal", "TargetsReregistered",
+                await self._event(action.involved, "Normal", notes.EngineEvent.TARGETS_REREGISTERED,
                                   f"registered {', '.join(action.status.intent.parameters['InstanceIds'])} again "
                                   f"after {step.reregister_after} healthy")
 

@@ -55,6 +55,8 @@ class PolicyEntry:
     #: (incident, step) refused at proposal → (what it depended on, re-check time, backoff seconds): a refused
     #: step is looked at again when the policy, the evidence or the work in flight changes, else after a backoff.
     refused: dict[tuple[str, int], tuple[object, float, float]] = dataclasses.field(default_factory=dict)
+    #: When the last pass's decider says something changes on its own (None: only on an event).
+    requeue_after: float | None = None
     #: Do not look at AWS for this policy again before this time (after a Recoverable error).
     aws_backoff_until: float = 0.0
     #: resourceVersion of the newest state we know (our own write or a watch event).
