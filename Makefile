@@ -4,11 +4,12 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 export VENV
 
-.PHONY: help bootstrap test test-fast lock demo lint typecheck crds docs model train bench bench-detection bench-backtest bench-scale bench-shards bench-series-cap bench-models e2e clean
+.PHONY: help bootstrap kube-bins test test-fast lock demo lint typecheck crds docs model train bench bench-detection bench-backtest bench-scale bench-shards bench-series-cap bench-models e2e clean
 
 help:
 	@echo "make demo      - local sandbox: real Prometheus + emulated Kubernetes API + vigil run"
-	@echo "make test      - the test suite (real Prometheus, emulated Kubernetes API, moto)"
+	@echo "make test      - the test suite (real Prometheus, emulated and real Kubernetes API, moto)"
+	@echo "make kube-bins - build the real kube-apiserver/etcd the tests run (cached outside the clone)"
 	@echo "make test-fast - only the tests that need no peer (pytest -m 'not slow'): no Prometheus needed"
 	@echo "make lock      - refresh requirements/dev.lock and runtime.lock from pyproject.toml (UPGRADE=1: newest allowed)"
 	@echo "make lint      - ruff + mypy"
@@ -27,8 +28,13 @@ help:
 bootstrap:
 	@bash scripts/bootstrap.sh dev
 
-test: bootstrap
+# Before pytest: a cold build (~13 min) would not fit in the first real-server test's timeout.
+test: bootstrap kube-bins
 	$(PY) -m pytest
+
+# kube-apiserver, kubectl and etcd for tests/realkube.py, built from Go modules and cached by version.
+kube-bins:
+	@bash scripts/kube-bins.sh >/dev/null
 
 # The pure tests (api, domain, features, adapters without peers): the `slow` ones are those that start
 # Prometheus, moto, the API emulator or `vigil run` (tests/conftest.py marks them), so no Prometheus here.

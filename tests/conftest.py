@@ -6,6 +6,7 @@ Prometheus is the real binary, AWS is moto in server mode. Nothing is monkeypatc
 
 from __future__ import annotations
 
+import os
 import pathlib
 import shutil
 from collections.abc import Callable, Iterator, Sequence
@@ -13,16 +14,18 @@ from collections.abc import Callable, Iterator, Sequence
 import pytest
 
 from tests.harness import OperatorProcess
+from tests.realkube import RealKube, RealKubeAPI, binaries, install_crds
 from vigil.api import crdgen
 from vigil.sandbox.kubeapi import KubeAPIServer
 from vigil.sandbox.moto import MotoServer
 
-#: Fixtures that start a real peer or process: the API emulator, moto, `vigil run`, and (by the
+#: Fixtures that start a real peer or process: the API emulator, the real API server (etcd +
+#: kube-apiserver, ``real_kube``), moto, `vigil run`, and (by the
 #: convention of tests/integration/) a module's ``prometheus`` fixture. A test whose fixture closure
 #: holds one of these is marked ``slow`` at collection, so ``pytest -m "not slow"`` (``make test-fast``)
 #: runs the pure tests without any peer, and a new test using them cannot land in the fast loop by
 #: forgetting a mark. Tests that start a peer inline carry an explicit ``@pytest.mark.slow``.
-PEER_FIXTURES = frozenset({"kubeapi", "kubeconfig", "run_operator", "moto", "moto_url", "prometheus"})
+PEER_FIXTURES = frozenset({"kubeapi", "kubeconfig", "real_kube", "run_operator", "moto", "moto_url", "prometheus"})
 PROMETHEUS_BINARIES = ("prometheus", "promtool")
 
 
@@ -49,8 +52,24 @@ def pytest_collection_finish(session: pytest.Session) -> None:
         )
 
 
+#: Which Kubernetes API the ``kubeapi`` fixture gives: ``emulator`` (default: vigil.sandbox.kubeapi, one per
+#: test) or ``real`` (the session's kube-apiserver, tests/realkube.py, cleaned after each test).
+TEST_KUBE = os.environ.get("VIGIL_TEST_KUBE", "emulator")
+if TEST_KUBE not in ("emulator", "real"):
+    raise pytest.UsageError(f"VIGIL_TEST_KUBE must be 'emulator' or 'real', not {TEST_KUBE!r}")
+
+
 @pytest.fixture
-def kubeapi() -> Iterator[KubeAPIServer]:
+def kubeapi(request: pytest.FixtureRequest) -> Iterator[KubeAPIServer]:
+    if TEST_KUBE == "real":
+        real: RealKube = request.getfixturevalue("real_kube")
+        if not getattr(real, "crds_installed", False):
+            install_crds(real)
+            real.crds_installed = True  # type: ignore[attr-defined]
+        api = RealKubeAPI(real)
+        yield api  # type: ignore[misc]  # the emulator's accessors, on the real server
+        api.close()
+        return
     with KubeAPIServer(crds=crdgen.all_crds(), bookmark_interval=0.2) as server:
         yield server
 
@@ -72,6 +91,16 @@ def moto() -> Iterator[MotoServer]:
 @pytest.fixture(scope="session")
 def moto_url(moto: MotoServer) -> str:
     return moto.url
+
+
+@pytest.fixture(scope="session")
+def real_kube(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RealKube]:
+    """A real kube-apiserver (and etcd) for the run, from scripts/kube-bins.sh: built on first use
+    (a cold build takes many minutes), then cached outside the clone. Tests share it: each works in
+    its own namespace or on its own object names, and cleans up what would disturb the others."""
+    kube_bin, etcd_bin = binaries()
+    with RealKube(tmp_path_factory.mktemp("realkube"), kube_bin, etcd_bin) as server:
+        yield server
 
 
 OperatorFactory = Callable[..., OperatorProcess]

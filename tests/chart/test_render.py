@@ -118,6 +118,7 @@ def test_defaults_render_the_expected_objects(render: Render) -> None:
     assert kinds == sorted([
         "ServiceAccount", "ClusterRole", "ClusterRoleBinding", "Role", "RoleBinding", "Deployment", "Service",
         "NetworkPolicy",
+        "ValidatingAdmissionPolicy", "ValidatingAdmissionPolicyBinding", "ClusterRole",  # <release>-approver
     ])
 
 
@@ -157,7 +158,8 @@ def test_tenancy_values_become_the_operator_flags(render: Render) -> None:
 
 def test_every_namespaced_object_lands_in_the_release_namespace(render: Render) -> None:
     for obj in render(FULL):
-        if obj["kind"] in ("ClusterRole", "ClusterRoleBinding"):
+        if obj["kind"] in ("ClusterRole", "ClusterRoleBinding", "ValidatingAdmissionPolicy",
+                           "ValidatingAdmissionPolicyBinding"):
             assert "namespace" not in obj["metadata"]
         elif obj["kind"] in ("Role", "RoleBinding"):
             assert obj["metadata"]["namespace"] in ("team-a", "team-b", NAMESPACE)
@@ -316,7 +318,7 @@ def test_service_account_can_be_brought(render: Render) -> None:
 
 def test_all_namespaces_rbac_is_exact(render: Render) -> None:
     objects = render()
-    cluster_role = only(objects, "ClusterRole")
+    cluster_role = only(objects, "ClusterRole", name=RELEASE)
     assert permissions(cluster_role) == SCOPE_RULES
     assert secret_rules(cluster_role) == []
     binding = only(objects, "ClusterRoleBinding")
@@ -340,7 +342,7 @@ def test_no_crd_or_namespace_access(render: Render) -> None:
 
 
 def test_secret_names_restrict_secret_access(render: Render) -> None:
-    cluster_role = only(render({"rbac": {"secretNames": ["slack-webhook", "pager"]}}), "ClusterRole")
+    cluster_role = only(render({"rbac": {"secretNames": ["slack-webhook", "pager"]}}), "ClusterRole", name=RELEASE)
     assert secret_rules(cluster_role) == [{
         "apiGroups": [""], "resources": ["secrets"], "verbs": ["get"], "resourceNames": ["slack-webhook", "pager"],
     }]

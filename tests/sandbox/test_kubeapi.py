@@ -447,7 +447,9 @@ def test_nullable_fields_keep_null_and_non_nullable_nulls_are_dropped(http: Http
                                                        'string: "null"'}
 
 
-@pytest.mark.parametrize(("spec", "message"), [
+#: Bad Widget specs and the message the real server answers (tests/api/test_real_server.py checks
+#: these against a real kube-apiserver, so the emulator cannot drift from it).
+SCHEMA_CASES: list[tuple[dict[str, Any], str]] = [
     ({"size": 11, "max": 20}, "spec.size: Invalid value: 11: spec.size in body should be less than or equal to 10"),
     ({"size": 0}, "spec.size: Invalid value: 0: spec.size in body should be greater than or equal to 1"),
     ({"size": 1, "ratio": 1.5}, "spec.ratio: Invalid value: 1.5: spec.ratio in body should be less than or equal to 1"),
@@ -466,13 +468,16 @@ def test_nullable_fields_keep_null_and_non_nullable_nulls_are_dropped(http: Http
     ({"size": 1, "tags": ["a", "b", "c", "d"]}, "spec.tags: Too many: 4: must have at most 3 items"),
     ({"size": 1, "tags": ["a", "b", "a"]}, 'spec.tags[2]: Duplicate value: "a"'),
     ({"size": 1, "ports": [{"name": "http", "port": 80}, {"name": "http", "port": 81}]},
-     'spec.ports[1]: Duplicate value: map[string]interface {}{"name":"http"}'),
+     'spec.ports[1]: Duplicate value: {"name":"http"}'),
     ({"size": 1, "labels": {"a": "1", "b": 2}}, 'spec.labels.b: Invalid value: "integer": spec.labels.b in body '
                                                 'must be of type string: "integer"'),
     ({"size": 1, "labels": {"a": "1", "b": "2", "c": "3"}}, "spec.labels: Too many: 3: must have at most 2 items"),
-    ({"size": 6}, 'spec: Invalid value: "object": size must not exceed max'),
-    ({"size": 1, "name": "forbidden"}, 'spec.name: Invalid value: "object": name forbidden is reserved'),
-])
+    ({"size": 6}, "spec: Invalid value: size must not exceed max"),
+    ({"size": 1, "name": "forbidden"}, "spec.name: Invalid value: name forbidden is reserved"),
+]
+
+
+@pytest.mark.parametrize(("spec", "message"), SCHEMA_CASES)
 def test_schema_validation_errors_read_like_the_real_server(http: Http, spec: dict[str, Any], message: str) -> None:
     body = widget("bad")
     body["spec"] = spec
@@ -493,7 +498,7 @@ def test_several_errors_are_joined_in_brackets(http: Http) -> None:
     assert answer["message"] == (
         'Widget.test.vigil.dev "bad" is invalid: [spec.size: Invalid value: 11: spec.size in body should be less '
         'than or equal to 10, spec.mode: Unsupported value: "warp": supported values: "fast", "slow", <nil>: '
-        'Invalid value: "null": some validation rules were not checked because the object was invalid; correct '
+        "Invalid value: null: some validation rules were not checked because the object was invalid; correct "
         "the existing errors to complete validation]")
     assert [cause["reason"] for cause in answer["details"]["causes"]] == [
         "FieldValueInvalid", "FieldValueNotSupported", "FieldValueInvalid"]
@@ -504,7 +509,7 @@ def test_cel_transition_rules_run_only_on_update(http: Http) -> None:
     status, body = http("PATCH", f"{WIDGETS}/a", {"spec": {"fixed": "two"}},
                         content_type="application/merge-patch+json")
     assert (status, body["message"]) == (
-        422, 'Widget.test.vigil.dev "a" is invalid: spec.fixed: Invalid value: "string": fixed is immutable')
+        422, 'Widget.test.vigil.dev "a" is invalid: spec.fixed: Invalid value: "two": fixed is immutable')
     status, _ = http("PATCH", f"{WIDGETS}/a", {"spec": {"size": 2}}, content_type="application/merge-patch+json")
     assert status == 200
 

@@ -25,12 +25,14 @@ from typing import Any
 
 import helm_python as helm
 import pytest
+import yaml
 
 from tests.chart.conftest import CHART_DIR, NAMESPACE, RELEASE, Manifest, parse, render_text
 from tests.conftest import OperatorFactory, detector
-from tests.harness import wait_for
+from tests.harness import OperatorProcess, wait_for
 from tests.integration import aws_world
 from tests.integration.aws_world import Moto
+from tests.realkube import RealKube, RealKubeAPI, ensure_namespace, install_crds
 from vigil.sandbox.kubeapi import KubeAPIServer, RequestRecord
 
 TEAM = "team-a"
@@ -55,6 +57,22 @@ def render(chart: helm.Chart, values: dict[str, Any] | None = None) -> list[Mani
 
 def roles(objects: list[Manifest]) -> list[Manifest]:
     return [o for o in objects if o["kind"] in ("Role", "ClusterRole")]
+
+
+def operator_roles(objects: list[Manifest]) -> list[Manifest]:
+    """The Roles and ClusterRoles bound to the operator's ServiceAccount: not ``<release>-approver``, which
+    the chart leaves for the admin to bind to the people who approve RemediationActions."""
+    bound = {(b["roleRef"]["kind"], b["metadata"].get("namespace") if b["roleRef"]["kind"] == "Role" else None,
+              b["roleRef"]["name"])
+             for b in objects if b["kind"] in ("ClusterRoleBinding", "RoleBinding") and SUBJECT in b["subjects"]}
+    return [o for o in roles(objects) if (o["kind"], o["metadata"].get("namespace"), o["metadata"]["name"]) in bound]
+
+
+def test_only_the_approver_role_is_left_unbound(chart: helm.Chart) -> None:
+    for values in (None, {"watchNamespaces": [TEAM, "team-b"]}):
+        objects = render(chart, values)
+        names = {o["metadata"]["name"] for o in roles(objects)}
+        assert names - {o["metadata"]["name"] for o in operator_roles(objects)} == {f"{RELEASE}-approver"}
 
 
 def grants(role: Manifest) -> set[tuple[str, str, str]]:
@@ -180,7 +198,7 @@ CALLED: set[tuple[str, str, str]] = {
 def test_item10_no_granted_verb_is_unused(chart: helm.Chart, values: dict[str, Any]) -> None:
     """Every (group, resource, verb) any rendered Role grants is one the operator calls (or one admission
     requires): no ``update`` on the custom resources or their status, no ``patch`` on Events."""
-    for role in roles(render(chart, values)):
+    for role in operator_roles(render(chart, values)):
         unused = grants(role) - CALLED - ADMISSION_ONLY
         assert not unused, f"{role['kind']} {role['metadata']['name']} grants verbs the operator never uses: " \
                            f"{sorted(unused)}"
@@ -203,6 +221,35 @@ def _alert(operator_url: str, token: str) -> None:
         assert response.status == 200
 
 
+def _do_everything(api: Any, run_operator: OperatorFactory, moto: Moto, tmp_path: pathlib.Path,
+                   config: pathlib.Path | None = None) -> OperatorProcess:
+    """Start the operator and give it everything to do (see the test below); ``api`` is the emulator or
+    tests.realkube.RealKubeAPI, ``config`` the operator's kubeconfig (default: the ``kubeconfig`` fixture)."""
+    moto.reset()
+    aws_world.build(moto, namespace=TEAM)
+    token = tmp_path / "token"
+    token.write_text("rbac-test-token\n")
+    api.create({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": SECRET, "namespace": TEAM},
+                "stringData": {"slack": "http://127.0.0.1:9/services/T0/B0/unreachable"}})
+    operator = run_operator("--aws-endpoint-url", moto.url, "--prometheus-url", "http://127.0.0.1:9",
+                            "--leader-election-namespace", NAMESPACE, "--alertmanager-token-file", str(token),
+                            config=config)
+    body = detector("cpu", "up", TEAM, interval="1s", model={"configMapRef": {"name": CONFIGMAP, "key": "m.onnx"}})
+    api.create(body)
+    api.create({"apiVersion": "vigil.dev/v1alpha1", "kind": "RemediationPolicy",
+                "metadata": {"name": "latency", "namespace": TEAM},
+                "spec": {"alertSelector": {"matchLabels": {"alertname": "HighLatency"}},
+                         # Two steps, one kept: the first action is pruned (delete) once the second is done.
+                         "actions": [{"name": f"scale-{n}", "after": "0s" if n == 1 else "1s",
+                                      "scaleAutoScalingGroup": {"name": "web", "by": 1, "min": 1, "max": 10}}
+                                     for n in (1, 2)],
+                         "aws": {"region": aws_world.REGION}, "cooldown": "0s",
+                         "successfulActionsHistoryLimit": 1,
+                         "notify": {"slack": {"urlSecretRef": {"name": SECRET, "key": "slack"}}}}})
+    _alert(operator.url, "rbac-test-token")
+    return operator
+
+
 def test_item10_the_chart_allows_every_call_of_a_recorded_run_and_grants_nothing_else(
         chart: helm.Chart, kubeapi: KubeAPIServer, run_operator: OperatorFactory, moto: Moto,
         tmp_path: pathlib.Path) -> None:
@@ -211,27 +258,7 @@ def test_item10_the_chart_allows_every_call_of_a_recorded_run_and_grants_nothing
     Secret, Events, status writes, and the action pruned by the history limit. Every request the emulator
     served must be allowed by the chart rendered with the names the run uses, and every verb the chart
     grants must have been used (or be required by admission)."""
-    moto.reset()
-    aws_world.build(moto, namespace=TEAM)
-    token = tmp_path / "token"
-    token.write_text("rbac-test-token\n")
-    kubeapi.create({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": SECRET, "namespace": TEAM},
-                    "stringData": {"slack": "http://127.0.0.1:9/services/T0/B0/unreachable"}})
-    operator = run_operator("--aws-endpoint-url", moto.url, "--prometheus-url", "http://127.0.0.1:9",
-                            "--leader-election-namespace", NAMESPACE, "--alertmanager-token-file", str(token))
-    body = detector("cpu", "up", TEAM, interval="1s", model={"configMapRef": {"name": CONFIGMAP, "key": "m.onnx"}})
-    kubeapi.create(body)
-    kubeapi.create({"apiVersion": "vigil.dev/v1alpha1", "kind": "RemediationPolicy",
-                    "metadata": {"name": "latency", "namespace": TEAM},
-                    "spec": {"alertSelector": {"matchLabels": {"alertname": "HighLatency"}},
-                             # Two steps, one kept: the first action is pruned (delete) once the second is done.
-                             "actions": [{"name": f"scale-{n}", "after": "0s" if n == 1 else "1s",
-                                          "scaleAutoScalingGroup": {"name": "web", "by": 1, "min": 1, "max": 10}}
-                                         for n in (1, 2)],
-                             "aws": {"region": aws_world.REGION}, "cooldown": "0s",
-                             "successfulActionsHistoryLimit": 1,
-                             "notify": {"slack": {"urlSecretRef": {"name": SECRET, "key": "slack"}}}}})
-    _alert(operator.url, "rbac-test-token")
+    operator = _do_everything(kubeapi, run_operator, moto, tmp_path)
 
     def seen() -> set[tuple[str, str, str]]:
         return {Call.of(r).key() for r in kubeapi.requests if r.verb not in ("discovery", "other")}
@@ -248,5 +275,50 @@ def test_item10_the_chart_allows_every_call_of_a_recorded_run_and_grants_nothing
     denied = sorted({(c.group, c.resource, c.verb, c.namespace or "*", c.name or "")
                      for c in calls if not authorized(objects, SUBJECT, c)})
     assert not denied, f"the chart forbids calls the operator makes: {denied}"
-    for role in roles(objects):
+    for role in operator_roles(objects):
         assert not grants(role) - CALLED - ADMISSION_ONLY
+
+
+def test_item10_the_real_api_server_allows_every_call_as_the_charts_service_account(
+        chart: helm.Chart, real_kube: RealKube, run_operator: OperatorFactory, moto: Moto,
+        tmp_path: pathlib.Path) -> None:
+    """The same run on a real kube-apiserver, the operator authenticated as the chart's ServiceAccount (a
+    TokenRequest token) under the chart's RBAC and admission policy: the real authorizer, not the model of
+    it above, allows every request (no 403 in the audit log), and every call of CALLED is made."""
+    objects = render(chart, {"rbac": {"secretNames": [SECRET], "configMapNames": [CONFIGMAP]}})
+    kinds = ("ServiceAccount", "ClusterRole", "ClusterRoleBinding", "Role", "RoleBinding",
+             "ValidatingAdmissionPolicy", "ValidatingAdmissionPolicyBinding")
+    chart_objects = [o for o in objects if o["kind"] in kinds]
+    install_crds(real_kube)
+    for namespace in (NAMESPACE, TEAM):
+        ensure_namespace(real_kube, namespace)
+    real_kube.kubectl("apply", "-f", "-", input=yaml.safe_dump_all(chart_objects))
+    token = real_kube.kubectl("create", "token", RELEASE, "-n", NAMESPACE, "--duration=1h").stdout.strip()
+    config = real_kube.write_kubeconfig(tmp_path / "operator.kubeconfig", token, user="operator")
+    user = f"system:serviceaccount:{NAMESPACE}:{RELEASE}"
+    api = RealKubeAPI(real_kube)
+    try:
+        operator = _do_everything(api, run_operator, moto, tmp_path, config)
+
+        def seen() -> set[tuple[str, str, str]]:
+            return {((e["objectRef"].get("apiGroup") or ""), e["objectRef"]["resource"] + (
+                f"/{e['objectRef']['subresource']}" if e["objectRef"].get("subresource") else ""), e["verb"])
+                for e in real_kube.audit_events() if e["user"]["username"] == user and "objectRef" in e
+                and "resource" in e["objectRef"]}
+
+        expected = CALLED - ON_CONFLICT_ONLY
+        try:
+            wait_for(lambda: seen() >= expected, timeout=90, what="every call of CALLED")
+        except AssertionError:
+            raise AssertionError(f"the run never made {sorted(expected - seen())}; it made {sorted(seen())}\n"
+                                 f"{operator.log()[-4000:]}") from None
+        operator.stop()
+        refused = [(e["verb"], e["requestURI"], e["responseStatus"].get("code"))
+                   for e in real_kube.audit_events() if e["user"]["username"] == user
+                   and e["responseStatus"].get("code") in (401, 403)]
+        assert not refused, f"the real API server refused the operator: {refused}"
+        assert seen() <= CALLED, sorted(seen() - CALLED)
+    finally:
+        api.close()
+        policies = [o for o in chart_objects if o["kind"].startswith("ValidatingAdmissionPolicy")]
+        real_kube.kubectl("delete", "--ignore-not-found", "-f", "-", input=yaml.safe_dump_all(policies))

@@ -73,10 +73,11 @@ _BLOCKING_TYPES = {
 _NO_VALUE = object()
 
 
-def go_value(value: Json, *, nested: bool = False) -> str:
-    """Render a JSON value as Go's ``%v`` (top level) or ``%#v`` (nested) would in field errors."""
+def go_value(value: Json) -> str:
+    """Render a field error's value as kube-apiserver 1.37 does: scalars as Go's ``%v`` (strings quoted),
+    ``null`` for nil, and maps and slices as their JSON (``{"name":"http"}``, keys sorted)."""
     if value is None:
-        return "interface {}(nil)" if nested else '"null"'
+        return "null"
     if isinstance(value, bool):
         return "true" if value else "false"
     if isinstance(value, int):
@@ -85,12 +86,29 @@ def go_value(value: Json, *, nested: bool = False) -> str:
         return go_number(value)
     if isinstance(value, str):
         return json.dumps(value, ensure_ascii=False)
-    if isinstance(value, dict):
-        inner = ", ".join(f"{json.dumps(k)}:{go_value(v, nested=True)}" for k, v in sorted(value.items()))
-        return "map[string]interface {}{" + inner + "}"
-    if isinstance(value, list):
-        return "[]interface {}{" + ", ".join(go_value(v, nested=True) for v in value) + "}"
+    if isinstance(value, (dict, list)):
+        return go_json(value)
     return repr(value)
+
+
+def go_json(value: Json) -> str:
+    """Go's ``json.Marshal``: compact, map keys sorted, whole floats without ``.0``, HTML characters escaped."""
+    if isinstance(value, dict):
+        text = "{" + ",".join(f"{_go_string(k)}:{go_json(v)}" for k, v in sorted(value.items())) + "}"
+    elif isinstance(value, list):
+        text = "[" + ",".join(go_json(v) for v in value) + "]"
+    elif isinstance(value, str):
+        text = _go_string(value)
+    elif isinstance(value, float) and not isinstance(value, bool):
+        text = go_number(value)
+    else:
+        text = json.dumps(value)
+    return text
+
+
+def _go_string(value: str) -> str:
+    return (json.dumps(value, ensure_ascii=False).replace("<", "\\u003c").replace(">", "\\u003e")
+            .replace("&", "\\u0026").replace("\u2028", "\\u2028").replace("\u2029", "\\u2029"))
 
 
 def go_number(value: float | int) -> str:
@@ -843,7 +861,9 @@ class CompiledSchema:
         activation: dict[str, Any] = {"self": to_cel(value, node)}
         if old is not None:
             activation["oldSelf"] = to_cel(old, node)
-        shown_type = node.get("type") or "object"
+        # The value a failed rule reports: a scalar's own value (``"two"``), nothing for an object or a
+        # list (kube-apiserver 1.37 omits it: ``spec: Invalid value: <message>``).
+        shown: Json = value if not isinstance(value, (dict, list)) else _NO_VALUE
         try:
             result = rule.program.evaluate(activation)
         except Exception as e:  # cel-python raises CELEvalError and plain TypeErrors alike
@@ -855,10 +875,11 @@ class CompiledSchema:
                 )
             else:
                 detail = f"{text} evaluating rule: {rule.rule.strip()}"
-            errors.append(invalid(path, shown_type, detail))
+            errors.append(FieldError("FieldValueInvalid", path or "<nil>", detail, shown))
             return
         if isinstance(result, celpy.evaluation.CELEvalError):
-            errors.append(invalid(path, shown_type, f"{result.args[0]} evaluating rule: {rule.rule.strip()}"))
+            errors.append(FieldError("FieldValueInvalid", path or "<nil>",
+                                     f"{result.args[0]} evaluating rule: {rule.rule.strip()}", shown))
             return
         if result is True or (isinstance(result, celtypes.BoolType) and bool(result)):
             return
@@ -876,9 +897,9 @@ class CompiledSchema:
         elif rule.reason == "FieldValueRequired":
             errors.append(required(where, message))
         elif rule.reason == "FieldValueDuplicate":
-            errors.append(duplicate(where, shown_type))
+            errors.append(FieldError("FieldValueDuplicate", where or "<nil>", "", shown))
         else:
-            errors.append(invalid(where, shown_type, message))
+            errors.append(FieldError("FieldValueInvalid", where or "<nil>", message, shown))
 
 
 def _validate_number(value: float | int, node: Node, path: str, errors: list[FieldError]) -> None:
