@@ -62,8 +62,9 @@ def main(args: argparse.Namespace) -> int:
         who = args.by or _whoami(kubernetes.config, args.kubeconfig)
         patch = {"metadata": {"annotations": {
             annotation: "true", action.ACTOR_ANNOTATION: who, "vigil.dev/decided-via": "cli"}}}
+        # Our own field manager (not the client's default "OpenAPI-Generator"): it is what status.decision records.
         api.patch_namespaced_custom_object(GROUP, VERSION, namespace, action.PLURAL, args.name, patch,
-                                           _request_timeout=timeout)
+                                           field_manager="vigil-approve", _request_timeout=timeout)
     except Exception as exc:  # ApiException, urllib3 connection errors: one line, not a traceback
         print(f"{prog}: {kubeaccess.describe(exc, access.server)}", file=sys.stderr)
         return 1

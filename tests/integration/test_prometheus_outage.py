@@ -58,5 +58,7 @@ def test_outage_degrades_without_flipping_the_verdict(kubeapi: KubeAPIServer, ru
     after = kubeapi.get(*AD, "default", "cpu")
     assert after is not None and after["status"]["anomalous"] is True
     assert "consecutiveFailures" not in after["status"]  # removed: it went stale during outages
-    assert any(e["reason"] == "Recovered" for e in kubeapi.events_for("AnomalyDetector", "default", "cpu"))
+    # The Event is posted just after the status write that shows the recovery: wait for it, do not race it.
+    wait_for(lambda: any(e["reason"] == "Recovered" for e in kubeapi.events_for("AnomalyDetector", "default", "cpu")),
+             what="Recovered event")
     assert not operator.errors()

@@ -40,6 +40,18 @@ class KubeError(Exception):
         self.message = message
 
 
+#: How often one request is retried when the API server answers 429, and the longest wait honoured.
+RETRIES_ON_429 = 5
+MAX_RETRY_AFTER = 5.0
+
+
+def _retry_after(header: str | None) -> float:
+    try:
+        return min(MAX_RETRY_AFTER, max(0.1, float(header or 1)))
+    except ValueError:
+        return 1.0
+
+
 class KubeClient:
     """JSON over HTTP to the API server, with kopf's credentials."""
 
@@ -77,14 +89,23 @@ class KubeClient:
         body: Any = None,
         content_type: str = "application/json",
     ) -> Any:
-        """Send one request; on 401 log in again once. Raises :class:`KubeError`."""
+        """Send one request; on 401 log in again once; on 429 wait as the server asks (``Retry-After``, at most
+        :data:`MAX_RETRY_AFTER` s) and try again, up to :data:`RETRIES_ON_429` times, as client-go does (a
+        CRD just Established answers 429 "storage is (re)initializing" for a moment). Raises :class:`KubeError`."""
         if body is not None:
             body = redaction.redact_strings(body)
-        for attempt in (0, 1):
-            session, info = await self._connect(force=attempt == 1)
+        relogged = False
+        throttled = 0
+        while True:
+            session, info = await self._connect(force=relogged)
             headers = {"Content-Type": content_type, "Accept": "application/json"}
             async with session.request(method, info.server.rstrip("/") + path, json=body, headers=headers) as r:
-                if r.status == 401 and attempt == 0:
+                if r.status == 401 and not relogged:
+                    relogged = True
+                    continue
+                if r.status == 429 and throttled < RETRIES_ON_429:
+                    throttled += 1
+                    await asyncio.sleep(_retry_after(r.headers.get("Retry-After")))
                     continue
                 try:
                     payload = await r.json(content_type=None)
@@ -94,7 +115,6 @@ class KubeClient:
                     payload = payload if isinstance(payload, dict) else {}
                     raise KubeError(r.status, str(payload.get("reason", r.reason)), str(payload.get("message", "")))
                 return payload
-        raise AssertionError("unreachable")
 
     async def get(self, path: str) -> dict[str, Any] | None:
         try:
