@@ -397,3 +397,22 @@ def test_parse_role_arns_and_tags() -> None:
     assert tenancy.parse_tag("k=v") == ("k", "v")
     with pytest.raises(ValueError):
         tenancy.parse_tag("=v")
+
+
+def test_registering_again_needs_the_operators_action_and_tagged_resources() -> None:
+    arn = "arn:aws:elasticloadbalancing:us-east-1:123456789012:targetgroup/web/0123456789abcdef"
+    policy = policy_spec(actions=[{"name": "drain", "deregisterTarget": {
+        "targetGroupArn": arn, "targets": {"fromLabel": "instance_id"}, "reregisterAfter": "5m"}}])
+    spec = action_spec(policy)
+
+    def verdict(tags: dict[str, dict[str, str]], sign: bool = True) -> str | None:
+        annotations = {provenance.ANNOTATION: provenance.sign(KEY, NS, "web-abc123-s1", spec.to_wire())} if sign \
+            else {}
+        view = preflight.ActionView(NS, "web-abc123-s1", INCIDENT, spec, approved_status(), annotations,
+                                    [{"kind": "RemediationPolicy", "uid": UID, "controller": True}], NOW - 120)
+        return preflight.check_reregister(view, preflight.PolicyView(NS, UID, policy, None), tenancy.Tenancy(), KEY,
+                                          preflight.Observed(tags=tags))
+    assert verdict({arn: dict(TAGS), I1: dict(TAGS)}) is None
+    assert "not proposed by the operator" in (verdict({arn: dict(TAGS), I1: dict(TAGS)}, sign=False) or "")
+    assert "lacks tag vigil.dev/namespace=shop" in (verdict({arn: {"vigil.dev/managed": "true"}, I1: dict(TAGS)})
+                                                     or "")

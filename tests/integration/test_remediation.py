@@ -595,6 +595,25 @@ def test_drain_then_register_again_when_healthy(kubeapi: KubeAPIServer, operator
     assert proxy.hits("RegisterTargets") == 1 and proxy.hits("TerminateInstanceInAutoScalingGroup") == 0
 
 
+def test_registering_again_is_rechecked_against_the_tags(kubeapi: KubeAPIServer, operator: OperatorProcess,
+                                                         estate: Estate, moto: Moto, proxy: FaultProxy) -> None:
+    """RegisterTargets changes AWS too (issue 11, finding 1): the target group lost the namespace tag after the
+    drain, so the drained instance is not put back by this namespace's policy."""
+    victim, _ = estate.instances
+    apply_detector(kubeapi, query=with_instance(INCIDENT, victim))
+    apply_policy(kubeapi, ladder(estate.target_group_arn, replace_after="1h"))
+    drained = wait_phase(kubeapi, "Succeeded")[0]
+    moto.client("elbv2").remove_tags(ResourceArns=[estate.target_group_arn], TagKeys=["vigil.dev/namespace"])
+    _flip(kubeapi, with_instance(NORMAL, victim), False)
+
+    def refused() -> str | None:
+        after = ((kubeapi.get(*RA, "default", drained["metadata"]["name"]) or {}).get("status") or {}).get("after")
+        return (after or {}).get("reregisterRefused")
+    assert "lacks tag vigil.dev/namespace=default" in wait_for(refused, what="re-registration refused")
+    event(kubeapi, "RemediationAction", drained["metadata"]["name"], "ReregisterFailed")
+    assert proxy.hits("RegisterTargets") == 0 and victim not in targets(moto, estate.target_group_arn)
+
+
 def test_drain_replace_and_the_replacement_takes_its_place(kubeapi: KubeAPIServer, operator: OperatorProcess,
                                                          estate: Estate, moto: Moto, proxy: FaultProxy) -> None:
     victim, other = estate.instances

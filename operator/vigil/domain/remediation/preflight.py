@@ -266,3 +266,32 @@ def check_observed(
             remarks.append(verdict.message)
         targets = [t for t in targets if (t.id, t.group) in allowed]
     return Proceed(tuple(targets) if step.instance_targets is not None else tuple(spec.targets), tuple(remarks))
+
+
+def check_reregister(action: ActionView, policy: PolicyView, admin: tenancy.Tenancy, key: bytes | None,
+                     observed: Observed) -> str | None:
+    """Before RegisterTargets puts drained instances back: the action is the operator's, its step is still the
+    policy's, the admin still allows the policy, and the target group and every instance still carry the
+    required tags. Returns why not, or None. (No incident, approval or evidence check: re-registering undoes
+    the drain once the detectors have been healthy, which the engine checks.)"""
+    spec = action.spec
+    wrong = provenance.problems(key, action.namespace, action.name, spec.to_wire(), action.annotations,
+                                action.owner_references, policy.uid, spec.policy_ref.uid)
+    if wrong:
+        return "not proposed by the operator: " + "; ".join(wrong)
+    changed = _same_step(spec, policy.spec)
+    if changed:
+        return changed
+    forbidden = tenancy.policy_violations(admin, action.namespace, policy.spec)
+    if forbidden:
+        return "; ".join(forbidden)
+    required = admin.required_tags(action.namespace, policy.spec)
+    untagged = []
+    resources = [t.id for t in spec.targets if t.kind == "Instance"]
+    if spec.step.deregister_target is not None:
+        resources.insert(0, spec.step.deregister_target.target_group_arn)
+    for resource in resources:
+        missing = tenancy.missing_tags(observed.tags.get(resource, {}), required)
+        if resource in observed.tags and missing:
+            untagged.append(f"{resource} lacks tag {', '.join(missing)}")
+    return "; ".join(untagged) or None

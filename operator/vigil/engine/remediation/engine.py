@@ -1154,7 +1154,9 @@ class RemediationEngine:
             if action.phase != ActionPhase.SUCCEEDED or action.spec is None or action.status.intent is None:
                 continue
             step = action.spec.step.deregister_target
-            if step is None or step.reregister_after is None or (action.status.after or {}).get("reregisteredAt"):
+            after = action.status.after or {}
+            if step is None or step.reregister_after is None or after.get("reregisteredAt") \
+                    or after.get("reregisterRefused"):
                 continue
             wait = step.reregister_after_seconds or 0.0
             healthy = all(self._healthy_since(d) is not None and now - (self._healthy_since(d) or now) >= wait
@@ -1163,8 +1165,25 @@ class RemediationEngine:
                 continue
             executor = executors.EXECUTORS["deregisterTarget"]
             assert isinstance(executor, executors.DeregisterTarget)
+            view = preflight.ActionView(
+                namespace=action.namespace, name=action.name, incident=action.incident, spec=action.spec,
+                status=action.status, annotations=action.annotations, owner_references=action.owner_references,
+                created=action.created)
+            policy = preflight.PolicyView(entry.namespace, entry.uid, entry.spec, entry.written.incident)
             aws = self.aws_for(action.spec.region, action.spec.role_arn)
             try:
+                # RegisterTargets changes AWS too: the same re-check from the current policy and tags first.
+                observed = await self._aws(executors.observe, aws, entry.spec.actions[action.spec.step_index]
+                                           if action.spec.step_index < len(entry.spec.actions) else action.spec.step,
+                                           [t.id for t in action.spec.targets if t.kind == "Instance"])
+                refused = preflight.check_reregister(view, policy, self.admin, self.provenance_key, observed)
+                if refused is not None:
+                    status = action.status.model_copy(deep=True)
+                    status.after = {**(status.after or {}), "reregisterRefused": refused[:500]}
+                    if await self._write_action(action, status):
+                        await self._event(action.involved, "Warning", notes.EngineEvent.REREGISTER_FAILED,
+                                          f"not registered again: {refused}"[:1000])
+                    continue
                 called, gone = await self._aws(executor.reregister, aws, action.status.intent.parameters)
             except aws_adapter.AwsError as exc:
                 self.metrics.aws_errors.labels(exc.operation or "RegisterTargets", exc.error_class.value).inc()
