@@ -141,3 +141,43 @@ def test_a_restarted_api_server_and_compacted_etcd_lose_nothing_and_repeat_nothi
             print(f"watch-fault test body: {time.monotonic() - began:.1f}s")
         finally:
             operator.stop()
+
+
+@pytest.mark.slow
+def test_the_api_server_dies_while_an_aws_call_is_in_flight(
+        own_real_kube: RealKube, moto: Moto, prometheus: PrometheusServer, tmp_path: pathlib.Path) -> None:
+    """kube-apiserver is killed while the operator waits for AWS's answer (moto has applied the change):
+    the operator cannot record the result until the server is back, then records it once, and does not
+    call AWS again."""
+    kube = own_real_kube
+    began = time.monotonic()
+    api = RealKubeAPI(kube)
+    moto.reset()
+    estate = aws_world.build(moto)
+    config = kube.write_kubeconfig(tmp_path / "operator.kubeconfig", kube.admin_token, user="admin")
+    with FaultProxy(moto.url) as proxy:
+        release = proxy.hold("SetDesiredCapacity", forward_first=True)  # moto applies it; the answer waits
+        operator = OperatorProcess(config, tmp_path, ["--prometheus-url", prometheus.url, "--aws-endpoint-url",
+                                                      proxy.url, "--no-leader-election"]).start()
+        try:
+            api.create(detector("cpu", "web"))
+            api.create(policy("web", "web"))
+            wait_for(lambda: proxy.hits("SetDesiredCapacity") == 1, timeout=60, what="the AWS call in flight")
+            wait_for(lambda: estate.desired(moto) == 3, what="moto applied it")
+            assert phases(api, "web") != ["Succeeded"]
+            kube.kill_apiserver()
+            release()  # the answer reaches the operator while it cannot write the status
+            kube.compact()
+            kube.start_apiserver()
+            done = wait_for(lambda: [a for a in api.list(*RA, "default") if (a.get("status") or {}).get("phase")
+                                     == "Succeeded"], timeout=90, what="the action recorded Succeeded")
+            assert done[0]["status"]["after"]["desiredCapacity"] == 3
+            steady(lambda: proxy.hits("SetDesiredCapacity") == 1 and phases(api, "web") == ["Succeeded"],
+                   operator.passes, more=5, what="no second SetDesiredCapacity")
+            assert estate.desired(moto) == 3
+            operator.stop()
+            assert not operator.errors(), operator.errors()
+            print(f"in-flight test body: {time.monotonic() - began:.1f}s")
+        finally:
+            release()
+            operator.stop()
