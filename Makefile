@@ -63,6 +63,7 @@ crds: bootstrap
 docs: bootstrap
 	$(PY) scripts/values-table.py --write docs/configuration.md
 	$(PY) scripts/sync-bench-docs.py --write
+	$(PY) scripts/tested-against.py --write
 
 model: bootstrap
 	nice -n 10 $(PY) -m model.train

@@ -25,7 +25,8 @@ from vigil.sandbox.moto import MotoServer
 #: holds one of these is marked ``slow`` at collection, so ``pytest -m "not slow"`` (``make test-fast``)
 #: runs the pure tests without any peer, and a new test using them cannot land in the fast loop by
 #: forgetting a mark. Tests that start a peer inline carry an explicit ``@pytest.mark.slow``.
-PEER_FIXTURES = frozenset({"kubeapi", "kubeconfig", "real_kube", "run_operator", "moto", "moto_url", "prometheus"})
+PEER_FIXTURES = frozenset({"kubeapi", "kubeconfig", "real_kube", "own_real_kube", "run_operator", "moto", "moto_url",
+                           "prometheus"})
 PROMETHEUS_BINARIES = ("prometheus", "promtool")
 
 
@@ -100,6 +101,18 @@ def real_kube(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RealKube]:
     its own namespace or on its own object names, and cleans up what would disturb the others."""
     kube_bin, etcd_bin = binaries()
     with RealKube(tmp_path_factory.mktemp("realkube"), kube_bin, etcd_bin) as server:
+        yield server
+
+
+@pytest.fixture
+def own_real_kube(tmp_path: pathlib.Path) -> Iterator[RealKube]:
+    """A real kube-apiserver (and etcd) of this test alone, for a test that restarts it or compacts etcd
+    under the operator's watches, which the session's ``real_kube`` must not suffer."""
+    kube_bin, etcd_bin = binaries()
+    workdir = tmp_path / "realkube"
+    workdir.mkdir()
+    with RealKube(workdir, kube_bin, etcd_bin) as server:
+        install_crds(server)
         yield server
 
 

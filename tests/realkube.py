@@ -14,7 +14,10 @@ version); this module only runs them. What a test gets:
   revisions, and kube-apiserver every 5 minutes). Watches are served from kube-apiserver's watch cache,
   as in any cluster, so compacting etcd does not by itself make a watch ``410 Gone``: a resourceVersion
   older than the watch cache's window does (e.g. one from before a CRD was established);
-- ``watch(path)``: the events of one watch until the server closes it.
+- ``watch(path)``: the events of one watch until the server closes it;
+- ``kill_apiserver()`` / ``start_apiserver()``: crash kube-apiserver and start it again on the same port
+  and etcd (the data survives; the new watch cache starts at etcd's current revision), and
+  ``etcd_put(key, obj)``: write an object as another API server would while this one is down.
 
 Authorization is ``Node,RBAC`` as in a real cluster, with ServiceAccount tokens (TokenRequest) signed
 by a key generated here. There is no controller-manager and no kubelet: no namespace finalization,
@@ -140,6 +143,7 @@ class RealKube:
         self.url = ""
         self.etcd_url = ""
         self._processes: dict[str, subprocess.Popen[bytes]] = {}
+        self._apiserver_argv: list[str] = []
 
     # --- lifecycle -------------------------------------------------------------------------------
     def start(self, timeout: float = 120.0) -> RealKube:
@@ -175,7 +179,7 @@ class RealKube:
 
         port = free_port()
         self.url = f"https://127.0.0.1:{port}"
-        self._spawn("kube-apiserver", [
+        self._apiserver_argv = [
             str(self.kube_bin / "kube-apiserver"),
             f"--etcd-servers={self.etcd_url}", "--bind-address=127.0.0.1", "--advertise-address=127.0.0.1",
             f"--secure-port={port}", f"--tls-cert-file={certs['server.crt']}",
@@ -187,9 +191,23 @@ class RealKube:
             "--audit-log-mode=blocking", "--profiling=false", "--v=1",
             # loopback cannot be advertised as the `kubernetes` Service endpoint; no pod needs it here
             "--endpoint-reconciler-type=none",
-        ])
-        self._poll("kube-apiserver", f"{self.url}/readyz", lambda body: body.strip() == "ok", timeout, tls=True)
+        ]
+        self.start_apiserver(timeout)
         self.write_kubeconfig(self.kubeconfig, self.admin_token, user=ADMIN_USER)
+
+    def kill_apiserver(self) -> None:
+        """SIGKILL kube-apiserver (a crash: no graceful shutdown of its watches); etcd keeps running."""
+        process = self._processes.pop("kube-apiserver", None)
+        if process is not None and process.poll() is None:
+            os.kill(process.pid, signal.SIGKILL)
+            process.wait(timeout=20)
+
+    def start_apiserver(self, timeout: float = 120.0) -> None:
+        """Start kube-apiserver (again) on the same port, certificates, tokens and etcd: clients keep
+        their kubeconfigs and ServiceAccount tokens, and every object in etcd is still there. Its watch
+        cache starts empty, from etcd's current revision. Returns once ``/readyz`` answers ok."""
+        self._spawn("kube-apiserver", self._apiserver_argv)
+        self._poll("kube-apiserver", f"{self.url}/readyz", lambda body: body.strip() == "ok", timeout, tls=True)
 
     def stop(self) -> None:
         for name in ("kube-apiserver", "etcd"):
@@ -210,7 +228,7 @@ class RealKube:
         self.stop()
 
     def _spawn(self, name: str, argv: Sequence[str]) -> None:
-        log = (self.workdir / f"{name}.log").open("wb")
+        log = (self.workdir / f"{name}.log").open("ab")  # appended: a restart keeps the earlier run's log
         self._processes[name] = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, cwd=self.workdir)
         log.close()
 
@@ -320,6 +338,13 @@ class RealKube:
     def etcd_revision(self) -> int:
         return int(self.etcd_range()["header"]["revision"])
 
+    def etcd_put(self, key: str, value: Mapping[str, Any]) -> int:
+        """Write one object straight into etcd as JSON (how kube-apiserver stores custom resources), as
+        another API server of the control plane would while this one is down. Returns the new revision."""
+        answer = self._etcd("kv/put", {"key": base64.b64encode(key.encode()).decode(),
+                                       "value": base64.b64encode(json.dumps(value).encode()).decode()})
+        return int(answer["header"]["revision"])
+
     def compact(self) -> int:
         """Compact etcd at its current revision (physically): older revisions are gone. Returns it."""
         revision = self.etcd_revision()
@@ -333,6 +358,13 @@ def install_crds(kube: RealKube) -> None:
     for path in paths:
         kube.kubectl("apply", "-f", str(path))
     crds = [yaml.safe_load(p.read_text()) for p in paths]
+    wait_crds_served(kube, crds)
+
+
+def wait_crds_served(kube: RealKube, crds: Sequence[Mapping[str, Any]] | None = None) -> None:
+    """Wait until each of the project's CRDs (or ``crds``) is Established and its resource served."""
+    if crds is None:
+        crds = [yaml.safe_load(p.read_text()) for p in sorted((ROOT / "crds").glob("*.yaml"))]
     kube.kubectl("wait", "--for=condition=Established", "--timeout=60s",
                  *[f"crd/{crd['metadata']['name']}" for crd in crds])
     # Established is not served yet: until a new resource's watch cache is initialized, its requests get

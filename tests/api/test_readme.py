@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import importlib.metadata
 import importlib.util
 import pathlib
 import re
+from typing import Any
+
+import pytest
 
 from vigil import cli
 
@@ -47,3 +51,34 @@ def test_benchmark_figures_are_the_generated_ones() -> None:
     for name in sync.DOCUMENTS:  # docs/security.md quotes the hostile-model benchmark the same way
         text = (ROOT / name).read_text()
         assert sync.synced(text) == text, f"{name} benchmark blocks are stale: run `make docs`"
+
+
+def _tested_against() -> Any:
+    spec = importlib.util.spec_from_file_location("tested_against", ROOT / "scripts/tested-against.py")
+    assert spec and spec.loader
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.mark.slow  # runs `prometheus --version`: the binary the slow tests need
+def test_the_tested_against_table_is_the_pinned_versions() -> None:
+    """README's "Tested against" table is what scripts/tested-against.py generates from kube-bins.sh,
+    the Prometheus on PATH and the installed moto and helm-python-sdk: run `make docs` when it fails."""
+    script = _tested_against()
+    assert script.synced(README) == README, "README's tested-against table is stale: run `make docs`"
+    section = script.BLOCK.search(README).group(2)
+    for pinned in (script.kube_bins_default("KUBE_VERSION"), script.kube_bins_default("ETCD_VERSION"),
+                   importlib.metadata.version("moto"), importlib.metadata.version("helm-python-sdk")):
+        assert f" {pinned}" in section
+
+
+def test_the_tested_against_versions_are_read_from_kube_bins(tmp_path: pathlib.Path) -> None:
+    script = _tested_against()
+    text = (ROOT / "scripts/kube-bins.sh").read_text()
+    bumped = tmp_path / "kube-bins.sh"
+    bumped.write_text(re.sub(r'(KUBE_VERSION="\$\{VIGIL_KUBE_VERSION:-)[^}]+', r"\g<1>v1.99.0", text))
+    assert script.kube_bins_default("KUBE_VERSION", bumped) == "v1.99.0"
+    assert script.kube_bins_default("KUBE_VERSION") != "v1.99.0"
+    stale = script.synced(README, "| peer | version | pinned by |\n|---|---|---|\n| Kubernetes | v1.99.0 | x |\n")
+    assert stale != README and "v1.99.0" in stale
