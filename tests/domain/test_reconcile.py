@@ -170,3 +170,13 @@ def test_an_invalid_spec_is_only_reported() -> None:
     assert status.phase == PolicyPhase.INVALID and status.observed_generation == 4
     ready = conditions.get(status.conditions, "Ready")
     assert ready is not None and ready.reason == PolicyReason.INVALID_SPEC
+
+
+def test_a_new_incident_never_reuses_the_id_of_one_just_closed() -> None:
+    """A flicker shorter than a pass closed an incident and opened the next in the same millisecond: with the
+    old id the ladder looked finished and the new incident was never acted on."""
+    first = reconcile.decide(state(), ADMIN, NOW).status.incident
+    assert first is not None
+    done = record(f"web-{first}-s1", ActionPhase.SUCCEEDED, incident=first, completed=NOW)
+    again = reconcile.decide(state(records=(done,)), ADMIN, NOW)
+    assert again.status.incident not in (None, first) and again.propose is not None

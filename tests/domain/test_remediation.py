@@ -174,7 +174,11 @@ def test_ladder(records: list[ActionRecord], expected_index: int | None, expecte
 
 
 def test_incident_ids_are_short_and_stable() -> None:
-    assert ladder.incident_id("uid", 100.2) == ladder.incident_id("uid", 100.4)
+    assert ladder.incident_id("uid", 100.2) == ladder.incident_id("uid", 100.2)  # stable
+    # A new incident within the same second as a closed one gets its own id, never the old one.
+    first = ladder.incident_id("uid", 100.2)
+    assert ladder.incident_id("uid", 100.4) != first
+    assert ladder.incident_id("uid", 100.2, {first}) not in {first}
     assert len(ladder.incident_id("uid", 1)) == 10
 
 

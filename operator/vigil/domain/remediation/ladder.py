@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 
 from vigil.api.v1alpha1.action import ESCALATING_ERROR_CODES, ActionPhase
 from vigil.domain.remediation.guards import ActionRecord
@@ -41,9 +41,21 @@ def escalates(record: ActionRecord) -> bool:
                                         and record.error_code in ESCALATING_ERROR_CODES)
 
 
-def incident_id(policy_uid: str, started: float) -> str:
-    """A short, stable id for an incident (fits a label value and object names)."""
-    return hashlib.sha256(f"{policy_uid}/{started:.0f}".encode()).hexdigest()[:10]
+def incident_id(policy_uid: str, started: float, taken: Collection[str] = ()) -> str:
+    """A short, stable id for an incident (fits a label value and object names), never one in ``taken``.
+
+    An incident can close and a new one open within the same second (a flicker shorter than a pass of the
+    engine): hashing the second alone gave the new incident the id of the old one, whose ladder then
+    looked finished. Milliseconds, and a salt on a collision with ``taken`` (the incidents the policy
+    has recorded), keep ids distinct.
+    """
+    salt = 0
+    while True:
+        text = f"{policy_uid}/{started:.3f}" + (f"/{salt}" if salt else "")
+        found = hashlib.sha256(text.encode()).hexdigest()[:10]
+        if found not in taken:
+            return found
+        salt += 1
 
 
 def next_step(records: Sequence[ActionRecord], afters: Sequence[float], now: float) -> NextStep:

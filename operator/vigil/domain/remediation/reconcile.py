@@ -188,7 +188,7 @@ def decide(policy: PolicyState, admin: tenancy.Tenancy, now: float) -> Decision:
     if result.state == TriggerState.FIRING:
         status.quiet_since = None
         if not status.incident:
-            status.incident = ladder.incident_id(policy.uid, now)
+            status.incident = ladder.incident_id(policy.uid, now, {r.incident for r in policy.records})
             status.incident_since = _utc(now)
             status.escalation_step = 0
     elif result.state == TriggerState.QUIET and status.incident:

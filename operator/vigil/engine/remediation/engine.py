@@ -274,7 +274,9 @@ class RemediationEngine:
             if action.phase is not None and action.phase.in_flight:
                 due += [t for t in (to_time(action.status.next_attempt_at), to_time(action.status.expires_at))
                         if t is not None]
-        soonest = min(due, default=now + self.max_sleep)
+        # A time already past was handled by the pass that just ran (or belongs to a state that no longer
+        # holds): counting it would spin the loop.
+        soonest = min((t for t in due if t > now), default=now + self.max_sleep)
         return min(self.max_sleep, max(0.05, soonest - now))
 
     async def tick(self) -> None:
