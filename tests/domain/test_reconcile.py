@@ -178,5 +178,5 @@ def test_a_new_incident_never_reuses_the_id_of_one_just_closed() -> None:
     first = reconcile.decide(state(), ADMIN, NOW).status.incident
     assert first is not None
     done = record(f"web-{first}-s1", ActionPhase.SUCCEEDED, incident=first, completed=NOW)
-    again = reconcile.decide(state(records=(done,)), ADMIN, NOW)
+    again = reconcile.decide(state(spec(cooldown="0s"), records=(done,)), ADMIN, NOW)
     assert again.status.incident not in (None, first) and again.propose is not None
