@@ -16,6 +16,8 @@ import pytest
 from tests.harness import OperatorProcess
 from tests.realkube import RealKube, RealKubeAPI, binaries, install_crds
 from vigil.api import crdgen
+from vigil.sandbox import moto as sandbox_moto
+from vigil.sandbox.faultproxy import FaultProxy
 from vigil.sandbox.kubeapi import KubeAPIServer
 from vigil.sandbox.moto import MotoServer
 
@@ -87,6 +89,20 @@ def moto() -> Iterator[MotoServer]:
     server = MotoServer().start()
     yield server
     server.stop()
+
+
+@pytest.fixture
+def estate(moto: MotoServer) -> sandbox_moto.Estate:
+    """The sandbox's AWS estate in a freshly reset moto (group ``web`` tagged for namespace default)."""
+    moto.reset()
+    return sandbox_moto.build(moto)
+
+
+@pytest.fixture
+def proxy(moto: MotoServer) -> Iterator[FaultProxy]:
+    """The fault proxy in front of moto: counts every AWS call the operator makes, fails chosen ones."""
+    with FaultProxy(moto.url) as fault_proxy:
+        yield fault_proxy
 
 
 @pytest.fixture(scope="session")

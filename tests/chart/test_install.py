@@ -31,7 +31,6 @@ from tests.harness import OperatorProcess, steady, wait_for
 from tests.integration import aws_world, scenario
 from tests.integration.aws_world import Moto
 from tests.realkube import TEST_USER, RealKube, RealKubeAPI, ensure_namespace, remediation_action, wait_crds_served
-from vigil.adapters import inference
 from vigil.sandbox.faultproxy import FaultProxy
 from vigil.sandbox.prometheus import PrometheusServer
 
@@ -39,7 +38,6 @@ RELEASE = "vigil-live"  # contains "vigil": the full name is the release name
 NAMESPACE = "vigil-live"
 TEAM = "shop"
 PROVENANCE = f"{RELEASE}-provenance"
-KEY = "realAWSCloudwatch/ec2_cpu_utilization_fe7f93.csv"
 INCIDENT = 'nab_cpu{scenario="incident"}'
 OPERATOR = f"system:serviceaccount:{NAMESPACE}:{RELEASE}"
 RA = ("vigil.dev/v1alpha1", "remediationactions")
@@ -47,9 +45,7 @@ RA = ("vigil.dev/v1alpha1", "remediationactions")
 
 @pytest.fixture(scope="module")
 def prometheus() -> Iterator[PrometheusServer]:
-    scorer = inference.Scorer(inference.builtin_bytes())
-    incident = scenario.build(KEY, "nab_cpu", {"scenario": "incident"}, "incident", scorer)
-    with PrometheusServer(history=[incident.series]) as server:
+    with PrometheusServer(history=scenario.cpu_history("incident")) as server:
         yield server
 
 

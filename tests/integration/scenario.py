@@ -84,3 +84,13 @@ def build(key: str, metric: str, labels: dict[str, str], where: str, scorer: inf
     keep = np.isfinite(v[:end])
     series = Series(metric, labels, t[:end][keep] + offset, v[:end][keep])
     return Scenario(series, offset, float(t[index]), result, window, label)
+
+
+#: The NAB series most remediation tests replay: an EC2 CPU trace with a labelled incident.
+CPU_KEY = "realAWSCloudwatch/ec2_cpu_utilization_fe7f93.csv"
+
+
+def cpu_history(*where: str) -> list[Series]:
+    """``nab_cpu{scenario=<w>}`` for each ``w`` ("incident", "normal"), placed so *now* falls there."""
+    scorer = inference.Scorer(inference.builtin_bytes())
+    return [build(CPU_KEY, "nab_cpu", {"scenario": w}, w, scorer).series for w in where]

@@ -9,19 +9,15 @@ import pytest
 from tests.conftest import OperatorFactory, conditions_of, detector
 from tests.harness import wait_for
 from tests.integration import scenario
-from vigil.adapters import inference
 from vigil.sandbox.kubeapi import KubeAPIServer
 from vigil.sandbox.prometheus import PrometheusServer
 
 AD = ("vigil.dev/v1alpha1", "anomalydetectors")
-KEY = "realAWSCloudwatch/ec2_cpu_utilization_fe7f93.csv"
 
 
 @pytest.fixture
 def prometheus() -> Iterator[PrometheusServer]:
-    incident = scenario.build(KEY, "nab_cpu", {"scenario": "incident"}, "incident",
-                              inference.Scorer(inference.builtin_bytes()))
-    with PrometheusServer(history=[incident.series]) as server:
+    with PrometheusServer(history=scenario.cpu_history("incident")) as server:
         yield server
 
 

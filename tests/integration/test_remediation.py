@@ -26,12 +26,10 @@ from tests.conftest import OperatorFactory, conditions_of, detector
 from tests.harness import OperatorProcess, steady, wait_for
 from tests.integration import aws_world, scenario
 from tests.integration.aws_world import Estate, Moto
-from vigil.adapters import inference
 from vigil.sandbox.faultproxy import FaultProxy
 from vigil.sandbox.kubeapi import KubeAPIServer
 from vigil.sandbox.prometheus import PrometheusServer, Series
 
-KEY = "realAWSCloudwatch/ec2_cpu_utilization_fe7f93.csv"
 RA = ("vigil.dev/v1alpha1", "remediationactions")
 RP = ("vigil.dev/v1alpha1", "remediationpolicies")
 AD = ("vigil.dev/v1alpha1", "anomalydetectors")
@@ -42,27 +40,12 @@ AD = ("vigil.dev/v1alpha1", "anomalydetectors")
 
 @pytest.fixture(scope="module")
 def prometheus() -> Iterator[PrometheusServer]:
-    scorer = inference.Scorer(inference.builtin_bytes())
-    incident = scenario.build(KEY, "nab_cpu", {"scenario": "incident"}, "incident", scorer)
-    normal = scenario.build(KEY, "nab_cpu", {"scenario": "normal"}, "normal", scorer)
+    incident, normal = scenario.cpu_history("incident", "normal")
     # A series that stopped reporting an hour ago: it is in the model window but has no value now.
-    stopped = incident.series.timestamps[incident.series.timestamps <= time.time() - 3600]
-    gone = Series("nab_cpu", {"scenario": "stopped"}, stopped,
-                  np.asarray(incident.series.values[: stopped.size]))
-    with PrometheusServer(history=[incident.series, normal.series, gone]) as server:
+    stopped = incident.timestamps[incident.timestamps <= time.time() - 3600]
+    gone = Series("nab_cpu", {"scenario": "stopped"}, stopped, np.asarray(incident.values[: stopped.size]))
+    with PrometheusServer(history=[incident, normal, gone]) as server:
         yield server
-
-
-@pytest.fixture
-def estate(moto: Moto) -> Estate:
-    moto.reset()
-    return aws_world.build(moto)
-
-
-@pytest.fixture
-def proxy(moto: Moto) -> Iterator[FaultProxy]:
-    with FaultProxy(moto.url) as fault_proxy:
-        yield fault_proxy
 
 
 @pytest.fixture

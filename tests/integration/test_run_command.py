@@ -14,12 +14,11 @@ import pytest
 
 from tests.conftest import OperatorFactory
 from tests.harness import steady, wait_for
-from tests.integration import aws_world, scenario
+from tests.integration import scenario
 from tests.integration.aws_world import Estate, Moto
 from tests.integration.ssm_script import IN_PROGRESS, ScriptedSsm, failed, success
 from tests.integration.test_remediation import (
     INCIDENT,
-    KEY,
     actions,
     apply_detector,
     apply_policy,
@@ -27,7 +26,6 @@ from tests.integration.test_remediation import (
     wait_phase,
     with_instance,
 )
-from vigil.adapters import inference
 from vigil.sandbox.faultproxy import FaultProxy
 from vigil.sandbox.kubeapi import KubeAPIServer
 from vigil.sandbox.prometheus import PrometheusServer
@@ -37,22 +35,8 @@ SECRET = "AKIAIOSFODNN7EXAMPLE"
 
 @pytest.fixture(scope="module")
 def prometheus() -> Iterator[PrometheusServer]:
-    scorer = inference.Scorer(inference.builtin_bytes())
-    incident = scenario.build(KEY, "nab_cpu", {"scenario": "incident"}, "incident", scorer)
-    with PrometheusServer(history=[incident.series]) as server:
+    with PrometheusServer(history=scenario.cpu_history("incident")) as server:
         yield server
-
-
-@pytest.fixture
-def estate(moto: Moto) -> Estate:
-    moto.reset()
-    return aws_world.build(moto)
-
-
-@pytest.fixture
-def proxy(moto: Moto) -> Iterator[FaultProxy]:
-    with FaultProxy(moto.url) as fault_proxy:
-        yield fault_proxy
 
 
 @pytest.fixture

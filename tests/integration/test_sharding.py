@@ -18,12 +18,10 @@ import pytest
 from tests.conftest import OperatorFactory, conditions_of, detector
 from tests.harness import OperatorProcess, steady, wait_for
 from tests.integration import scenario
-from vigil.adapters import inference
 from vigil.domain.sharding import selector_digest, shard_of
 from vigil.sandbox.kubeapi import KubeAPIServer
 from vigil.sandbox.prometheus import PrometheusServer
 
-KEY = "realAWSCloudwatch/ec2_cpu_utilization_fe7f93.csv"
 AD = ("vigil.dev/v1alpha1", "anomalydetectors")
 RP = ("vigil.dev/v1alpha1", "remediationpolicies")
 LEASES = ("coordination.k8s.io/v1", "leases")
@@ -34,10 +32,7 @@ NAMES = [f"det-{i}" for i in range(8)]
 
 @pytest.fixture(scope="module")
 def prometheus() -> Iterator[PrometheusServer]:
-    scorer = inference.Scorer(inference.builtin_bytes())
-    incident = scenario.build(KEY, "nab_cpu", {"scenario": "incident"}, "incident", scorer)
-    normal = scenario.build(KEY, "nab_cpu", {"scenario": "normal"}, "normal", scorer)
-    with PrometheusServer(history=[incident.series, normal.series]) as server:
+    with PrometheusServer(history=scenario.cpu_history("incident", "normal")) as server:
         yield server
 
 

@@ -25,11 +25,9 @@ from tests.harness import OperatorProcess, steady, wait_for
 from tests.integration import aws_world, scenario
 from tests.integration.aws_world import Moto
 from tests.realkube import RealKube, RealKubeAPI
-from vigil.adapters import inference
 from vigil.sandbox.faultproxy import FaultProxy
 from vigil.sandbox.prometheus import PrometheusServer
 
-KEY = "realAWSCloudwatch/ec2_cpu_utilization_fe7f93.csv"
 INCIDENT = 'nab_cpu{scenario="incident"}'
 GROUP = "vigil.dev/v1alpha1"
 RA = (GROUP, "remediationactions")
@@ -39,9 +37,7 @@ AD = (GROUP, "anomalydetectors")
 
 @pytest.fixture(scope="module")
 def prometheus() -> Iterator[PrometheusServer]:
-    scorer = inference.Scorer(inference.builtin_bytes())
-    incident = scenario.build(KEY, "nab_cpu", {"scenario": "incident"}, "incident", scorer)
-    with PrometheusServer(history=[incident.series]) as server:
+    with PrometheusServer(history=scenario.cpu_history("incident")) as server:
         yield server
 
 

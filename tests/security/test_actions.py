@@ -10,11 +10,9 @@ from __future__ import annotations
 
 import pathlib
 import secrets
-import time
 from collections.abc import Iterator
 from typing import Any
 
-import numpy as np
 import pytest
 
 from tests.conftest import OperatorFactory
@@ -23,7 +21,6 @@ from tests.integration import aws_world, scenario
 from tests.integration.aws_world import Estate, Moto
 from tests.integration.test_remediation import (
     INCIDENT,
-    KEY,
     NORMAL,
     RA,
     RP,
@@ -35,34 +32,17 @@ from tests.integration.test_remediation import (
     wait_phase,
     with_instance,
 )
-from vigil.adapters import inference
 from vigil.sandbox.faultproxy import FaultProxy
 from vigil.sandbox.kubeapi import KubeAPIServer
-from vigil.sandbox.prometheus import PrometheusServer, Series
+from vigil.sandbox.prometheus import PrometheusServer
 
 RUN_COMMAND = "SendCommand"
 
 
 @pytest.fixture(scope="module")
 def prometheus() -> Iterator[PrometheusServer]:
-    scorer = inference.Scorer(inference.builtin_bytes())
-    incident = scenario.build(KEY, "nab_cpu", {"scenario": "incident"}, "incident", scorer)
-    normal = scenario.build(KEY, "nab_cpu", {"scenario": "normal"}, "normal", scorer)
-    with PrometheusServer(history=[incident.series, normal.series,
-                                   Series("unused", {}, np.asarray([time.time()]), np.asarray([0.0]))]) as server:
+    with PrometheusServer(history=scenario.cpu_history("incident", "normal")) as server:
         yield server
-
-
-@pytest.fixture
-def estate(moto: Moto) -> Estate:
-    moto.reset()
-    return aws_world.build(moto)
-
-
-@pytest.fixture
-def proxy(moto: Moto) -> Iterator[FaultProxy]:
-    with FaultProxy(moto.url) as fault_proxy:
-        yield fault_proxy
 
 
 @pytest.fixture
