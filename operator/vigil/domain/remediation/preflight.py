@@ -269,7 +269,7 @@ def check_observed(
 
 
 def check_reregister(action: ActionView, policy: PolicyView, admin: tenancy.Tenancy, key: bytes | None,
-                     observed: Observed) -> str | None:
+                     observed: Observed | None) -> str | None:
     """Before RegisterTargets puts drained instances back: the action is the operator's, its step is still the
     policy's, the admin still allows the policy, and the target group and every instance still carry the
     required tags. Returns why not, or None. (No incident, approval or evidence check: re-registering undoes
@@ -285,6 +285,8 @@ def check_reregister(action: ActionView, policy: PolicyView, admin: tenancy.Tena
     forbidden = tenancy.policy_violations(admin, action.namespace, policy.spec)
     if forbidden:
         return "; ".join(forbidden)
+    if observed is None:
+        return None  # the checks that need no AWS state passed: observe, then ask again
     required = admin.required_tags(action.namespace, policy.spec)
     untagged = []
     resources = [t.id for t in spec.targets if t.kind == "Instance"]

@@ -736,10 +736,7 @@ class RemediationEngine:
         if entry.spec is None:
             return preflight.Refuse(SkipReason.POLICY_CHANGED, "the policy's spec is not valid any more: "
                                     + (entry.spec_error or "invalid spec")[:500])
-        view = preflight.ActionView(
-            namespace=action.namespace, name=action.name, incident=action.incident, spec=action.spec,
-            status=action.status, annotations=action.annotations, owner_references=action.owner_references,
-            created=action.created)
+        view = action.view()
         policy = preflight.PolicyView(entry.namespace, entry.uid, entry.spec, entry.written.incident)
         records = [a.record() for a in self.actions_of(entry)]
         refused = preflight.check_recorded(view, policy, self.admin, self.provenance_key, records)
@@ -1167,18 +1164,19 @@ class RemediationEngine:
                 continue
             executor = executors.EXECUTORS["deregisterTarget"]
             assert isinstance(executor, executors.DeregisterTarget)
-            view = preflight.ActionView(
-                namespace=action.namespace, name=action.name, incident=action.incident, spec=action.spec,
-                status=action.status, annotations=action.annotations, owner_references=action.owner_references,
-                created=action.created)
+            view = action.view()
             policy = preflight.PolicyView(entry.namespace, entry.uid, entry.spec, entry.written.incident)
+            # RegisterTargets changes AWS too: the same re-check from the current policy (before any role is
+            # assumed) and from the tags observed now.
+            refused = preflight.check_reregister(view, policy, self.admin, self.provenance_key, None)
             aws = self.aws_for(action.spec.region, action.spec.role_arn)
             try:
-                # RegisterTargets changes AWS too: the same re-check from the current policy and tags first.
-                observed = await self._aws(executors.observe, aws, entry.spec.actions[action.spec.step_index]
-                                           if action.spec.step_index < len(entry.spec.actions) else action.spec.step,
-                                           [t.id for t in action.spec.targets if t.kind == "Instance"])
-                refused = preflight.check_reregister(view, policy, self.admin, self.provenance_key, observed)
+                observed = None if refused is not None else \
+                    await self._aws(executors.observe, aws, entry.spec.actions[action.spec.step_index]
+                                    if action.spec.step_index < len(entry.spec.actions) else action.spec.step,
+                                    [t.id for t in action.spec.targets if t.kind == "Instance"])
+                refused = refused or preflight.check_reregister(view, policy, self.admin, self.provenance_key,
+                                                                observed)
                 if refused is not None:
                     status = action.status.model_copy(deep=True)
                     status.after = {**(status.after or {}), "reregisterRefused": refused[:500]}

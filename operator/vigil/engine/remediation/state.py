@@ -17,6 +17,7 @@ from vigil.api.v1alpha1.action import (
 )
 from vigil.api.v1alpha1.policy import RemediationPolicySpec, RemediationPolicyStatus
 from vigil.domain.remediation.guards import ActionRecord
+from vigil.domain.remediation.preflight import ActionView
 
 ObjectId = tuple[str, str]
 
@@ -149,6 +150,13 @@ class ActionEntry:
             raw_resource_version=str(meta.get("resourceVersion") or ""),
             owner_references=[dict(o) for o in meta.get("ownerReferences") or [] if isinstance(o, dict)],
         )
+
+    def view(self) -> ActionView:
+        """The execution-time check's view of this action (the spec must have parsed)."""
+        assert self.spec is not None
+        return ActionView(namespace=self.namespace, name=self.name, incident=self.incident, spec=self.spec,
+                          status=self.status, annotations=self.annotations, owner_references=self.owner_references,
+                          created=self.created)
 
     def record(self) -> ActionRecord:
         """The guard rails' view of this action."""
