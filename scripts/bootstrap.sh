@@ -100,4 +100,13 @@ if ! command -v prometheus-node-exporter >/dev/null 2>&1 && ! command -v node_ex
   }
   as_root service prometheus-node-exporter stop >/dev/null 2>&1 || true
 fi
+# Chromium and its WebDriver, for the dashboard's browser tests (tests/dashboard/).
+if ! command -v chromedriver >/dev/null 2>&1 && [ ! -x /usr/bin/chromedriver ]; then
+  apt_install chromium chromium-driver || {
+    say "chromium-driver is not on PATH and could not be installed automatically."
+    say "Install the Debian packages 'chromium' and 'chromium-driver' (Ubuntu: the chromium snap does not"
+    say "ship chromedriver; use Debian's packages or Google's chrome-for-testing), then run this again."
+    exit 1
+  }
+fi
 say "ready: $("$venv/bin/python" --version), $(prometheus --version 2>&1 | head -n 1)"
