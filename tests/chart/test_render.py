@@ -147,10 +147,13 @@ def test_tenancy_values_become_the_operator_flags(render: Render) -> None:
     assert defaults["VIGIL_GUARD_TAG"] == "vigil.dev/managed=true"
     assert defaults["VIGIL_NAMESPACE_TAG_KEY"] == "vigil.dev/namespace"
     assert defaults["VIGIL_SSM_DOCUMENTS"] == "AWS-RunShellScript" and defaults["VIGIL_SSM_MAX_TIMEOUT"] == "3600"
+    assert defaults["VIGIL_COMMAND_POLL_INTERVAL"] == "5"
     assert "VIGIL_ALLOWED_ROLE_ARNS" not in defaults and "VIGIL_SSM_COMMAND_PATTERNS" not in defaults
     custom = env({"tenancy": {"roleArns": {"shop": ["arn:aws:iam::1:role/a", "arn:aws:iam::1:role/b"],
                                            "*": ["arn:aws:iam::1:role/all"]},
-                              "ssm": {"commandPatterns": ["systemctl restart [a-z]+", "uptime"]}}})
+                              "ssm": {"commandPatterns": ["systemctl restart [a-z]+", "uptime"],
+                                      "commandPollIntervalSeconds": 0.5}}})
+    assert custom["VIGIL_COMMAND_POLL_INTERVAL"] == "0.5"
     assert custom["VIGIL_ALLOWED_ROLE_ARNS"] == \
         "*=arn:aws:iam::1:role/all;shop=arn:aws:iam::1:role/a,arn:aws:iam::1:role/b"
     assert custom["VIGIL_SSM_COMMAND_PATTERNS"] == "systemctl restart [a-z]+\nuptime"

@@ -138,6 +138,8 @@ spec:
         {{- end }}
         - name: VIGIL_SSM_MAX_TIMEOUT
           value: {{ .Values.tenancy.ssm.maxTimeoutSeconds | int64 | quote }}
+        - name: VIGIL_COMMAND_POLL_INTERVAL
+          value: {{ .Values.tenancy.ssm.commandPollIntervalSeconds | quote }}
         {{- if .Values.provenance.existingSecret }}
         - name: VIGIL_PROVENANCE_KEY_FILE
           value: /etc/vigil/provenance/{{ .Values.provenance.secretKey }}

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import dataclasses
 import fnmatch
+import functools
 import re
 from collections.abc import Mapping, Sequence
 
@@ -56,6 +57,11 @@ class Tenancy:
             tags.append(own)
         return tags
 
+    @functools.cached_property
+    def ssm_command_regexes(self) -> tuple[re.Pattern[str], ...]:
+        """``ssm_command_patterns`` compiled once per Tenancy (checked on every pass and before every call)."""
+        return tuple(re.compile(p) for p in self.ssm_command_patterns)
+
 
 def missing_tags(tags: Mapping[str, str], required: Sequence[tuple[str, str]]) -> list[str]:
     """The ``key=value`` requirements ``tags`` does not meet (empty: all met)."""
@@ -81,9 +87,8 @@ def step_violations(tenancy: Tenancy, step: Step) -> list[str]:
     if command.timeout_seconds > tenancy.ssm_max_timeout:
         found.append(f"SSM timeout {command.timeout_seconds}s exceeds the limit of {tenancy.ssm_max_timeout}s")
     if tenancy.ssm_command_patterns:
-        compiled = [re.compile(p) for p in tenancy.ssm_command_patterns]
         for text in command.commands:
-            if not any(p.fullmatch(text) for p in compiled):
+            if not any(p.fullmatch(text) for p in tenancy.ssm_command_regexes):
                 found.append(f"command {text[:80]!r} matches none of the allowed patterns")
     return found
 
