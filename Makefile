@@ -4,13 +4,14 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 export VENV
 
-.PHONY: help bootstrap kube-bins test test-fast lock demo lint typecheck crds docs model train bench bench-detection bench-backtest bench-scale bench-shards bench-series-cap bench-models e2e clean
+.PHONY: help bootstrap kube-bins test test-emulator test-fast lock demo lint typecheck crds docs model train bench bench-detection bench-backtest bench-scale bench-shards bench-series-cap bench-models e2e clean
 
 help:
 	@echo "make demo      - local sandbox: real Prometheus + emulated Kubernetes API + vigil run"
 	@echo "make test      - the test suite (real Prometheus, emulated and real Kubernetes API, moto)"
 	@echo "make kube-bins - build the real kube-apiserver/etcd the tests run (cached outside the clone)"
 	@echo "make test-fast - only the tests that need no peer (pytest -m 'not slow'): no Prometheus needed"
+	@echo "make test-emulator - the suite with the API emulator under the kubeapi tests (fast local loop)"
 	@echo "make lock      - refresh requirements/dev.lock and runtime.lock from pyproject.toml (UPGRADE=1: newest allowed)"
 	@echo "make lint      - ruff + mypy"
 	@echo "make crds      - regenerate crds/ and the chart's CRDs from the pydantic models"
@@ -30,7 +31,11 @@ bootstrap:
 
 # Before pytest: a cold build (~13 min) would not fit in the first real-server test's timeout.
 test: bootstrap kube-bins
-	$(PY) -m pytest
+	$(PY) -m pytest --durations=25
+
+# The same suite with the API emulator under the `kubeapi` tests instead of the real kube-apiserver.
+test-emulator: bootstrap kube-bins
+	VIGIL_TEST_KUBE=emulator $(PY) -m pytest
 
 # kube-apiserver, kubectl and etcd for tests/realkube.py, built from Go modules and cached by version.
 kube-bins:

@@ -55,16 +55,18 @@ def pytest_collection_finish(session: pytest.Session) -> None:
         )
 
 
-#: Which Kubernetes API the ``kubeapi`` fixture gives: ``emulator`` (default: vigil.sandbox.kubeapi, one per
-#: test) or ``real`` (the session's kube-apiserver, tests/realkube.py, cleaned after each test).
-TEST_KUBE = os.environ.get("VIGIL_TEST_KUBE", "emulator")
+#: Which Kubernetes API the ``kubeapi`` fixture gives: ``real`` (default, what `make test` and CI run: the
+#: session's kube-apiserver, tests/realkube.py, cleaned after each test) or ``emulator``
+#: (vigil.sandbox.kubeapi, one per test: the fast local loop). Tests marked ``emulator`` need the emulator's
+#: own controls (stopping it, its request log) and get it either way.
+TEST_KUBE = os.environ.get("VIGIL_TEST_KUBE", "real")
 if TEST_KUBE not in ("emulator", "real"):
     raise pytest.UsageError(f"VIGIL_TEST_KUBE must be 'emulator' or 'real', not {TEST_KUBE!r}")
 
 
 @pytest.fixture
 def kubeapi(request: pytest.FixtureRequest) -> Iterator[KubeAPIServer]:
-    if TEST_KUBE == "real":
+    if TEST_KUBE == "real" and request.node.get_closest_marker("emulator") is None:
         real: RealKube = request.getfixturevalue("real_kube")
         if not getattr(real, "crds_installed", False):
             install_crds(real)

@@ -492,6 +492,7 @@ def test_an_unusable_url_is_reported_without_the_url(kubeapi: KubeAPIServer, stu
     assert_no_secret_leaked(caplog, result.deliveries)
 
 
+@pytest.mark.emulator
 def test_api_server_failure_is_reported(kubeapi: KubeAPIServer, stub: ChatStub, ns: str) -> None:
     kubeapi.set_unavailable(True)
     try:

@@ -86,6 +86,7 @@ def test_run_without_the_crds(tmp_path: pathlib.Path) -> None:
     one_line_error(done, 1, "vigil run", "CRDs not installed", "kubectl apply -f crds/")
 
 
+@pytest.mark.emulator
 def test_an_api_outage_after_start_is_one_line_each_way(run_operator: OperatorFactory, kubeapi: KubeAPIServer) -> None:
     """Stop the API server under a running operator: the log grows by a few lines, not a traceback a second."""
     operator = run_operator()

@@ -250,6 +250,7 @@ def _do_everything(api: Any, run_operator: OperatorFactory, moto: Moto, tmp_path
     return operator
 
 
+@pytest.mark.emulator
 def test_item10_the_chart_allows_every_call_of_a_recorded_run_and_grants_nothing_else(
         chart: helm.Chart, kubeapi: KubeAPIServer, run_operator: OperatorFactory, moto: Moto,
         tmp_path: pathlib.Path) -> None:
