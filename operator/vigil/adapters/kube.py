@@ -23,6 +23,7 @@ from typing import Any
 import aiohttp
 import kopf
 
+from vigil import __version__
 from vigil.adapters import redaction
 
 logger = logging.getLogger(__name__)
@@ -75,7 +76,8 @@ class KubeClient:
                     ssl_context = False
                 self._session = aiohttp.ClientSession(
                     base_url=None,
-                    headers=info.as_http_headers(),
+                    # Named in the API server's audit log (userAgent), beside kopf's own `kopf/<version>`.
+                    headers={**info.as_http_headers(), "User-Agent": f"{self.component}/{__version__}"},
                     connector=aiohttp.TCPConnector(ssl=ssl_context, limit=32),
                     timeout=self._timeout,
                 )
