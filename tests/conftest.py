@@ -37,6 +37,8 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     for item in items:
         if PEER_FIXTURES.intersection(getattr(item, "fixturenames", ())):
             item.add_marker(pytest.mark.slow)
+    # `suite_last` tests read what the whole run left behind (the real API server's audit log): last.
+    items.sort(key=lambda item: item.get_closest_marker("suite_last") is not None)
 
 
 def pytest_collection_finish(session: pytest.Session) -> None:
