@@ -20,6 +20,18 @@ The server runs in its own thread with its own event loop, so that neither a
 synchronous test nor kopf (in yet another thread) ever shares its loop; the
 synchronous accessors (:meth:`KubeAPIServer.get`, :meth:`KubeAPIServer.create`,
 ...) go straight to the thread-safe store and run the same admission as HTTP.
+
+Where it still deviates from a real kube-apiserver (each checked on both by
+tests/api/test_emulator_deviations.py, which fails when one is fixed; more in
+docs/kube-real-vs-emulator.md):
+
+* no server-side apply: ``application/apply-patch+yaml`` is answered 415;
+* no ``metadata.managedFields``;
+* authentication by one bearer token, and no authorization: no RBAC;
+* ``v1`` and ``events.k8s.io/v1`` Events are two stores, not one resource;
+* no admission plugins or ValidatingAdmissionPolicies (the CRD schemas and CEL
+  rules are enforced);
+* watches are served from its event history, not a watch cache.
 """
 
 from __future__ import annotations
