@@ -18,8 +18,10 @@ from vigil.api.v1alpha1.common import Condition, ConditionStatus
 from vigil.api.v1alpha1.detector import (
     AnomalyDetectorStatus,
     ConditionType,
+    SCORE_HISTORY_POINTS,
     ModelStatus,
     Reason,
+    ScorePoint,
     SeriesState,
     SeriesStatus,
 )
@@ -90,6 +92,8 @@ def compose(previous: AnomalyDetectorStatus, outcome: Outcome, top_k: int) -> An
         status.model = outcome.model
         status.threshold = outcome.threshold
         status.observed_generation = gen
+        status.score_history = [*status.score_history, ScorePoint(time=now, score=status.score)][
+            -SCORE_HISTORY_POINTS:]
     elif outcome.kind == OutcomeKind.CONFIG_ERROR:
         put(ConditionType.READY, ConditionStatus.FALSE, outcome.reason, outcome.message)
         put(ConditionType.ANOMALOUS, ConditionStatus.UNKNOWN, Reason.NOT_EVALUATED,
