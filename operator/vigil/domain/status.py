@@ -16,9 +16,9 @@ from collections.abc import Mapping
 
 from vigil.api.v1alpha1.common import Condition, ConditionStatus
 from vigil.api.v1alpha1.detector import (
+    SCORE_HISTORY_POINTS,
     AnomalyDetectorStatus,
     ConditionType,
-    SCORE_HISTORY_POINTS,
     ModelStatus,
     Reason,
     ScorePoint,
