@@ -203,7 +203,7 @@ def timeline(ctx: Context, namespace: str, policy: str, entries: Sequence[views.
              problems: Sequence[str]) -> Markup:
     items = [
         el("li",
-           el("time", views.shown_time(entry.at)),
+           el("time", views.shown_time(entry.at)), " ",
            el("span", entry.kind, class_="kind"), el("strong", f" {entry.name} "),
            el("span", entry.what, class_="what warning" if entry.warning else "what"),
            el("div", entry.message, class_="message") if entry.message else None,
