@@ -26,7 +26,6 @@ import yaml
 
 from tests.harness import wait_for
 from tests.realkube import RealKube, ensure_namespace, install_crds
-from vigil.api.v1alpha1 import action as action_api
 from vigil.api.v1alpha1 import policy as policy_api
 from vigil.api.v1alpha1.common import Condition, ConditionStatus
 from vigil.api.v1alpha1.detector import AnomalyDetectorStatus, ModelStatus, Reason, SeriesState
@@ -92,7 +91,8 @@ def _users() -> list[dict[str, Any]]:
                         {"apiGroups": [""], "resources": ["events"], "verbs": ["get", "list"]}]}
     objects: list[dict[str, Any]] = [reader]
     for user, roles in (("alice", ["dashboard-reader", f"{FULLNAME}-approver"]), ("bob", ["dashboard-reader"])):
-        objects.append({"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": user, "namespace": NAMESPACE}})
+        objects.append({"apiVersion": "v1", "kind": "ServiceAccount",
+                        "metadata": {"name": user, "namespace": NAMESPACE}})
         for role in roles:
             objects.append({
                 "apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding",
@@ -155,7 +155,8 @@ def _policy_status() -> dict[str, Any]:
     status = policy_api.RemediationPolicyStatus(
         conditions=conds, phase=policy_api.PolicyPhase.AWAITING_APPROVAL, actions_in_window=1, in_flight=2,
         incident="7f3k2", incident_since=when, escalation_step=0, matched_detectors=["web-latency"],
-        last_action=policy_api.LastAction(name=DONE, step=0, phase="Succeeded", time=T0 + datetime.timedelta(minutes=6)))
+        last_action=policy_api.LastAction(name=DONE, step=0, phase="Succeeded",
+                                          time=T0 + datetime.timedelta(minutes=6)))
     return status.to_merge_patch()
 
 
