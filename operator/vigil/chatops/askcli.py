@@ -80,14 +80,15 @@ def main(args: argparse.Namespace) -> int:
     """Exit 0 with an answer (a degraded one says why on stderr); 1 when Kubernetes cannot be read; 2 for bad
     flags. Every failure is one line, never a traceback, and never the API key."""
     import asyncio
+    import logging
 
     from vigil.adapters import kubeaccess, redaction
     from vigil.chatops import ask, conversation, kubeio
 
-    redaction.quiet_credential_loggers()
-    for name in ("openai", "httpx", "httpcore"):  # request logs at DEBUG carry headers
-        import logging
-
+    # The answer's note says what went wrong; log lines would repeat it. Errors only, redacted.
+    logging.basicConfig(level=logging.ERROR, format="vigil ask: %(message)s")
+    redaction.install()
+    for name in ("openai", "httpx", "httpcore"):  # their DEBUG request logs carry headers
         logging.getLogger(name).setLevel(logging.WARNING)
     prog = "vigil ask"
     try:

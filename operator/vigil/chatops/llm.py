@@ -328,6 +328,8 @@ async def _converse(client: Any, config: LLMConfig, question: str, history: Sequ
                                  "content": tool_content(result, config.max_tool_result_chars)})
             continue
         text = (message.content or "").strip()
+        if not text and calls:
+            break  # still calling tools after its last round
         if not text:
             raise LLMFailure(f"the LLM at {config.host} returned an empty answer")
         logger.info("chatops: LLM answered in %d round(s), %d tokens, %.1fs", round_ + 1, spent,
