@@ -16,6 +16,8 @@ from typing import Any
 import pytest
 from selenium.webdriver.common.by import By
 from selenium.webdriver.remote.webdriver import WebDriver
+from selenium.webdriver.support import expected_conditions
+from selenium.webdriver.support.wait import WebDriverWait
 
 from tests.dashboard import scene as scenes
 from tests.dashboard.browser import chromium
@@ -189,6 +191,24 @@ def test_posts_from_elsewhere_are_refused(alice: DashboardProcess, scene: scenes
                                                                   "Host": "rebound.example"})
     assert status == 421
     assert _annotations(scene, scenes.PENDING_OTHER) == before
+
+
+def test_the_ask_box_answers_from_the_facts(browser: WebDriver, alice: DashboardProcess) -> None:
+    """No LLM configured: the deterministic answer of Ask Vigil, read with alice's credentials."""
+    browser.get(alice.url + "/ask")
+    browser.find_element(By.ID, "question").send_keys(f"why {scenes.DONE}")
+    browser.find_element(By.ID, "ask-button").click()
+    answer = wait_for(lambda: browser.find_elements(By.ID, "answer"), what="the answer")[0]
+    assert scenes.DONE in answer.text and "web-latency" in answer.text, answer.text
+    assert "(deterministic)" in _text(browser, "section.answer h3")
+    assert browser.find_element(By.ID, "question").get_attribute("value") == f"why {scenes.DONE}"
+    browser.find_element(By.ID, "question").clear()
+    browser.find_element(By.ID, "question").send_keys("status")
+    browser.find_element(By.ID, "ask-button").click()
+    WebDriverWait(browser, 20).until(expected_conditions.staleness_of(answer))  # the next page, not this one
+    status = _text(browser, "#answer")
+    assert "web-latency" in status and "api-errors" in status and "AwaitingApproval" in status, status
+    assert browser.find_elements(By.CSS_SELECTOR, "img") == [] and browser.title == "Ask · Vigil"
 
 
 def test_loopback_only_unless_allowed(tmp_path: pathlib.Path) -> None:

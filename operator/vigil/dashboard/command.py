@@ -33,6 +33,9 @@ def add_dashboard(sub: argparse._SubParsersAction[Any]) -> None:
                    help="allow a non-loopback --address: anyone who reaches it acts with YOUR credentials")
     p.add_argument("--startup-timeout", type=float, default=5.0,
                    help="seconds to keep trying the API server at start-up (default 5)")
+    from vigil.chatops import askcli
+
+    askcli.add_llm_flags(p)  # the ask box answers as `vigil ask` does: deterministic unless an LLM is set
 
 
 def is_loopback(address: str) -> bool:
@@ -48,9 +51,9 @@ def allowed_hosts(address: str, port: int) -> list[str]:
     """The Host header values a page of the dashboard is served under (anything else: DNS rebinding)."""
     shown = f"[{address}]" if ":" in address else address
     hosts = [f"{shown}:{port}", f"localhost:{port}"]
-    if address in ("localhost", "127.0.0.1"):
+    if address == "localhost":
         hosts.append(f"127.0.0.1:{port}")
-    return hosts
+    return list(dict.fromkeys(hosts))
 
 
 def main(args: argparse.Namespace) -> int:
@@ -64,7 +67,13 @@ def main(args: argparse.Namespace) -> int:
         print(f"{prog}: --port {args.port} is not a port", file=sys.stderr)
         return 2
     from vigil.adapters import kubeaccess
+    from vigil.chatops import askcli
 
+    try:
+        llm_config = askcli.llm_config(args)
+    except ValueError as exc:
+        print(f"{prog}: {exc}", file=sys.stderr)
+        return 2
     try:
         access = kubeaccess.load(args.kubeconfig, in_cluster_first=False)
         kubeaccess.check_operator_api(access, args.startup_timeout)
@@ -75,7 +84,8 @@ def main(args: argparse.Namespace) -> int:
 
     namespace = None if args.all_namespaces else (args.namespace or access.namespace)
     try:
-        asyncio.run(serve(access, namespace, args.address, args.port, check_host=not args.allow_remote))
+        asyncio.run(serve(access, namespace, args.address, args.port, check_host=not args.allow_remote,
+                          llm_config=llm_config))
     except OSError as exc:
         print(f"{prog}: cannot listen on {args.address}:{args.port}: {exc.strerror or exc}", file=sys.stderr)
         return 1
@@ -84,7 +94,8 @@ def main(args: argparse.Namespace) -> int:
     return 0
 
 
-async def serve(access: Any, namespace: str | None, address: str, port: int, check_host: bool = True) -> None:
+async def serve(access: Any, namespace: str | None, address: str, port: int, check_host: bool = True,
+                llm_config: Any = None) -> None:
     import asyncio
 
     from aiohttp import web
@@ -94,7 +105,8 @@ async def serve(access: Any, namespace: str | None, address: str, port: int, che
 
     cluster = Cluster(access, namespace)
     user = await cluster.whoami()
-    dashboard = server.Dashboard(cluster, user, asking.answerer(access, namespace), check_host=check_host)
+    asker = asking.Asking(access, namespace, llm_config)
+    dashboard = server.Dashboard(cluster, user, asker.answer, check_host=check_host)
     runner = web.AppRunner(server.build(dashboard), access_log=None)
     await runner.setup()
     try:
@@ -111,4 +123,5 @@ async def serve(access: Any, namespace: str | None, address: str, port: int, che
         await asyncio.Event().wait()
     finally:
         await runner.cleanup()
+        await asker.close()
         cluster.close()

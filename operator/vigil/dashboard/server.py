@@ -14,7 +14,6 @@ Threats it is built against, since it runs on a laptop holding the user's creden
 from __future__ import annotations
 
 import hmac
-import inspect
 import re
 import secrets
 from collections.abc import Awaitable, Callable, Iterable
@@ -48,7 +47,7 @@ HEADERS = {
 #: A namespace or object name as Kubernetes allows it (DNS subdomain); anything else is refused (400).
 NAME = re.compile(r"^[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?$")
 
-#: The ask box's backend: question -> reply. Built by the command from h-ask's Asker when available.
+#: The ask box's backend: (question, user) -> reply (:class:`vigil.dashboard.asking.Asking`).
 Answerer = Callable[[str, str], Awaitable[pages.Reply]]
 
 STATIC = {"dashboard.css": "text/css"}
@@ -57,7 +56,7 @@ STATIC = {"dashboard.css": "text/css"}
 class Dashboard:
     """The app's state: the cluster as the user, who the user is, the CSRF token, the allowed hosts."""
 
-    def __init__(self, cluster: Cluster, user: str, answerer: Answerer | None, check_host: bool = True) -> None:
+    def __init__(self, cluster: Cluster, user: str, answerer: Answerer, check_host: bool = True) -> None:
         self.cluster = cluster
         self.user = user
         #: ``host:port`` values the Host header may take; set once the port is bound (:meth:`allow`).
@@ -229,10 +228,7 @@ async def ask(request: web.Request) -> web.Response:
     if len(question) > MAX_QUESTION:
         return _html(pages.ask(dashboard.context(), question[:MAX_QUESTION], flash=pages.Flash(
             False, f"The question is longer than {MAX_QUESTION} characters.")), 400)
-    if dashboard.answerer is None:
-        reply = pages.Reply("", "", "The ask box is not available in this build (vigil.chatops.ask is missing).")
-    else:
-        reply = await dashboard.answerer(question, dashboard.user)
+    reply = await dashboard.answerer(question, dashboard.user)
     return _html(pages.ask(dashboard.context(), question, reply))
 
 
@@ -261,11 +257,3 @@ def build(dashboard: Dashboard) -> web.Application:
     app.router.add_get("/static/{name}", static)
     app.router.add_get("/healthz", healthz)
     return app
-
-
-async def call_answerer(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
-    """Call a sync or async function (the Asker may be either) and return its result."""
-    result = fn(*args, **kwargs)
-    if inspect.isawaitable(result):
-        result = await result
-    return result
