@@ -71,7 +71,8 @@ def test_overview_shows_detectors_with_sparklines_and_policies_with_guard_rails(
     line = web.find_element(By.CSS_SELECTOR, "svg.sparkline.anomalous polyline.score-line")
     assert len(str(line.get_attribute("points")).split()) == 40  # the 40 evaluations compose() recorded
     assert web.find_elements(By.CSS_SELECTOR, "svg.sparkline line.threshold")
-    assert web.find_element(By.CSS_SELECTOR, "svg.sparkline").size["width"] == 160  # drawn, not collapsed
+    assert web.find_element(By.CSS_SELECTOR, "svg.sparkline").size["width"] == 160
+    assert line.size["width"] > 100 and line.size["height"] > 10  # rendered as a shape of its own, rising
     api = browser.find_element(By.ID, f"detector-{NS}-api-errors")
     assert "Normal" in api.text and "0.410" in api.text
     policy = browser.find_element(By.ID, f"policy-{NS}-{scenes.POLICY}")
@@ -131,6 +132,9 @@ def test_approve_in_chromium_is_the_users_own_decision(browser: WebDriver, alice
     browser.find_element(By.ID, f"approve-{NS}-{scenes.PENDING}").click()
     flash = wait_for(lambda: browser.find_elements(By.ID, "flash"), what="the outcome")[0]
     assert "flash ok" in str(flash.get_attribute("class")) and f"{scenes.PENDING} approved by" in flash.text
+    card = browser.find_element(By.ID, f"approval-{NS}-{scenes.PENDING}")  # still pending: no operator runs here
+    assert f"Approved by {scene.alice_user} via dashboard: waiting for the operator" in card.text
+    assert not card.find_elements(By.CSS_SELECTOR, "form.decide")
     stored = scene.action(scenes.PENDING)
     annotations = stored["metadata"]["annotations"]
     assert annotations[APPROVE_ANNOTATION] == "true"

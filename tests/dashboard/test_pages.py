@@ -40,6 +40,7 @@ def test_sparkline_breaks_on_missing_scores_and_draws_the_threshold() -> None:
     assert sparkline._y(7.0) == sparkline._y(1.0)  # out of range is clamped, not drawn off the box
     svg = sparkline.render([0.1, 0.2, None, 0.9], 0.5, True, HOSTILE)
     assert 'class="sparkline anomalous"' in svg and "<polyline" in svg and "<circle" in svg
+    assert svg.count("/>") == 3  # line, polyline, circle: self-closed, so no shape nests in another
     assert f'y1="{sparkline._y(0.5)}"' in svg and "<script" not in svg
     assert "no scores yet" in sparkline.render([None, None], None, False, "x")
 
@@ -85,7 +86,8 @@ def test_the_timeline_keeps_the_policy_its_actions_and_its_detectors_in_time_ord
     events = [_event("RemediationPolicy", "p", "Triggered", 4), _event("AnomalyDetector", "d", "AnomalyDetected", 1,
                                                                         "Warning"),
               _event("AnomalyDetector", "other", "AnomalyDetected", 2), _event("RemediationAction", "p-1", "X", 9),
-              _event("RemediationPolicy", "q", "Triggered", 3), {"involvedObject": {"kind": "x"}}]
+              _event("RemediationPolicy", "q", "Triggered", 3), {"involvedObject": {"kind": "x"}},
+              _event("RemediationPolicy", "p", "Triggered", 4)]  # the same Event listed twice: shown once
     entries = views.timeline("p", {"matchedDetectors": ["d"]}, [act], events)
     assert [(e.kind, e.name, e.what) for e in entries] == [
         ("AnomalyDetector", "d", "AnomalyDetected"), ("RemediationPolicy", "p", "Triggered"),
@@ -96,6 +98,16 @@ def test_the_timeline_keeps_the_policy_its_actions_and_its_detectors_in_time_ord
     assert entries[3].message == "dashboard: alice"
     page = pages.timeline(CTX, "ns", "p", entries, [])
     assert "<script" not in page and "&lt;script&gt;" in page
+
+
+def test_a_written_decision_replaces_the_buttons() -> None:
+    obj = {"metadata": {"name": "a-1", "namespace": "shop", "annotations": {
+        "vigil.dev/approve": "true", "vigil.dev/reject": "yes", "vigil.dev/decided-by": HOSTILE}},
+        "status": {"phase": "PendingApproval"}}
+    row = views.action(obj)
+    assert row.requested == f"rejected by {HOSTILE}"  # reject wins, as for the operator
+    page = pages.approvals(CTX, [row], None)
+    assert "form" not in page and "waiting for the operator" in page and "<script" not in page
 
 
 def test_pages_carry_the_token_in_forms_and_no_script() -> None:

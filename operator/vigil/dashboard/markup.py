@@ -17,7 +17,9 @@ from typing import Union
 _NAME = re.compile(r"^[a-z][a-z0-9-]*$")
 
 #: HTML elements without a closing tag.
-_VOID = frozenset({"br", "hr", "img", "input", "link", "meta", "circle", "line", "path", "polyline", "rect"})
+_VOID = frozenset({"br", "hr", "img", "input", "link", "meta"})
+#: SVG shapes written self-closed: inside <svg> an unclosed ``<line>`` would swallow the next shape as its child.
+_SVG_EMPTY = frozenset({"circle", "line", "path", "polyline", "rect"})
 
 
 class Markup(str):
@@ -69,6 +71,8 @@ def el(tag: str, *children: Child, **attributes: object) -> Markup:
     opening = f"<{tag}{''.join(rendered)}>"
     if tag in _VOID and not children:
         return Markup(opening)
+    if tag in _SVG_EMPTY and not children:
+        return Markup(f"<{tag}{''.join(rendered)}/>")
     return Markup(f"{opening}{_children(children)}</{tag}>")
 
 

@@ -162,6 +162,8 @@ def approvals(ctx: Context, rows: Sequence[views.ActionRow], listing_problem: st
             el("p", row.message, class_="muted") if row.message else None,
             el("p", f"Expires {views.shown_time(row.expires)}", class_="muted") if row.expires else None,
             _before_after(row),
+            el("p", f"{row.requested.capitalize()}: waiting for the operator to act on it.", class_="requested")
+            if row.requested else
             el("div", _decide_form(ctx, row, "approve"), _decide_form(ctx, row, "reject"), class_="buttons"),
             class_="approval", id=f"approval-{row.ref.namespace}-{row.ref.name}",
         ))

@@ -14,6 +14,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 from vigil.api.v1alpha1 import action as action_api
+from vigil.domain.remediation import approvals
 
 #: Longest string shown from an object (a message, a label value); longer ones are cut with "…".
 MAX_TEXT = 512
@@ -227,6 +228,8 @@ class ActionRow:
     decided_at: datetime.datetime | None
     before: list[tuple[str, str, str]]  # (field, before, after)
     reason: str
+    #: A decision written (annotations) that the operator has not acted on yet, e.g. "approved by alice".
+    requested: str = ""
 
     @property
     def pending(self) -> bool:
@@ -259,9 +262,20 @@ def _step(spec: Mapping[str, Any]) -> tuple[str, str]:
     return text(step.get("name"), 253) or kind, kind
 
 
+def _requested(annotations: Mapping[str, Any]) -> str:
+    """What the decision annotations say (reject wins, as for the operator), or ''."""
+    for annotation, verb in ((action_api.REJECT_ANNOTATION, "rejected"), (action_api.APPROVE_ANNOTATION, "approved")):
+        if text(annotations.get(annotation), 32).strip().lower() in approvals.TRUE:
+            who = text(annotations.get(action_api.ACTOR_ANNOTATION), 253) or "someone"
+            via = text(annotations.get(action_api.VIA_ANNOTATION), 32)
+            return f"{verb} by {who}" + (f" via {via}" if via else "")
+    return ""
+
+
 def action(obj: Mapping[str, Any]) -> ActionRow:
     spec, status = _map(obj.get("spec")), _map(obj.get("status"))
     labels = _map(_map(obj.get("metadata")).get("labels"))
+    annotations = _map(_map(obj.get("metadata")).get("annotations"))
     step, kind = _step(spec)
     decision = _map(status.get("decision"))
     decided = ""
@@ -281,6 +295,7 @@ def action(obj: Mapping[str, Any]) -> ActionRow:
         expires=parse_time(status.get("expiresAt")), started=parse_time(status.get("startedAt")),
         completed=parse_time(status.get("completedAt")), decision=decided,
         decided_at=parse_time(decision.get("at")), before=before_after(status), reason=why,
+        requested=_requested(annotations),
     )
 
 
@@ -339,5 +354,7 @@ def timeline(policy_name: str, policy_status: Mapping[str, Any], actions: Sequen
             message += f" (x{int(count)})"
         entries.append(TimelineEntry(at, key[0], key[1], text(raw.get("reason"), 128), message,
                                      raw.get("type") == "Warning"))
-    entries.sort(key=lambda e: (e.at, e.kind, e.name))
-    return entries[-MAX_TIMELINE:]
+    # An action's end is both a milestone and the operator's Event of the same words: show it once.
+    unique = list(dict.fromkeys(entries))
+    unique.sort(key=lambda e: (e.at, e.kind, e.name))
+    return unique[-MAX_TIMELINE:]
