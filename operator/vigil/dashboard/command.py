@@ -25,12 +25,13 @@ def add_dashboard(sub: argparse._SubParsersAction[Any]) -> None:
     scope = p.add_mutually_exclusive_group()
     scope.add_argument("-n", "--namespace", default=None,
                        help="the namespace to show (default: the kubeconfig context's namespace)")
-    scope.add_argument("-A", "--all-namespaces", action="store_true", help="show every namespace you may list")
+    scope.add_argument("-A", "--all-namespaces", action="store_true", help="show every namespace you may list (default: one namespace)")
     p.add_argument("--address", default="127.0.0.1",
                    help="address to listen on (default 127.0.0.1; a non-loopback one needs --allow-remote)")
     p.add_argument("--port", type=int, default=DEFAULT_PORT, help=f"port (default {DEFAULT_PORT}; 0: any free port)")
     p.add_argument("--allow-remote", action="store_true",
-                   help="allow a non-loopback --address: anyone who reaches it acts with YOUR credentials")
+                   help="allow a non-loopback --address: anyone who reaches it acts with YOUR credentials "
+                        "(default: refused)")
     p.add_argument("--startup-timeout", type=float, default=5.0,
                    help="seconds to keep trying the API server at start-up (default 5)")
     from vigil.chatops import askcli
