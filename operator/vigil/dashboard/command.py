@@ -25,7 +25,8 @@ def add_dashboard(sub: argparse._SubParsersAction[Any]) -> None:
     scope = p.add_mutually_exclusive_group()
     scope.add_argument("-n", "--namespace", default=None,
                        help="the namespace to show (default: the kubeconfig context's namespace)")
-    scope.add_argument("-A", "--all-namespaces", action="store_true", help="show every namespace you may list (default: one namespace)")
+    scope.add_argument("-A", "--all-namespaces", action="store_true",
+                       help="show every namespace you may list (default: one namespace)")
     p.add_argument("--address", default="127.0.0.1",
                    help="address to listen on (default 127.0.0.1; a non-loopback one needs --allow-remote)")
     p.add_argument("--port", type=int, default=DEFAULT_PORT, help=f"port (default {DEFAULT_PORT}; 0: any free port)")
