@@ -31,7 +31,7 @@ class DashboardProcess:
             raise AssertionError(f"vigil dashboard exited {self.proc.returncode}:\n{self.log.read_text()}")
         try:
             with urllib.request.urlopen(f"{self.url}/healthz", timeout=2) as answer:
-                return answer.status == 200
+                return bool(answer.status == 200)
         except OSError:
             return False
 

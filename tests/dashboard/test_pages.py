@@ -61,8 +61,8 @@ def test_malformed_objects_render_without_raising(obj: dict[str, Any]) -> None:
     assert detector.verdict in ("Unknown", "NotReady") and policy.phase in ("Unknown", "")
     page = pages.overview(CTX, [detector], None, [policy], None) + pages.actions(CTX, [action], None)
     assert "<script" not in page
-    assert views.timeline("p", obj.get("status") if isinstance(obj.get("status"), dict) else {}, [obj],
-                          [obj]) is not None
+    status = obj.get("status")
+    assert views.timeline("p", status if isinstance(status, dict) else {}, [obj], [obj]) is not None
 
 
 def test_long_values_are_bounded() -> None:
