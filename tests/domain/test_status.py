@@ -143,3 +143,7 @@ def test_score_history_keeps_the_last_points_oldest_first_and_survives_failures(
     failed = statuses.compose(current, Outcome(OutcomeKind.SOURCE_FAILURE, Reason.PROMETHEUS_UNAVAILABLE,
                                                "down", 9999, 1), 10)
     assert failed.score_history == history  # an outage adds no point and loses none
+    again = statuses.compose(current, evaluated(1000 + 60 * (SCORE_HISTORY_POINTS + 4) + 0.2, normal(0.9),
+                                                normal(0.0)), 10)
+    assert len(again.score_history) == SCORE_HISTORY_POINTS and again.score_history[-1].score == 0.9
+    assert again.score_history[:-1] == history[:-1]  # the same second: the later score replaces the point

@@ -92,8 +92,9 @@ def compose(previous: AnomalyDetectorStatus, outcome: Outcome, top_k: int) -> An
         status.model = outcome.model
         status.threshold = outcome.threshold
         status.observed_generation = gen
-        status.score_history = [*status.score_history, ScorePoint(time=now, score=status.score)][
-            -SCORE_HISTORY_POINTS:]
+        # Times are whole seconds: two evaluations within one second keep the later score only.
+        kept = [p for p in status.score_history if p.time != now]
+        status.score_history = [*kept, ScorePoint(time=now, score=status.score)][-SCORE_HISTORY_POINTS:]
     elif outcome.kind == OutcomeKind.CONFIG_ERROR:
         put(ConditionType.READY, ConditionStatus.FALSE, outcome.reason, outcome.message)
         put(ConditionType.ANOMALOUS, ConditionStatus.UNKNOWN, Reason.NOT_EVALUATED,
