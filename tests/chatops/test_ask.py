@@ -29,8 +29,8 @@ def test_why_explains_a_succeeded_action_from_its_facts(kubeapi: KubeAPIServer, 
     assert "detector `web-cpu` scored 0.930 (threshold 0.800)" in text
     assert f'instance_id="{recorded.label}"' in text  # the series flagged at decision time
     assert "Step 0 `scale-out` (scaleAutoScalingGroup) on AutoScalingGroup `web`" in text
-    assert "no guard rail refused it" in text
-    assert "Decision: `alice@\u200bexample.com` via slack" in text
+    assert "Guard rails: none refused it: passed when proposed (paused, cooldown" in text
+    assert "Decision: `alice@example.com` via slack" in text
     assert "Before → after: `{'desiredCapacity': 2}` → `{'desiredCapacity': 4}`" in text
     assert "Policy `web-scale-out` now: phase AwaitingApproval; ActionAllowed False (AwaitingApproval)" in text
     for reason in ("ApprovalRequested", "ActionApproved", "ActionExecuted", "AnomalyDetected"):
@@ -79,7 +79,7 @@ def test_history_lists_a_policys_actions_oldest_first(recorded: incident.Inciden
                         "oldest first:")
     assert [line.split(" ")[2].rstrip(":") for line in lines[1:]] == [recorded.succeeded, recorded.skipped,
                                                                       recorded.pending]
-    assert "**Succeeded**, decided by `alice@\u200bexample.com`; Before → after" in lines[1]
+    assert "**Succeeded**, decided by `alice@example.com`; Before → after" in lines[1]
     assert "**Skipped** (CooldownActive)" in lines[2]
     assert "**PendingApproval**" in lines[3]
     assert answer.subject == "policy default/web-scale-out"

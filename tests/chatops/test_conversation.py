@@ -60,7 +60,7 @@ def test_a_follow_up_keeps_its_subject_across_a_restart(kubeapi: KubeAPIServer, 
     assert "Detector `web-cpu` now: anomalous, score 0.930 (threshold 0.800), 1 of 3 series anomalous" in seen.text
     assert f'- `{{instance_id="{recorded.label}", job="node"}}` score 0.930, Anomalous since' in seen.text
     assert "AnomalyDetected" in seen.text and "Before → after" not in seen.text
-    assert "no guard rail refused it" in guards.text and "cooldown 1h" in guards.text
+    assert "Guard rails: none refused it" in guards.text and "cooldown 1h" in guards.text
     assert other.subject is None and "`why <namespace>/<action>`" in other.text
     data = json.loads(_threads(kubeapi)[0]["data"][conversation.DATA_KEY])
     assert len(data["turns"]) == 6

@@ -101,7 +101,7 @@ def action_fact(obj: Mapping[str, Any]) -> dict[str, Any]:
     phase = status.get("phase")
     return {
         "kind": "action", "namespace": namespace, "name": name,
-        "created": _dict(obj.get("metadata")).get("creationTimestamp"),
+        "created": status.get("createdAt") or _dict(obj.get("metadata")).get("creationTimestamp"),
         "policy": text(_dict(spec.get("policyRef")).get("name") or "", 253),
         "incident": text(spec.get("incident") or "", 128),
         "step": {"index": spec.get("stepIndex"), "name": text(step.get("name") or "", 253), "kind": kind,
@@ -140,17 +140,31 @@ def action_fact(obj: Mapping[str, Any]) -> dict[str, Any]:
     }
 
 
-#: Refusals made before the action was proposed (the engine records them as Skipped at once) and those
-#: made at the moment of the AWS call (preflight): both are guard rails saying no.
+#: What the engine checks when it proposes an action (engine/remediation/engine.py) and just before the AWS
+#: call (domain/remediation/preflight.py); a failure of either ends the action Skipped with the reason.
+PROPOSAL_CHECKS = "paused, cooldown, rate limit, blast radius, detector freshness, target tags"
+PREFLIGHT_CHECKS = ("provenance, the policy's step unchanged, the incident still open, the approval, the admin's "
+                    "limits, target tags, cooldown, rate limit, blast radius")
+_CALLED = frozenset({api_action.ActionPhase.EXECUTING.value, api_action.ActionPhase.SUCCEEDED.value,
+                     api_action.ActionPhase.FAILED.value, api_action.ActionPhase.DRY_RUN.value})
+
+
 def guard_verdict(phase: Any, skip_reason: Any, message: Any) -> dict[str, Any]:
-    """Which guard rail refused the action, or that none did (so far)."""
+    """Which guard rail refused the action, or which checks it has passed so far (from its phase)."""
     if phase == api_action.ActionPhase.SKIPPED.value:
         return {"refused": True, "by": text(skip_reason or "unknown", 64), "message": text(message or "")}
     if phase is None:
         return {"refused": False, "note": "the operator has not initialised the action yet"}
-    return {"refused": False, "note": "no guard rail refused it: paused, cooldown, rate limit, blast radius, "
-                                      "target tags and detector freshness were checked when it was proposed, "
-                                      "and again before the AWS call"}
+    if phase in _CALLED:
+        return {"refused": False, "passed": [PROPOSAL_CHECKS, PREFLIGHT_CHECKS],
+                "note": f"none refused it: passed when proposed ({PROPOSAL_CHECKS}) and just before the AWS call "
+                        f"({PREFLIGHT_CHECKS})"}
+    if phase in (api_action.ActionPhase.REJECTED.value, api_action.ActionPhase.EXPIRED.value):
+        return {"refused": False, "passed": [PROPOSAL_CHECKS],
+                "note": f"passed when proposed ({PROPOSAL_CHECKS}); it never reached the checks before the AWS call"}
+    return {"refused": False, "passed": [PROPOSAL_CHECKS],
+            "note": f"passed when proposed ({PROPOSAL_CHECKS}); checked again just before the AWS call "
+                    f"({PREFLIGHT_CHECKS})"}
 
 
 def policy_fact(obj: Mapping[str, Any]) -> dict[str, Any]:
@@ -261,7 +275,8 @@ async def get_detector(reader: KubeReader, namespace: str, name: str) -> dict[st
 
 
 def _created(obj: Mapping[str, Any]) -> str:
-    return str(_dict(obj.get("metadata")).get("creationTimestamp") or "")
+    """When the operator proposed it (status.createdAt; the object's creation time before the first status)."""
+    return str(_dict(obj.get("status")).get("createdAt") or _dict(obj.get("metadata")).get("creationTimestamp") or "")
 
 
 async def list_actions(reader: KubeReader, namespace: str, policy: str | None = None,

@@ -25,8 +25,13 @@ HELP = ("I answer from what Vigil recorded in Kubernetes:\n"
 
 
 def quote(value: Any) -> str:
-    """``value`` as inline data: backticked, with backticks, angle brackets and mentions neutralised."""
-    text = str(value).replace("`", "'").replace("<", "\u2039").replace(">", "\u203a").replace("@", "@\u200b")
+    """``value`` as inline data: backticked, with what could end the quote or notify people neutralised.
+
+    A backtick would close the quote; ``<`` opens Slack's and Discord's mentions and links (``<!channel>``,
+    ``<@U123>``, ``<https://…|text>``); ``@everyone`` and ``@here`` notify a whole Discord channel.
+    """
+    text = str(value).replace("`", "'").replace("<", "\u2039")
+    text = text.replace("@everyone", "@\u200beveryone").replace("@here", "@\u200bhere")
     return f"`{text}`"
 
 
