@@ -118,3 +118,20 @@ def test_kubernetes_unreachable_is_one_clear_sentence(kubeapi: KubeAPIServer, tm
     dead.close()
     assert answer.text == "I could not read from Kubernetes: cannot reach https://127.0.0.1:1: connection refused"
     assert answer.error == answer.text and answer.facts == []
+
+
+def test_why_an_alert_triggered_action(kubeapi: KubeAPIServer, recorded: incident.Incident,
+                                       reader: kubeio.ApiReader) -> None:
+    """An action triggered by an Alertmanager alert: its labels are the evidence, shown as data."""
+    body = kubeapi.get("vigil.dev/v1alpha1", "remediationactions", "default", recorded.pending)
+    assert body is not None
+    spec = body["spec"]
+    spec["reason"] = {"source": "alertmanager", "alert": {"alertname": "HighLatency", "summary": "<!here> `rm -rf`"},
+                      "time": spec["reason"]["time"]}
+    kubeapi.create({"apiVersion": "vigil.dev/v1alpha1", "kind": "RemediationAction",
+                    "metadata": {"name": "web-scale-out-i-9-s1", "namespace": "default",
+                                 "labels": body["metadata"]["labels"]}, "spec": spec})
+    answer = asyncio.run(ask.Asker(reader).ask("why web-scale-out-i-9-s1"))
+    assert "Why: Alertmanager alert `{alertname=\"HighLatency\", summary=\"\u2039!here> 'rm -rf'\"}`" in answer.text
+    assert "Guard rails: the operator has not initialised the action yet." in answer.text
+    assert [f["kind"] for f in answer.facts][:2] == ["action", "policy"]  # no detector

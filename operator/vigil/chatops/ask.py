@@ -124,7 +124,7 @@ class Asker:
             tools = llm.ReadOnlyTools(self.reader, gathered, self.default_namespace, self.namespaces)
             try:
                 result = await llm.answer(self._llm_client(), self.llm_config, question, history, tools)
-                reply, via = summary.bound(result.text), LLM
+                reply, via = summary.bound(summary.defuse(result.text)), LLM
                 used = [*gathered, *[r for r in result.facts if r not in gathered]]
             except Exception as exc:
                 failure = llm.describe_failure(exc, self.llm_config)

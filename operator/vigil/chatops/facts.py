@@ -12,6 +12,7 @@ never interpreted; :mod:`vigil.chatops.llm` hands them to the model as JSON tool
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Iterable, Mapping
 from typing import Any, Protocol
 
@@ -291,24 +292,34 @@ async def list_actions(reader: KubeReader, namespace: str, policy: str | None = 
 
 
 async def why(reader: KubeReader, namespace: str, name: str) -> list[dict[str, Any]]:
-    """Everything that explains one action: itself, its policy, its detector, and their Events."""
+    """Everything that explains one action: itself, its policy, its detector, and their Events.
+
+    The action is read first (it names the rest); the other reads run concurrently.
+    """
     action = await get_action(reader, namespace, name)
     if action is None:
         return [not_found(api_action.KIND, namespace, name)]
+    policy_name, detector_name = action["policy"], action["evidence"]["detector"]
+
+    async def nothing() -> Any:
+        return None
+
+    (action_events, policy, policy_events, detector, detector_events) = await asyncio.gather(
+        events_about(reader, api_action.KIND, namespace, name),
+        get_policy(reader, namespace, policy_name) if policy_name else nothing(),
+        events_about(reader, api_policy.KIND, namespace, policy_name) if policy_name else nothing(),
+        get_detector(reader, namespace, detector_name) if detector_name else nothing(),
+        events_about(reader, api_detector.KIND, namespace, detector_name, limit=10) if detector_name else nothing(),
+    )
     facts: list[dict[str, Any]] = [action]
-    events = await events_about(reader, api_action.KIND, namespace, name)
-    policy_name = action["policy"]
+    events: list[dict[str, Any]] = list(action_events)
     if policy_name:
-        policy = await get_policy(reader, namespace, policy_name)
         facts.append(policy if policy is not None else not_found(api_policy.KIND, namespace, policy_name))
         # The policy's Events about this action start with its name (engine: "NAME: message").
-        events += [e for e in await events_about(reader, api_policy.KIND, namespace, policy_name)
-                   if e["message"].startswith(f"{name}:")]
-    detector_name = action["evidence"]["detector"]
+        events += [e for e in policy_events if e["message"].startswith(f"{name}:")]
     if detector_name:
-        detector = await get_detector(reader, namespace, detector_name)
         facts.append(detector if detector is not None else not_found(api_detector.KIND, namespace, detector_name))
-        events += await events_about(reader, api_detector.KIND, namespace, detector_name, limit=10)
+        events += detector_events
     events.sort(key=lambda e: str(e["time"]))
     facts += events[-MAX_EVENTS * 2:]
     return facts
@@ -328,8 +339,12 @@ async def status(reader: KubeReader, namespaces: Iterable[str | None]) -> list[d
     policies: list[dict[str, Any]] = []
     pending: list[dict[str, Any]] = []
     for namespace in namespaces:
-        detectors += [detector_fact(o) for o in await reader.list(API_VERSION, api_detector.PLURAL, namespace)]
-        policies += [policy_fact(o) for o in await reader.list(API_VERSION, api_policy.PLURAL, namespace)]
-        pending += [action_fact(o) for o in await reader.list(API_VERSION, api_action.PLURAL, namespace)
+        found_detectors, found_policies, found_actions = await asyncio.gather(
+            reader.list(API_VERSION, api_detector.PLURAL, namespace),
+            reader.list(API_VERSION, api_policy.PLURAL, namespace),
+            reader.list(API_VERSION, api_action.PLURAL, namespace))
+        detectors += [detector_fact(o) for o in found_detectors]
+        policies += [policy_fact(o) for o in found_policies]
+        pending += [action_fact(o) for o in found_actions
                     if _dict(o.get("status")).get("phase") == api_action.ActionPhase.PENDING_APPROVAL.value]
     return [{"kind": "status", "detectors": detectors, "policies": policies, "pendingApprovals": pending}]

@@ -30,9 +30,18 @@ def quote(value: Any) -> str:
     A backtick would close the quote; ``<`` opens Slack's and Discord's mentions and links (``<!channel>``,
     ``<@U123>``, ``<https://…|text>``); ``@everyone`` and ``@here`` notify a whole Discord channel.
     """
-    text = str(value).replace("`", "'").replace("<", "\u2039")
-    text = text.replace("@everyone", "@\u200beveryone").replace("@here", "@\u200bhere")
-    return f"`{text}`"
+    inner = defuse(str(value).replace("`", "'"))
+    return f"`{inner}`"
+
+
+def defuse(text: str) -> str:
+    """Free text written by the LLM (which has read hostile labels): no mention, channel ping or chat link.
+
+    ``<`` opens every Slack and Discord mention and link (``<!channel>``, ``<@U123>``, ``<https://…|here>``),
+    and ``@everyone`` / ``@here`` ping a Discord channel; the rest of the markdown is kept.
+    """
+    text = text.replace("<", "\u2039")
+    return text.replace("@everyone", "@\u200beveryone").replace("@here", "@\u200bhere")
 
 
 def series_text(labels: Mapping[str, Any]) -> str:
