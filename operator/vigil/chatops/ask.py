@@ -15,6 +15,7 @@ subject and turns (:mod:`vigil.chatops.conversation`), so "and what did the dete
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import logging
 import time
@@ -22,7 +23,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from vigil.adapters import redaction
-from vigil.chatops import commands, facts, llm, summary
+from vigil.chatops import commands, facts, kubeio, llm, summary
 from vigil.chatops import conversation as threads
 from vigil.chatops.commands import Command, Verb
 from vigil.chatops.conversation import ConversationStore, Subject, Turn
@@ -64,16 +65,19 @@ class Asker:
     ``store``: where threads are kept; None: no history at all.
     ``default_namespace``: for ``why <action>`` without a namespace.
     ``namespaces``: what ``status`` covers and the LLM's tools may read; None: all namespaces.
+    ``read_deadline``: seconds the facts of one question may take to read.
     """
 
     def __init__(self, reader: facts.KubeReader, *, llm_config: llm.LLMConfig | None = None,
                  store: ConversationStore | None = None, default_namespace: str = "default",
-                 namespaces: Sequence[str] | None = None, clock: Callable[[], float] = time.time) -> None:
+                 namespaces: Sequence[str] | None = None, read_deadline: float = 30.0,
+                 clock: Callable[[], float] = time.time) -> None:
         self.reader = reader
         self.llm_config = llm_config
         self.store = store
         self.default_namespace = default_namespace
         self.namespaces = tuple(namespaces) if namespaces is not None else None
+        self.read_deadline = read_deadline
         self._clock = clock
         self._client: Any = None
 
@@ -109,9 +113,15 @@ class Asker:
         logger.info("chatops: ask %s from %s", command.verb.value, redaction.redact(user)[:64] or "unknown")
         previous = thread.subject if thread is not None else None
         try:
-            subject, gathered, reply = await self._deterministic(command, previous)
-        except facts_errors() as exc:
-            message = f"I could not read from Kubernetes: {redaction.redact(str(exc))[:300]}"
+            subject, gathered, reply = await asyncio.wait_for(self._deterministic(command, previous),
+                                                              timeout=self.read_deadline)
+        except TimeoutError:
+            message = f"I could not read from Kubernetes: no answer within {self.read_deadline:g}s"
+            return Answer(message, [], DETERMINISTIC, error=message, subject=_subject_text(previous))
+        except Exception as exc:  # the reader's error, or any other reader's: one sentence, never a traceback
+            detail = str(exc) if isinstance(exc, kubeio.KubeReadError) else f"{type(exc).__name__}: {exc}"
+            message = f"I could not read from Kubernetes: {redaction.redact(detail)[:300]}"
+            logger.warning("chatops: %s", message)
             return Answer(message, [], DETERMINISTIC, error=message, subject=_subject_text(previous))
         via = DETERMINISTIC
         calls: tuple[str, ...] = ()
@@ -191,10 +201,3 @@ class Asker:
             if await facts.get_action(self.reader, namespace, name) is not None:
                 return Subject("action", namespace, name)
         return None
-
-
-def facts_errors() -> tuple[type[BaseException], ...]:
-    """What a failed read raises: the reader's error, and the OS/connection errors of any reader."""
-    from vigil.chatops.kubeio import KubeReadError
-
-    return (KubeReadError, OSError, TimeoutError)
