@@ -2,8 +2,8 @@
 
 The one entry point the chat transports (Slack, Discord), the dashboard and ``vigil ask`` share::
 
-    asker = Asker(reader, llm=None, store=ConversationStore(configmaps))
-    answer = await asker.ask("why default/web-scale-out-1a2b-0", conversation="C123:1700000000.1")
+    asker = Asker(reader, llm_config=None, store=ConversationStore(configmaps))
+    answer = await asker.ask("why default/web-scale-out-i-1-s1", conversation="C123:1700000000.1")
 
 Facts are read from the Kubernetes API only (:mod:`vigil.chatops.facts`, through a reader that cannot
 write). Without an LLM the answer is the deterministic summary (:mod:`vigil.chatops.summary`); with
@@ -61,7 +61,7 @@ class Asker:
     """Answers questions; one per component, shared by every thread (it keeps no per-thread state itself).
 
     ``reader``: a :class:`~vigil.chatops.facts.KubeReader` (only ``get``/``list``).
-    ``llm``: None (the default) for deterministic answers only.
+    ``llm_config``: None (the default) for deterministic answers only.
     ``store``: where threads are kept; None: no history at all.
     ``default_namespace``: for ``why <action>`` without a namespace.
     ``namespaces``: what ``status`` covers and the LLM's tools may read; None: all namespaces.
@@ -184,8 +184,7 @@ class Asker:
         part = commands.focus(command.text)
         subject = await self._named_action(command.text) or previous
         if subject is None:
-            return None, [], ("I can answer about a specific action, policy or the overall status.\n\n"
-                                    + summary.HELP)
+            return None, [], "I can answer about a specific action, policy or the overall status.\n\n" + summary.HELP
         if subject.kind == "policy":
             gathered = await facts.history(self.reader, subject.namespace, subject.name)
             return subject, gathered, summary.history(gathered)
