@@ -19,7 +19,7 @@ import asyncio
 import dataclasses
 import logging
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from vigil.adapters import redaction
@@ -66,12 +66,13 @@ class Asker:
     ``default_namespace``: for ``why <action>`` without a namespace.
     ``namespaces``: what ``status`` covers and the LLM's tools may read; None: all namespaces.
     ``read_deadline``: seconds the facts of one question may take to read.
+    ``close_with``: callables :meth:`close` runs (what the caller opened for this Asker).
     """
 
     def __init__(self, reader: facts.KubeReader, *, llm_config: llm.LLMConfig | None = None,
                  store: ConversationStore | None = None, default_namespace: str = "default",
                  namespaces: Sequence[str] | None = None, read_deadline: float = 30.0,
-                 clock: Callable[[], float] = time.time) -> None:
+                 clock: Callable[[], float] = time.time, close_with: Sequence[Callable[[], object]] = ()) -> None:
         self.reader = reader
         self.llm_config = llm_config
         self.store = store
@@ -80,6 +81,7 @@ class Asker:
         self.read_deadline = read_deadline
         self._clock = clock
         self._client: Any = None
+        self._close_with = list(close_with)
 
     def _llm_client(self) -> Any:
         if self._client is None and self.llm_config is not None:
@@ -92,9 +94,12 @@ class Asker:
         return self._client
 
     async def close(self) -> None:
+        """Close the LLM client, and what ``close_with`` names (the transport :func:`from_environment` opened)."""
         if self._client is not None:
             await self._client.close()
             self._client = None
+        while self._close_with:
+            self._close_with.pop()()
 
     async def ask(self, text: str, *, conversation: str | None = None, user: str = "") -> Answer:
         """Answer ``text``; ``conversation`` names the thread whose history to use and extend."""
@@ -200,3 +205,32 @@ class Asker:
             if await facts.get_action(self.reader, namespace, name) is not None:
                 return Subject("action", namespace, name)
         return None
+
+
+def from_environment(env: Mapping[str, str] | None = None) -> Asker:
+    """An Asker for a component: credentials in-cluster (else KUBECONFIG), settings from the environment
+    (:mod:`vigil.chatops.asksettings`: VIGIL_ASK_*, VIGIL_LLM_*, VIGIL_CHATOPS_NAMESPACE), conversations kept in
+    ConfigMaps of the component's namespace. Raises ValueError or kubeaccess.AccessError, never showing a key."""
+    import os
+
+    from vigil.adapters import kubeaccess
+    from vigil.chatops import asksettings
+
+    env = os.environ if env is None else env
+    settings = asksettings.from_env(env)
+    config = None
+    if settings.llm is not None:
+        key = llm.LLMConfig.read_key(settings.llm.key_file) if settings.llm.key_file else ""
+        config = llm.LLMConfig(
+            base_url=settings.llm.base_url, model=settings.llm.model, api_key=key, timeout=settings.llm.timeout,
+            deadline=settings.llm.deadline, max_tool_rounds=settings.llm.max_tool_rounds,
+            max_tokens=settings.llm.max_tokens, max_total_tokens=settings.llm.max_total_tokens,
+            token_field=settings.llm.token_field)
+    kubeconfig = env.get("KUBECONFIG") or None
+    access = kubeaccess.load(kubeconfig if kubeconfig and os.pathsep not in kubeconfig else None)
+    transport = kubeio.Transport(access, timeout=settings.timeout)
+    store = (ConversationStore(kubeio.ConfigMapClient(transport, settings.store_namespace or access.namespace))
+             if settings.conversations else None)
+    return Asker(kubeio.ApiReader(transport), llm_config=config, store=store,
+                 default_namespace=settings.default_namespace, namespaces=settings.namespaces,
+                 close_with=[transport.close])
