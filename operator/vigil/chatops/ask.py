@@ -190,6 +190,9 @@ class Asker:
         subject = await self._named_action(command.text) or previous
         if subject is None:
             return None, [], "I can answer about a specific action, policy or the overall status.\n\n" + summary.HELP
+        if subject.kind == "policy" and part == "detector":
+            gathered = await facts.policy_detectors(self.reader, subject.namespace, subject.name)
+            return subject, gathered, summary.policy_detectors(gathered)
         if subject.kind == "policy":
             gathered = await facts.history(self.reader, subject.namespace, subject.name)
             return subject, gathered, summary.history(gathered)
