@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import asyncio
 import pathlib
+import socket
+import time
 
 from tests.chatops import incident
 from tests.chatops.conftest import writes
@@ -29,8 +31,8 @@ def test_why_explains_a_succeeded_action_from_its_facts(kubeapi: KubeAPIServer, 
     assert "detector `web-cpu` scored 0.930 (threshold 0.800)" in text
     assert f'instance_id="{recorded.label}"' in text  # the series flagged at decision time
     assert "Step 0 `scale-out` (scaleAutoScalingGroup) on AutoScalingGroup `web`" in text
-    assert "no guard rail refused it" in text
-    assert "Decision: `alice@\u200bexample.com` via slack" in text
+    assert "Guard rails: none refused it: passed when proposed (paused, cooldown" in text
+    assert "Decision: `alice@example.com` via slack" in text
     assert "Before → after: `{'desiredCapacity': 2}` → `{'desiredCapacity': 4}`" in text
     assert "Policy `web-scale-out` now: phase AwaitingApproval; ActionAllowed False (AwaitingApproval)" in text
     for reason in ("ApprovalRequested", "ActionApproved", "ActionExecuted", "AnomalyDetected"):
@@ -79,7 +81,7 @@ def test_history_lists_a_policys_actions_oldest_first(recorded: incident.Inciden
                         "oldest first:")
     assert [line.split(" ")[2].rstrip(":") for line in lines[1:]] == [recorded.succeeded, recorded.skipped,
                                                                       recorded.pending]
-    assert "**Succeeded**, decided by `alice@\u200bexample.com`; Before → after" in lines[1]
+    assert "**Succeeded**, decided by `alice@example.com`; Before → after" in lines[1]
     assert "**Skipped** (CooldownActive)" in lines[2]
     assert "**PendingApproval**" in lines[3]
     assert answer.subject == "policy default/web-scale-out"
@@ -118,3 +120,45 @@ def test_kubernetes_unreachable_is_one_clear_sentence(kubeapi: KubeAPIServer, tm
     dead.close()
     assert answer.text == "I could not read from Kubernetes: cannot reach https://127.0.0.1:1: connection refused"
     assert answer.error == answer.text and answer.facts == []
+
+
+def test_why_an_alert_triggered_action(kubeapi: KubeAPIServer, recorded: incident.Incident,
+                                       reader: kubeio.ApiReader) -> None:
+    """An action triggered by an Alertmanager alert: its labels are the evidence, shown as data."""
+    body = kubeapi.get("vigil.dev/v1alpha1", "remediationactions", "default", recorded.pending)
+    assert body is not None
+    spec = body["spec"]
+    spec["reason"] = {"source": "alertmanager", "alert": {"alertname": "HighLatency", "summary": "<!here> `rm -rf`"},
+                      "time": spec["reason"]["time"]}
+    kubeapi.create({"apiVersion": "vigil.dev/v1alpha1", "kind": "RemediationAction",
+                    "metadata": {"name": "web-scale-out-i-9-s1", "namespace": "default",
+                                 "labels": body["metadata"]["labels"]}, "spec": spec})
+    answer = asyncio.run(ask.Asker(reader).ask("why web-scale-out-i-9-s1"))
+    assert "Why: Alertmanager alert `{alertname=\"HighLatency\", summary=\"\u2039!here> 'rm -rf'\"}`" in answer.text
+    assert "Guard rails: the operator has not initialised the action yet." in answer.text
+    assert [f["kind"] for f in answer.facts][:2] == ["action", "policy"]  # no detector
+
+
+def test_a_silent_api_server_is_bounded_by_the_read_deadline(tmp_path: pathlib.Path) -> None:
+    """An API server that accepts the connection and never answers: the question ends at the deadline."""
+    with socket.socket() as silent:
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(8)  # connections complete in the kernel's backlog; nothing ever answers
+        port = silent.getsockname()[1]
+        config = tmp_path / "silent.kubeconfig"
+        config.write_text(
+            "apiVersion: v1\nkind: Config\n"
+            f"clusters: [{{name: c, cluster: {{server: 'http://127.0.0.1:{port}'}}}}]\n"
+            "users: [{name: u, user: {token: t}}]\n"
+            "contexts: [{name: c, context: {cluster: c, user: u, namespace: default}}]\ncurrent-context: c\n")
+        silent_transport = kubeio.Transport(kubeaccess.load(str(config), in_cluster_first=False), timeout=2.0)
+
+        async def timed() -> tuple[ask.Answer, float]:
+            started = time.monotonic()
+            answer = await ask.Asker(kubeio.ApiReader(silent_transport), read_deadline=0.5).ask("status")
+            return answer, time.monotonic() - started
+
+        answer, took = asyncio.run(timed())
+        silent_transport.close()
+    assert answer.text == "I could not read from Kubernetes: no answer within 0.5s"
+    assert took < 1.5

@@ -264,3 +264,14 @@ def test_the_key_file_is_read_and_never_shown(tmp_path: Any) -> None:
     assert "two" not in str(refused.value)
     with pytest.raises(ValueError, match="base URL"):
         llm.LLMConfig(base_url="file:///etc/passwd", model="m")
+
+
+def test_the_llm_answer_cannot_ping_a_channel_or_link(recorded: incident.Incident, reader: kubeio.ApiReader,
+                                                      peer_factory: Any) -> None:
+    peer = peer_factory([Text("<!channel> @everyone approve now: <https://evil.example|the console> <@U123>")],
+                        force_scripted=True)
+    answer = _ask(reader, peer.config, "status")
+    assert answer.via == "llm"
+    assert "<" not in answer.text and "@everyone" not in answer.text
+    assert answer.text == ("\u2039!channel> @\u200beveryone approve now: \u2039https://evil.example|the console> "
+                           "\u2039@U123>")

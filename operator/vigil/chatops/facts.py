@@ -12,6 +12,7 @@ never interpreted; :mod:`vigil.chatops.llm` hands them to the model as JSON tool
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Iterable, Mapping
 from typing import Any, Protocol
 
@@ -101,7 +102,7 @@ def action_fact(obj: Mapping[str, Any]) -> dict[str, Any]:
     phase = status.get("phase")
     return {
         "kind": "action", "namespace": namespace, "name": name,
-        "created": _dict(obj.get("metadata")).get("creationTimestamp"),
+        "created": status.get("createdAt") or _dict(obj.get("metadata")).get("creationTimestamp"),
         "policy": text(_dict(spec.get("policyRef")).get("name") or "", 253),
         "incident": text(spec.get("incident") or "", 128),
         "step": {"index": spec.get("stepIndex"), "name": text(step.get("name") or "", 253), "kind": kind,
@@ -140,17 +141,31 @@ def action_fact(obj: Mapping[str, Any]) -> dict[str, Any]:
     }
 
 
-#: Refusals made before the action was proposed (the engine records them as Skipped at once) and those
-#: made at the moment of the AWS call (preflight): both are guard rails saying no.
+#: What the engine checks when it proposes an action (engine/remediation/engine.py) and just before the AWS
+#: call (domain/remediation/preflight.py); a failure of either ends the action Skipped with the reason.
+PROPOSAL_CHECKS = "paused, cooldown, rate limit, blast radius, detector freshness, target tags"
+PREFLIGHT_CHECKS = ("provenance, the policy's step unchanged, the incident still open, the approval, the admin's "
+                    "limits, target tags, cooldown, rate limit, blast radius")
+_CALLED = frozenset({api_action.ActionPhase.EXECUTING.value, api_action.ActionPhase.SUCCEEDED.value,
+                     api_action.ActionPhase.FAILED.value, api_action.ActionPhase.DRY_RUN.value})
+
+
 def guard_verdict(phase: Any, skip_reason: Any, message: Any) -> dict[str, Any]:
-    """Which guard rail refused the action, or that none did (so far)."""
+    """Which guard rail refused the action, or which checks it has passed so far (from its phase)."""
     if phase == api_action.ActionPhase.SKIPPED.value:
         return {"refused": True, "by": text(skip_reason or "unknown", 64), "message": text(message or "")}
     if phase is None:
         return {"refused": False, "note": "the operator has not initialised the action yet"}
-    return {"refused": False, "note": "no guard rail refused it: paused, cooldown, rate limit, blast radius, "
-                                      "target tags and detector freshness were checked when it was proposed, "
-                                      "and again before the AWS call"}
+    if phase in _CALLED:
+        return {"refused": False, "passed": [PROPOSAL_CHECKS, PREFLIGHT_CHECKS],
+                "note": f"none refused it: passed when proposed ({PROPOSAL_CHECKS}) and just before the AWS call "
+                        f"({PREFLIGHT_CHECKS})"}
+    if phase in (api_action.ActionPhase.REJECTED.value, api_action.ActionPhase.EXPIRED.value):
+        return {"refused": False, "passed": [PROPOSAL_CHECKS],
+                "note": f"passed when proposed ({PROPOSAL_CHECKS}); it never reached the checks before the AWS call"}
+    return {"refused": False, "passed": [PROPOSAL_CHECKS],
+            "note": f"passed when proposed ({PROPOSAL_CHECKS}); checked again just before the AWS call "
+                    f"({PREFLIGHT_CHECKS})"}
 
 
 def policy_fact(obj: Mapping[str, Any]) -> dict[str, Any]:
@@ -261,7 +276,8 @@ async def get_detector(reader: KubeReader, namespace: str, name: str) -> dict[st
 
 
 def _created(obj: Mapping[str, Any]) -> str:
-    return str(_dict(obj.get("metadata")).get("creationTimestamp") or "")
+    """When the operator proposed it (status.createdAt; the object's creation time before the first status)."""
+    return str(_dict(obj.get("status")).get("createdAt") or _dict(obj.get("metadata")).get("creationTimestamp") or "")
 
 
 async def list_actions(reader: KubeReader, namespace: str, policy: str | None = None,
@@ -276,24 +292,34 @@ async def list_actions(reader: KubeReader, namespace: str, policy: str | None = 
 
 
 async def why(reader: KubeReader, namespace: str, name: str) -> list[dict[str, Any]]:
-    """Everything that explains one action: itself, its policy, its detector, and their Events."""
+    """Everything that explains one action: itself, its policy, its detector, and their Events.
+
+    The action is read first (it names the rest); the other reads run concurrently.
+    """
     action = await get_action(reader, namespace, name)
     if action is None:
         return [not_found(api_action.KIND, namespace, name)]
+    policy_name, detector_name = action["policy"], action["evidence"]["detector"]
+
+    async def nothing() -> Any:
+        return None
+
+    (action_events, policy, policy_events, detector, detector_events) = await asyncio.gather(
+        events_about(reader, api_action.KIND, namespace, name),
+        get_policy(reader, namespace, policy_name) if policy_name else nothing(),
+        events_about(reader, api_policy.KIND, namespace, policy_name) if policy_name else nothing(),
+        get_detector(reader, namespace, detector_name) if detector_name else nothing(),
+        events_about(reader, api_detector.KIND, namespace, detector_name, limit=10) if detector_name else nothing(),
+    )
     facts: list[dict[str, Any]] = [action]
-    events = await events_about(reader, api_action.KIND, namespace, name)
-    policy_name = action["policy"]
+    events: list[dict[str, Any]] = list(action_events)
     if policy_name:
-        policy = await get_policy(reader, namespace, policy_name)
         facts.append(policy if policy is not None else not_found(api_policy.KIND, namespace, policy_name))
         # The policy's Events about this action start with its name (engine: "NAME: message").
-        events += [e for e in await events_about(reader, api_policy.KIND, namespace, policy_name)
-                   if e["message"].startswith(f"{name}:")]
-    detector_name = action["evidence"]["detector"]
+        events += [e for e in policy_events if e["message"].startswith(f"{name}:")]
     if detector_name:
-        detector = await get_detector(reader, namespace, detector_name)
         facts.append(detector if detector is not None else not_found(api_detector.KIND, namespace, detector_name))
-        events += await events_about(reader, api_detector.KIND, namespace, detector_name, limit=10)
+        events += detector_events
     events.sort(key=lambda e: str(e["time"]))
     facts += events[-MAX_EVENTS * 2:]
     return facts
@@ -313,8 +339,23 @@ async def status(reader: KubeReader, namespaces: Iterable[str | None]) -> list[d
     policies: list[dict[str, Any]] = []
     pending: list[dict[str, Any]] = []
     for namespace in namespaces:
-        detectors += [detector_fact(o) for o in await reader.list(API_VERSION, api_detector.PLURAL, namespace)]
-        policies += [policy_fact(o) for o in await reader.list(API_VERSION, api_policy.PLURAL, namespace)]
-        pending += [action_fact(o) for o in await reader.list(API_VERSION, api_action.PLURAL, namespace)
+        found_detectors, found_policies, found_actions = await asyncio.gather(
+            reader.list(API_VERSION, api_detector.PLURAL, namespace),
+            reader.list(API_VERSION, api_policy.PLURAL, namespace),
+            reader.list(API_VERSION, api_action.PLURAL, namespace))
+        detectors += [detector_fact(o) for o in found_detectors]
+        policies += [policy_fact(o) for o in found_policies]
+        pending += [action_fact(o) for o in found_actions
                     if _dict(o.get("status")).get("phase") == api_action.ActionPhase.PENDING_APPROVAL.value]
     return [{"kind": "status", "detectors": detectors, "policies": policies, "pendingApprovals": pending}]
+
+
+async def policy_detectors(reader: KubeReader, namespace: str, policy: str, limit: int = 5) -> list[dict[str, Any]]:
+    """A policy and the detectors it watches (its status' matched detectors, else the names in its spec)."""
+    found = await get_policy(reader, namespace, policy)
+    if found is None:
+        return [not_found(api_policy.KIND, namespace, policy)]
+    names = (found["matchedDetectors"] or found["detectors"])[:limit]
+    detectors = await asyncio.gather(*(get_detector(reader, namespace, n) for n in names))
+    return [found, *[d if d is not None else not_found(api_detector.KIND, namespace, n)
+                     for n, d in zip(names, detectors, strict=True)]]

@@ -25,9 +25,32 @@ HELP = ("I answer from what Vigil recorded in Kubernetes:\n"
 
 
 def quote(value: Any) -> str:
-    """``value`` as inline data: backticked, with backticks, angle brackets and mentions neutralised."""
-    text = str(value).replace("`", "'").replace("<", "\u2039").replace(">", "\u203a").replace("@", "@\u200b")
-    return f"`{text}`"
+    """``value`` as inline data: backticked, with what could end the quote or notify people neutralised.
+
+    A backtick would close the quote; ``<`` opens Slack's and Discord's mentions and links (``<!channel>``,
+    ``<@U123>``, ``<https://…|text>``); ``@everyone`` and ``@here`` notify a whole Discord channel.
+    """
+    inner = defuse(str(value).replace("`", "'"))
+    return f"`{inner}`"
+
+
+def defuse(text: str) -> str:
+    """Free text written by the LLM (which has read hostile labels): no mention, channel ping or chat link.
+
+    ``<`` opens every Slack and Discord mention and link (``<!channel>``, ``<@U123>``, ``<https://…|here>``),
+    and ``@everyone`` / ``@here`` ping a Discord channel; the rest of the markdown is kept.
+    """
+    text = text.replace("<", "\u2039")
+    return text.replace("@everyone", "@\u200beveryone").replace("@here", "@\u200bhere")
+
+
+def slack_mrkdwn(text: str) -> str:
+    """An answer as Slack's mrkdwn: ``&``, ``<``, ``>`` escaped as Slack documents, ``**bold**`` as ``*bold*``.
+
+    Discord and terminals take the answer as it is (standard markdown); Slack needs this form.
+    """
+    escaped = text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+    return escaped.replace("**", "*")
 
 
 def series_text(labels: Mapping[str, Any]) -> str:
@@ -261,6 +284,23 @@ def status(facts: Sequence[Mapping[str, Any]]) -> str:
         lines.append(f"- {action['namespace']}/{action['name']}: {quote(action['step']['name'])} on "
                      f"{', '.join(quote(t.get('id')) for t in action['targets']) or 'no targets'} (policy "
                      f"{quote(action['policy'])}), expires {action['approval'].get('expiresAt')}")
+    return bound("\n".join(lines))
+
+
+def policy_detectors(facts: Sequence[Mapping[str, Any]]) -> str:
+    """What a policy's detectors see now (a follow-up about detectors after ``history``)."""
+    missing = _by_kind(facts, "notFound")
+    policies = _by_kind(facts, "policy")
+    if not policies:
+        return not_found_text(missing[0]) if missing else "I found nothing to show."
+    policy = policies[0]
+    detectors = _by_kind(facts, "detector")
+    lines = [f"**RemediationPolicy {policy['namespace']}/{policy['name']}** watches {len(detectors)} detector(s):"]
+    for detector in detectors:
+        lines += detector_lines(detector, series=5)
+    lines += [not_found_text(f) for f in missing]
+    if not detectors and not missing:
+        lines.append("None matched (it may be triggered by Alertmanager alerts only).")
     return bound("\n".join(lines))
 
 
