@@ -52,6 +52,16 @@ def bob(scene: scenes.Scene) -> Iterator[DashboardProcess]:
 
 
 @pytest.fixture(scope="module")
+def nobody(scene: scenes.Scene) -> Iterator[DashboardProcess]:
+    """A user with no RBAC at all (realkube's vigil-user): the dashboard shows what Kubernetes refuses."""
+    kubeconfig = scene.kube.write_kubeconfig(scene.alice.with_name("nobody.kubeconfig"), scene.kube.user_token,
+                                             user="nobody", namespace=NS)
+    process = DashboardProcess(kubeconfig, kubeconfig.with_suffix(".log"))
+    yield process
+    process.stop()
+
+
+@pytest.fixture(scope="module")
 def browser() -> Iterator[WebDriver]:
     driver = chromium()
     yield driver
@@ -118,6 +128,17 @@ def test_the_timeline_puts_actions_and_events_in_time_order(browser: WebDriver, 
         assert at >= 0, (kind, what, entries)
     times = [e.split(" UTC")[0] for e in entries]
     assert times == sorted(times)
+
+
+def test_what_the_user_may_not_read_is_refused_on_the_page(browser: WebDriver, nobody: DashboardProcess) -> None:
+    browser.get(nobody.url + "/")
+    problems = [p.text for p in browser.find_elements(By.CSS_SELECTOR, "p.problem")]
+    assert len(problems) == 2 and all("Kubernetes refused to list" in p and "403" in p for p in problems), problems
+    assert "vigil-user" in problems[0]  # the API server's own words name the user
+    assert not browser.find_elements(By.CSS_SELECTOR, "tr.detector, tr.policy")
+    browser.get(nobody.url + "/approvals")
+    assert "Kubernetes refused to list RemediationActions" in _text(browser, "p.problem")
+    assert not browser.find_elements(By.CSS_SELECTOR, "form.decide")
 
 
 def _annotations(scene: scenes.Scene, name: str) -> dict[str, str]:

@@ -116,7 +116,9 @@ def test_pages_carry_the_token_in_forms_and_no_script() -> None:
                         "status": {"phase": "PendingApproval", "before": {"desiredCapacity": 2},
                                    "after": {"desiredCapacity": 4},
                                    "createdAt": datetime.datetime(2026, 1, 1, tzinfo=datetime.UTC).isoformat()}})
+    assert '<meta http-equiv="refresh" content="30">' in pages.approvals(CTX, [act], None)
     page = pages.approvals(CTX, [act], None, pages.Flash(False, HOSTILE))
+    assert "refresh" not in page  # the answer to a POST is never reloaded
     assert page.count('name="csrf" value="t0k&quot;en"') == 2
     assert 'action="/actions/shop/a-1/approve"' in page and 'action="/actions/shop/a-1/reject"' in page
     assert "<script" not in page and 'class="flash refused"' in page and page.startswith("<!DOCTYPE html>")

@@ -13,6 +13,9 @@ from collections.abc import Sequence
 from vigil.dashboard import sparkline, views
 from vigil.dashboard.markup import Child, Markup, el, join, raw_document
 
+#: Seconds between reloads of a page that only shows state (a meta refresh: no script needed).
+REFRESH = 30
+
 NAV = (("/", "Detectors & policies"), ("/approvals", "Approvals"), ("/actions", "Actions"), ("/ask", "Ask"))
 
 
@@ -34,7 +37,10 @@ class Context:
     csrf: str
 
 
-def layout(ctx: Context, title: str, active: str, *content: Child, flash: Flash | None = None) -> Markup:
+def layout(ctx: Context, title: str, active: str, *content: Child, flash: Flash | None = None,
+           refresh: bool = False) -> Markup:
+    """A page. ``refresh``: reload it every :data:`REFRESH` seconds (only for GET pages: a POST's answer
+    must not be reloaded, and the ask box would lose the question)."""
     nav = el("nav", *(el("a", label, href=path, class_="active" if path == active else None,
                          aria_current="page" if path == active else None) for path, label in NAV))
     who = el("div", el("span", "as ", el("strong", ctx.user or "(user unknown)", id="user")),
@@ -46,6 +52,7 @@ def layout(ctx: Context, title: str, active: str, *content: Child, flash: Flash 
     return raw_document(el(
         "html",
         el("head", el("meta", charset="utf-8"), el("title", f"{title} · Vigil"),
+           el("meta", http_equiv="refresh", content=str(REFRESH)) if refresh else None,
            el("meta", name="viewport", content="width=device-width, initial-scale=1"),
            el("link", rel="stylesheet", href="/static/dashboard.css")),
         el("body", el("header", el("h1", "Vigil"), who, nav), el("main", notice, el("h2", title), *content)),
@@ -127,7 +134,8 @@ def overview(ctx: Context, detectors: Sequence[views.DetectorRow], detector_prob
              policies: Sequence[views.PolicyRow], policy_problem: str | None) -> Markup:
     return layout(ctx, "Detectors & policies", "/",
                   el("h3", "Anomaly detectors"), problem(detector_problem), detectors_table(detectors),
-                  el("h3", "Remediation policies"), problem(policy_problem), policies_table(policies))
+                  el("h3", "Remediation policies"), problem(policy_problem), policies_table(policies),
+                  refresh=True)
 
 
 def _before_after(row: views.ActionRow) -> Markup:
@@ -173,7 +181,7 @@ def approvals(ctx: Context, rows: Sequence[views.ActionRow], listing_problem: st
                   el("p", "Approve and Reject are your own requests to Kubernetes, with your kubeconfig: "
                           "they need the RBAC verb approve on remediationactions in the action's namespace.",
                      class_="muted"),
-                  *cards, flash=flash)
+                  *cards, flash=flash, refresh=flash is None)
 
 
 def actions(ctx: Context, rows: Sequence[views.ActionRow], listing_problem: str | None) -> Markup:
@@ -198,7 +206,7 @@ def actions(ctx: Context, rows: Sequence[views.ActionRow], listing_problem: str 
         ))
     return layout(ctx, "Actions", "/actions", problem(listing_problem),
                   el("table", el("thead", head), el("tbody", *body or [_empty(6, "No RemediationActions.")]),
-                     class_="actions"))
+                     class_="actions"), refresh=True)
 
 
 def timeline(ctx: Context, namespace: str, policy: str, entries: Sequence[views.TimelineEntry],
@@ -216,7 +224,8 @@ def timeline(ctx: Context, namespace: str, policy: str, entries: Sequence[views.
                   *(problem(p) for p in problems),
                   el("p", "The policy's actions (proposed, decided, started, ended) and the Events of the policy, "
                           "its actions and the detectors it matched, oldest first.", class_="muted"),
-                  el("ol", *items or [el("li", "Nothing recorded yet.", class_="muted")], class_="timeline"))
+                  el("ol", *items or [el("li", "Nothing recorded yet.", class_="muted")], class_="timeline"),
+                  refresh=True)
 
 
 @dataclasses.dataclass(frozen=True)
