@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 export VENV
 
-.PHONY: help bootstrap kube-bins test test-fast lock demo lint typecheck crds docs model train bench bench-detection bench-backtest bench-scale bench-shards bench-series-cap bench-models dashboard-screenshots e2e clean
+.PHONY: help bootstrap kube-bins test test-fast lock demo lint typecheck crds docs model train bench bench-detection bench-backtest bench-scale bench-shards bench-series-cap bench-models e2e clean
 
 help:
 	@echo "make demo      - local sandbox: real Prometheus + emulated Kubernetes API + vigil run"
@@ -110,6 +110,7 @@ e2e:
 
 # Screenshots of `vigil dashboard` (docs/img/dashboard-*.png) from the browser tests' own scene: a real
 # kube-apiserver, headless Chromium (Debian chromium + chromium-driver).
+.PHONY: dashboard-screenshots
 dashboard-screenshots: bootstrap kube-bins
 	$(PY) scripts/dashboard-screenshots.py
 
