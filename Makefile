@@ -23,6 +23,7 @@ help:
 	@echo "make bench-series-cap - RSS of one 20,000-series detector, capped and uncapped (~2 min): docs/security.md"
 	@echo "make bench-shards - one replica vs 2 shards + standbys, N=1000 (~6 min): docs/bench/shards.md"
 	@echo "make bench-models - hostile custom models vs vigil run, and the code before the guard (~4 min): docs/bench/models.md"
+	@echo "make dashboard-screenshots - docs/img/dashboard-*.png from the dashboard's browser-test scene"
 	@echo "make docs      - regenerate docs/configuration.md from charts/vigil/values.yaml"
 	@echo "make e2e       - kind end-to-end test (needs Docker, kind, helm, kubectl)"
 
@@ -111,6 +112,12 @@ bench-models: bootstrap
 
 e2e:
 	bash scripts/e2e.sh
+
+# Screenshots of `vigil dashboard` (docs/img/dashboard-*.png) from the browser tests' own scene: a real
+# kube-apiserver, headless Chromium (Debian chromium + chromium-driver).
+.PHONY: dashboard-screenshots
+dashboard-screenshots: bootstrap kube-bins
+	$(PY) scripts/dashboard-screenshots.py
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache .mypy_cache .ruff_cache demo-out

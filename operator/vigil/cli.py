@@ -14,6 +14,8 @@ from collections.abc import Sequence
 from typing import Any, NoReturn
 
 from vigil import __version__
+from vigil.chatops import askcli
+from vigil.dashboard.command import add_dashboard
 
 
 def _env(name: str, default: str | None = None) -> str | None:
@@ -276,6 +278,8 @@ def parser() -> argparse.ArgumentParser:
     _add_crds(sub)
     _add_backtest(sub)
     _add_decisions(sub)
+    add_dashboard(sub)
+    askcli.add_ask(sub)
     sub.add_parser("version", help="print the version and the built-in model")
     return p
 
@@ -443,6 +447,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         from vigil import decisions
 
         return decisions.main(args)
+    if args.command == "dashboard":
+        from vigil.dashboard import command
+
+        return command.main(args)
+    if args.command == "ask":
+        return askcli.main(args)
     if args.command == "backtest":
         from vigil import backtest
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import getpass
 import sys
+from collections.abc import Mapping
 from typing import Any
 
 from vigil.api.v1alpha1 import action
@@ -25,6 +26,31 @@ def _whoami(kubernetes_config: object, kubeconfig: str | None) -> str:
     except Exception:
         pass
     return getpass.getuser()
+
+
+#: The verbs a human decision can take, and the annotation each writes.
+VERBS = {"approve": action.APPROVE_ANNOTATION, "reject": action.REJECT_ANNOTATION}
+
+
+def refusal(current: Mapping[str, Any]) -> str | None:
+    """Why ``current`` (a RemediationAction as read) cannot be decided now, or None when it can."""
+    phase = (current.get("status") or {}).get("phase")
+    if phase != action.ActionPhase.PENDING_APPROVAL.value:
+        return f"it is {phase or 'not initialised yet'}, not PendingApproval; nothing to decide"
+    return None
+
+
+def patch(verb: str, who: str, via: str) -> dict[str, Any]:
+    """The merge patch of a decision: the annotation ``kubectl annotate`` would write, who, and through what.
+
+    Every tool (``vigil approve``, ``vigil dashboard``, chat) writes this same patch, so the operator and
+    the admission policy treat them alike. ``who`` empty: no ``decided-by`` (the operator records the field
+    manager), which is what a client that does not know its user's name must do under the admission policy.
+    """
+    annotations = {VERBS[verb]: "true", action.VIA_ANNOTATION: via}
+    if who:
+        annotations[action.ACTOR_ANNOTATION] = who
+    return {"metadata": {"annotations": annotations}}
 
 
 def main(args: argparse.Namespace) -> int:
@@ -53,17 +79,14 @@ def main(args: argparse.Namespace) -> int:
                 print(f"{prog}: RemediationAction {namespace}/{args.name} not found", file=sys.stderr)
                 return 1
             raise
-        phase = (current.get("status") or {}).get("phase")
-        if phase != action.ActionPhase.PENDING_APPROVAL.value:
-            print(f"{prog}: {namespace}/{args.name} is {phase or 'not initialised yet'}, "
-                  "not PendingApproval; nothing to decide", file=sys.stderr)
+        why = refusal(current)
+        if why is not None:
+            print(f"{prog}: {namespace}/{args.name}: {why}", file=sys.stderr)
             return 1
-        annotation = action.APPROVE_ANNOTATION if args.command == "approve" else action.REJECT_ANNOTATION
         who = args.by or _whoami(kubernetes.config, args.kubeconfig)
-        patch = {"metadata": {"annotations": {
-            annotation: "true", action.ACTOR_ANNOTATION: who, "vigil.dev/decided-via": "cli"}}}
         # Our own field manager (not the client's default "OpenAPI-Generator"): it is what status.decision records.
-        api.patch_namespaced_custom_object(GROUP, VERSION, namespace, action.PLURAL, args.name, patch,
+        api.patch_namespaced_custom_object(GROUP, VERSION, namespace, action.PLURAL, args.name,
+                                           patch(args.command, who, "cli"),
                                            field_manager="vigil-approve", _request_timeout=timeout)
     except Exception as exc:  # ApiException, urllib3 connection errors: one line, not a traceback
         print(f"{prog}: {kubeaccess.describe(exc, access.server)}", file=sys.stderr)

@@ -234,6 +234,17 @@ def test_approval_who() -> None:
     assert by_kubectl.by.startswith("kubectl-annotate") and by_kubectl.at == 1767225600.0
 
 
+@pytest.mark.parametrize(("stated", "via"), [
+    ("cli", "cli"), ("dashboard", "dashboard"), ("slack", "slack"), ("annotation", "annotation"),
+    ("<script>", "annotation"), ("", "annotation"),
+])
+def test_approval_via_is_a_known_tool_or_annotation(stated: str, via: str) -> None:
+    annotations = {APPROVE_ANNOTATION: "true", ACTOR_ANNOTATION: "alice", "vigil.dev/decided-via": stated}
+    assert approvals.decide(annotations, [], NOW, 600, True, NOW).via == via
+    unsigned = {APPROVE_ANNOTATION: "true", "vigil.dev/decided-via": "dashboard"}  # no decided-by: not stated
+    assert approvals.decide(unsigned, [], NOW, 600, True, NOW).via == "annotation"
+
+
 def test_approval_expiry() -> None:
     assert approvals.decide({}, [], NOW - 700, 600, True, NOW).outcome == approvals.Outcome.EXPIRED
     closed = approvals.decide({}, [], NOW - 10, 600, False, NOW)

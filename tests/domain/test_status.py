@@ -128,3 +128,22 @@ def test_merge_patch_nulls_cleared_fields() -> None:
     assert patch["anomalousSince"] is None and patch["anomalous"] is False  # null deletes the old value
     assert set(patch) == set(AnomalyDetectorStatus().model_dump(by_alias=True))  # every field, camelCase
     assert all(v is not None for s in patch["series"] for k, v in s.items())  # nested objects stay compact
+
+
+def test_score_history_keeps_the_last_points_oldest_first_and_survives_failures() -> None:
+    from vigil.api.v1alpha1.detector import SCORE_HISTORY_POINTS
+
+    current = AnomalyDetectorStatus()
+    for i in range(SCORE_HISTORY_POINTS + 5):
+        current = statuses.compose(current, evaluated(1000 + 60 * i, normal(i / 100), normal(0.0)), 10)
+    history = current.score_history
+    assert len(history) == SCORE_HISTORY_POINTS
+    assert [p.score for p in history[:2]] == [0.05, 0.06] and history[-1].score == (SCORE_HISTORY_POINTS + 4) / 100
+    assert [p.time.timestamp() for p in history] == sorted(p.time.timestamp() for p in history)
+    failed = statuses.compose(current, Outcome(OutcomeKind.SOURCE_FAILURE, Reason.PROMETHEUS_UNAVAILABLE,
+                                               "down", 9999, 1), 10)
+    assert failed.score_history == history  # an outage adds no point and loses none
+    again = statuses.compose(current, evaluated(1000 + 60 * (SCORE_HISTORY_POINTS + 4) + 0.2, normal(0.9),
+                                                normal(0.0)), 10)
+    assert len(again.score_history) == SCORE_HISTORY_POINTS and again.score_history[-1].score == 0.9
+    assert again.score_history[:-1] == history[:-1]  # the same second: the later score replaces the point

@@ -135,6 +135,15 @@ def test_status_is_written_on_change_and_heartbeat_only(kubeapi: KubeAPIServer, 
              timeout=30, what="8 more evaluations")
     # ~8 evaluations at 1s with a 3s heartbeat: a few heartbeat writes, never one per evaluation.
     assert writes() - first <= 4, writes() - first
+    # ... and yet each evaluation's score reaches the API with the next write (the dashboard's sparklines)
+    def history() -> list[dict[str, object]]:
+        points = status_of(kubeapi, "cpu-quiet-writes").get("scoreHistory")
+        return points if isinstance(points, list) and len(points) >= 8 else []
+
+    history = wait_for(history, timeout=30, what="8 scores written with a heartbeat")
+    times = [str(point["time"]) for point in history]
+    assert times == sorted(times) and len(set(times)) == len(times)
+    assert all(isinstance(point.get("score"), float) for point in history), history
 
 
 @pytest.mark.parametrize(("spec", "message"), [

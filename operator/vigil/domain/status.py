@@ -16,10 +16,12 @@ from collections.abc import Mapping
 
 from vigil.api.v1alpha1.common import Condition, ConditionStatus
 from vigil.api.v1alpha1.detector import (
+    SCORE_HISTORY_POINTS,
     AnomalyDetectorStatus,
     ConditionType,
     ModelStatus,
     Reason,
+    ScorePoint,
     SeriesState,
     SeriesStatus,
 )
@@ -90,6 +92,9 @@ def compose(previous: AnomalyDetectorStatus, outcome: Outcome, top_k: int) -> An
         status.model = outcome.model
         status.threshold = outcome.threshold
         status.observed_generation = gen
+        # Times are whole seconds: two evaluations within one second keep the later score only.
+        kept = [p for p in status.score_history if p.time != now]
+        status.score_history = [*kept, ScorePoint(time=now, score=status.score)][-SCORE_HISTORY_POINTS:]
     elif outcome.kind == OutcomeKind.CONFIG_ERROR:
         put(ConditionType.READY, ConditionStatus.FALSE, outcome.reason, outcome.message)
         put(ConditionType.ANOMALOUS, ConditionStatus.UNKNOWN, Reason.NOT_EVALUATED,

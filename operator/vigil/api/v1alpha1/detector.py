@@ -221,6 +221,19 @@ class SeriesStatus(Model):
     since: datetime.datetime | None = Field(default=None, description="When the current state began.")
 
 
+#: Points kept in ``status.scoreHistory``: a sparkline's worth (at a 30s interval, the last 24 minutes),
+#: small enough that a status write at thousands of detectors stays cheap (~2 KiB per detector).
+SCORE_HISTORY_POINTS = 48
+
+
+class ScorePoint(Model):
+    """One evaluation's maximum score, as kept for ``vigil dashboard``'s sparklines."""
+
+    time: datetime.datetime = Field(description="The evaluation time.")
+    score: float | None = Field(default=None, ge=0.0, le=1.0, description="Maximum score over series, null "
+                                "when no series was scored.")
+
+
 class AnomalyDetectorStatus(Model):
     observed_generation: int | None = Field(default=None, ge=0)
     conditions: list[Condition] = Field(
@@ -238,6 +251,10 @@ class AnomalyDetectorStatus(Model):
     )
     series: list[SeriesStatus] = Field(default_factory=list, max_length=50, description="Top-K series.")
     model: ModelStatus | None = Field(default=None)
+    score_history: list[ScorePoint] = Field(
+        default_factory=list, max_length=SCORE_HISTORY_POINTS,
+        description=f"The maximum score of the last {SCORE_HISTORY_POINTS} evaluations, oldest first. Written "
+                    "with the rest of the status (on a change or the heartbeat), so it can lag by a heartbeat.")
 
 
 PRINTER_COLUMNS: list[dict[str, Any]] = [
