@@ -14,6 +14,7 @@ from collections.abc import Sequence
 from typing import Any, NoReturn
 
 from vigil import __version__
+from vigil.chatops.app import add_chatops
 
 
 def _env(name: str, default: str | None = None) -> str | None:
@@ -276,6 +277,7 @@ def parser() -> argparse.ArgumentParser:
     _add_crds(sub)
     _add_backtest(sub)
     _add_decisions(sub)
+    add_chatops(sub)
     sub.add_parser("version", help="print the version and the built-in model")
     return p
 
@@ -435,6 +437,8 @@ def _version(args: argparse.Namespace) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parser().parse_args(argv)
+    if getattr(args, "handler", None) is not None:  # subcommands that name their own entry point
+        return int(args.handler(args))
     if args.command == "run":
         return _run(args)
     if args.command == "crds":

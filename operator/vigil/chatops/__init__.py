@@ -1,0 +1,1 @@
+"""ChatOps: approve, reject and ask Vigil from Slack and Discord (``vigil chatops``)."""
