@@ -206,11 +206,10 @@ async def serve(args: argparse.Namespace, secrets: dict[str, str], maps: MapFile
     log = logging.getLogger(__name__)
     kube = KubeApi(access)
     replays = core.ReplayGuard()
-    posters: list[Any] = []
     app = web.Application(client_max_size=1 << 20)
     cleanups: list[Any] = []
 
-    board = core.Board(kube, posters, namespaces, interval=args.poll_interval)
+    board = core.Board(kube, [], namespaces, interval=args.poll_interval)
     chatops = core.ChatOps(Decider(kube, maps), board, _asker(), args.default_namespace)
 
     socket_handler = None
@@ -224,7 +223,7 @@ async def serve(args: argparse.Namespace, secrets: dict[str, str], maps: MapFile
         bolt = slack.build_app(chatops, client, signing_secret=secrets["slack_signing"], replays=replays,
                                groups=slack.SlackGroups(client, maps))
         if args.slack_channel:
-            posters.append(slack.SlackPoster(client, args.slack_channel))
+            board.posters.append(slack.SlackPoster(client, args.slack_channel))
         if args.slack_mode == "http":
             async def slack_events(request: web.Request) -> web.StreamResponse:
                 return await to_aiohttp_response(await bolt.async_dispatch(await to_bolt_request(request)))
@@ -240,7 +239,7 @@ async def serve(args: argparse.Namespace, secrets: dict[str, str], maps: MapFile
         api = discord.DiscordApi(secrets["discord_bot"], args.discord_api_url)
         cleanups.append(api.close)
         if args.discord_channel:
-            posters.append(discord.DiscordPoster(api, args.discord_channel))
+            board.posters.append(discord.DiscordPoster(api, args.discord_channel))
         try:
             interactions = discord.Interactions(chatops, secrets["discord_key"], api, replays, maps)
         except ValueError as exc:

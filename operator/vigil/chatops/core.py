@@ -30,7 +30,7 @@ from vigil.api.v1alpha1 import action as api_action
 from vigil.api.v1alpha1.common import API_VERSION
 from vigil.chatops import messages
 from vigil.chatops.approve import ActionRef, BadReference, ChatUser, Decider, Result, Status, Verb, parse_ref
-from vigil.chatops.kube import KubeApi
+from vigil.chatops.kube import KubeApi, KubeError
 
 logger = logging.getLogger(__name__)
 
@@ -254,6 +254,8 @@ class Board:
         while not stop.is_set():
             try:
                 await self.sync()
+            except KubeError as exc:
+                logger.warning("Approval board pass failed: HTTP %s %s: %s", exc.status, exc.reason, exc.message[:200])
             except Exception as exc:
                 logger.warning("Approval board pass failed: %s", type(exc).__name__)
             try:

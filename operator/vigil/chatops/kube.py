@@ -66,7 +66,7 @@ class KubeApi:
 
     def _headers(self, content_type: str, as_: Identity | None) -> CIMultiDict[str]:
         headers: CIMultiDict[str] = CIMultiDict({"Accept": "application/json", "Content-Type": content_type})
-        token = self._configuration.get_api_key_with_prefix("authorization")
+        token = self._configuration.get_api_key_with_prefix("BearerToken", alias="authorization")
         if token:
             headers["Authorization"] = token
         if as_ is not None:
