@@ -26,10 +26,11 @@ import urllib.request
 from collections.abc import Iterator, Sequence
 from typing import Any
 
+import helm_python as helm
 import pytest
 import yaml
 
-from tests.chart.conftest import NAMESPACE, RELEASE, Render, chart, render  # noqa: F401 - the chart fixtures
+from tests.chart.conftest import CHART_DIR, NAMESPACE, RELEASE, Manifest, parse, render_text
 from tests.harness import ROOT, wait_for
 from tests.realkube import RealKube, ensure_namespace, install_crds, remediation_action
 from vigil.sandbox.ports import free_port
@@ -119,16 +120,22 @@ class Cluster:
                 and not (e.get("objectRef") or {}).get("subresource")]
 
 
+def _render(values: dict[str, Any]) -> list[Manifest]:
+    with helm.Chart.load(CHART_DIR) as chart:
+        return parse(render_text(chart, values))
+
+
 @pytest.fixture(scope="package")
-def cluster(real_kube: RealKube, render: Render, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
+def cluster(real_kube: RealKube, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
     install_crds(real_kube)
     ensure_namespace(real_kube, NAMESPACE)
-    objects = render({"chatops": {"enabled": True, "identities": IDENTITIES,
+    objects = _render({"chatops": {"enabled": True, "identities": IDENTITIES,
                                   "slack": {"existingSecret": "chat-slack", "channel": "C0APPROVALS"},
                                   "discord": {"existingSecret": "chat-discord", "channel": "1200000000000000001"}}})
     applied = [o for o in objects if o["kind"] in APPLIED_KINDS]
     real_kube.kubectl("apply", "-f", "-", input=yaml.safe_dump_all(applied))
-    config_map = next(o for o in objects if o["kind"] == "ConfigMap" and o["metadata"]["name"] == f"{CHATOPS_SA}-identities")
+    config_map = next(o for o in objects
+                      if o["kind"] == "ConfigMap" and o["metadata"]["name"] == f"{CHATOPS_SA}-identities")
     cluster = Cluster(real_kube, tmp_path_factory.mktemp("chatops"), config_map["data"]["identities.yaml"])
     # The policy is compiled and loaded asynchronously: wait until it refuses the admin's dry run.
     probe = json.dumps(remediation_action("probe", NAMESPACE))

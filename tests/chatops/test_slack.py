@@ -43,7 +43,8 @@ def _tokens(directory: pathlib.Path) -> list[str]:
 
 
 @pytest.fixture(scope="module")
-def http_mode(cluster: Cluster, slack: SlackServer, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ChatopsProcess]:
+def http_mode(cluster: Cluster, slack: SlackServer,
+              tmp_path_factory: pytest.TempPathFactory) -> Iterator[ChatopsProcess]:
     workdir = tmp_path_factory.mktemp("slack-http")
     process = ChatopsProcess(cluster, workdir, [
         "-n", cluster.namespace(HTTP_NS), "--slack-mode", "http", "--slack-channel", CHANNEL,
@@ -171,6 +172,9 @@ def test_http_mode_slash_command_by_a_user_group_member(cluster: Cluster, slack:
     cluster.pending(HTTP_NS, name)
     _posted(slack, HTTP_NS, name)
     ts = _ts_of(slack, HTTP_NS, name)
+    # the action approved in the previous test waits for the operator now, not for chat: posted once only
+    # (the board posted this one in a later pass than the approval)
+    assert len([m for m in slack.messages.values() if f"{HTTP_NS}/web-scale-out-i-1-s1" in json.dumps(m)]) == 1
     response_url = slack.response_url()
     command = {"token": "unused", "team_id": slackapi.TEAM, "team_domain": "vigil-test", "channel_id": CHANNEL,
                "channel_name": "approvals", "user_id": "U0CAROL", "user_name": "carol", "command": "/vigil",

@@ -31,6 +31,7 @@ from vigil.api.v1alpha1.common import API_VERSION
 from vigil.chatops import messages
 from vigil.chatops.approve import ActionRef, BadReference, ChatUser, Decider, Result, Status, Verb, parse_ref
 from vigil.chatops.kube import KubeApi, KubeError
+from vigil.domain.remediation import approvals
 
 logger = logging.getLogger(__name__)
 
@@ -136,7 +137,12 @@ def _ref_of(obj: Mapping[str, Any]) -> ActionRef:
 
 
 def _pending(obj: Mapping[str, Any]) -> bool:
-    return (obj.get("status") or {}).get("phase") == api_action.ActionPhase.PENDING_APPROVAL.value
+    """Waiting for a human: ``PendingApproval`` and nobody has set the approve or reject annotation yet
+    (once set, the action waits for the operator, not for chat)."""
+    annotations = (obj.get("metadata") or {}).get("annotations") or {}
+    decided = any(str(annotations.get(a, "")).strip().lower() in approvals.TRUE
+                  for a in (api_action.APPROVE_ANNOTATION, api_action.REJECT_ANNOTATION))
+    return not decided and (obj.get("status") or {}).get("phase") == api_action.ActionPhase.PENDING_APPROVAL.value
 
 
 class Board:

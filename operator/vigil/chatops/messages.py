@@ -24,6 +24,7 @@ import pydantic
 from vigil.api.v1alpha1 import action as api_action
 from vigil.domain import notifications
 from vigil.domain.notifications import EventKind, NotificationEvent
+from vigil.domain.remediation import approvals
 
 APPROVE_ID = "vigil_approve"
 REJECT_ID = "vigil_reject"
@@ -81,8 +82,17 @@ def event_from_object(obj: Mapping[str, Any], now: datetime.datetime) -> Notific
 
 
 def outcome_of(obj: Mapping[str, Any]) -> Outcome | None:
-    """How a stored action was decided, from its status (None while it still waits)."""
+    """How a stored action was decided: from its status, or from the annotations while the operator has
+    not acted on them yet (None while it still waits)."""
     status = obj.get("status") or {}
+    annotations = (obj.get("metadata") or {}).get("annotations") or {}
+    if status.get("phase") == api_action.ActionPhase.PENDING_APPROVAL.value:
+        for annotation, done in ((api_action.REJECT_ANNOTATION, "Rejected"),
+                                 (api_action.APPROVE_ANNOTATION, "Approved")):
+            if str(annotations.get(annotation, "")).strip().lower() in approvals.TRUE:
+                return Outcome(done, by=str(annotations.get(api_action.ACTOR_ANNOTATION) or "")[:128],
+                               via=str(annotations.get("vigil.dev/decided-via") or "annotation")[:32])
+        return None
     try:
         phase = api_action.ActionPhase(str(status.get("phase") or ""))
     except ValueError:
