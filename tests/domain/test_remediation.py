@@ -234,6 +234,19 @@ def test_approval_who() -> None:
     assert by_kubectl.by.startswith("kubectl-annotate") and by_kubectl.at == 1767225600.0
 
 
+@pytest.mark.parametrize(("annotations", "via"), [
+    ({ACTOR_ANNOTATION: "alice", "vigil.dev/decided-via": "cli"}, "cli"),
+    ({ACTOR_ANNOTATION: "alice", "vigil.dev/decided-via": "slack"}, "slack"),
+    ({ACTOR_ANNOTATION: "alice", "vigil.dev/decided-via": "discord"}, "discord"),
+    ({ACTOR_ANNOTATION: "alice", "vigil.dev/decided-via": "carrier-pigeon"}, "annotation"),
+    ({"vigil.dev/decided-via": "slack"}, "annotation"),  # no decided-by: the claim is not kept
+    ({ACTOR_ANNOTATION: "alice"}, "annotation"),
+])
+def test_approval_via(annotations: dict[str, str], via: str) -> None:
+    decision = approvals.decide({APPROVE_ANNOTATION: "true", **annotations}, [], NOW, 600, True, NOW)
+    assert decision.via == via and decision.via in approvals.APPROVAL_VIAS
+
+
 def test_approval_expiry() -> None:
     assert approvals.decide({}, [], NOW - 700, 600, True, NOW).outcome == approvals.Outcome.EXPIRED
     closed = approvals.decide({}, [], NOW - 10, 600, False, NOW)
