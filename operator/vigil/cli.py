@@ -14,6 +14,7 @@ from collections.abc import Sequence
 from typing import Any, NoReturn
 
 from vigil import __version__
+from vigil.chatops import askcli
 from vigil.chatops.app import add_chatops
 
 
@@ -277,6 +278,7 @@ def parser() -> argparse.ArgumentParser:
     _add_crds(sub)
     _add_backtest(sub)
     _add_decisions(sub)
+    askcli.add_ask(sub)
     add_chatops(sub)
     sub.add_parser("version", help="print the version and the built-in model")
     return p
@@ -447,6 +449,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         from vigil import decisions
 
         return decisions.main(args)
+    if args.command == "ask":
+        return askcli.main(args)
     if args.command == "backtest":
         from vigil import backtest
 

@@ -1,0 +1,50 @@
+"""Parsing questions (pure): commands, names checked as the API server checks them, follow-up focus."""
+
+from __future__ import annotations
+
+import pytest
+
+from vigil.chatops import commands, summary
+from vigil.chatops.commands import Command, Verb
+
+
+@pytest.mark.parametrize(("text", "expected"), [
+    ("status", Command(Verb.STATUS, "status")),
+    ("  /vigil   STATUS  ", Command(Verb.STATUS, "STATUS")),
+    ("status team-a", Command(Verb.STATUS, "status team-a", namespace="team-a")),
+    ("vigil why web-1", Command(Verb.WHY, "why web-1", None, "web-1")),
+    ("why team-a/web-1", Command(Verb.WHY, "why team-a/web-1", "team-a", "web-1")),
+    ("history team-a/web-scale-out", Command(Verb.HISTORY, "history team-a/web-scale-out", "team-a", "web-scale-out")),
+    ("why", Command(Verb.WHY, "why", problem="say which one: why <namespace>/<name>")),
+    ("why Web_1", Command(Verb.WHY, "why Web_1", problem="'Web_1' is not a valid object name")),
+    ("why a/b/c", Command(Verb.WHY, "why a/b/c", problem="'a/b' is not a valid namespace name")),
+    ("status ../x", Command(Verb.STATUS, "status ../x", problem="'../x' is not a valid namespace name")),
+    ("why did it scale?", Command(Verb.QUESTION, "why did it scale?")),
+    ("", Command(Verb.HELP, "")),
+    ("help", Command(Verb.HELP, "help")),
+])
+def test_parse(text: str, expected: Command) -> None:
+    assert commands.parse(text) == expected
+
+
+@pytest.mark.parametrize(("text", "part"), [
+    ("and what did the detector see?", "detector"),
+    ("which guard rails passed?", "guards"),
+    ("who approved it?", "approval"),
+    ("what changed in AWS?", "change"),
+    ("show me the events", "events"),
+    ("tell me more", "all"),
+])
+def test_focus(text: str, part: str) -> None:
+    assert commands.focus(text) == part and part in summary.PARTS
+
+
+def test_mentioned_names_are_bounded_and_valid() -> None:
+    assert commands.mentioned_names("is web-1 or team-a/web-2 or `web-3`, web-4 fine? ../etc") == [
+        (None, "web-1"), ("team-a", "web-2"), (None, "web-3")]
+
+
+def test_quote_neutralises_mentions_and_formatting() -> None:
+    assert summary.quote("<!channel> @everyone `x` a@b") == "`\u2039!channel> @\u200beveryone 'x' a@b`"
+    assert summary.bound("x" * 5000).endswith("(cut: the answer was longer; ask a narrower question)")
+    assert len(summary.bound("x" * 5000)) == summary.MAX_ANSWER_CHARS
