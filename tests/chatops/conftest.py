@@ -105,8 +105,8 @@ IDENTITIES: dict[str, list[dict[str, Any]]] = {
         {"role": DISCORD_ONCALL_ROLE, "as": {"user": "discord-oncall", "groups": [APPROVERS_GROUP]}},
     ],
 }
-APPLIED_KINDS = ("ServiceAccount", "ClusterRole", "ClusterRoleBinding", "ValidatingAdmissionPolicy",
-                 "ValidatingAdmissionPolicyBinding")
+APPLIED_KINDS = ("ServiceAccount", "ClusterRole", "ClusterRoleBinding", "Role", "RoleBinding",
+                 "ValidatingAdmissionPolicy", "ValidatingAdmissionPolicyBinding")
 
 
 class Cluster:
@@ -207,7 +207,8 @@ class ChatopsProcess:
         self.log_path = workdir / f"{name}.log"
         self.command = [sys.executable, "-m", "vigil", "chatops", "--kubeconfig", str(cluster.chatops_kubeconfig),
                         "--identity-map", str(cluster.identity_map), "--http-host", "127.0.0.1",
-                        "--http-port", str(self.port), "--poll-interval", "0.5", *args]
+                        "--http-port", str(self.port), "--poll-interval", "0.5",
+                        "--conversation-namespace", NAMESPACE, *args]
         self.proc: subprocess.Popen[bytes] | None = None
 
     def start(self) -> ChatopsProcess:

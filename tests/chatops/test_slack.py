@@ -193,6 +193,26 @@ def test_http_mode_slash_command_by_a_user_group_member(cluster: Cluster, slack:
     # the approval message the board posted is rewritten too
     update = slack.wait_call("chat.update", lambda a: a.get("ts") == ts)
     assert "Rejected by" in update["text"] and "as slack-oncall" in update["text"]
+    # asking: the Asker's answer (vigil.chatops.ask) through the response URL, the thread kept in a ConfigMap
+    # of the release namespace (the chart's conversations Role)
+    response_url = slack.response_url()
+    body = urllib.parse.urlencode({**command, "text": f"why {HTTP_NS}/{name}", "response_url": response_url,
+                                   "trigger_id": uuid.uuid4().hex})
+    assert http_mode.post("/slack/events", body.encode(), _signed(body))[0] == 200
+    why = wait_for(lambda: next((b for i, b in slack.responses if response_url.endswith(i)), None),
+                   what="the why answer")
+    assert name in why["text"] and why["response_type"] == "ephemeral"
+    status, listed = cluster.kube.request(
+        "GET", "/api/v1/namespaces/vigil-system/configmaps?labelSelector=app.kubernetes.io%2Fcomponent%3Dchatops")
+    assert status == 200 and any(f"why {HTTP_NS}/{name}" in json.dumps(c.get("data")) for c in listed["items"])
+    # an unmapped user is not answered
+    response_url = slack.response_url()
+    body = urllib.parse.urlencode({**command, "user_id": "U0MALLORY", "text": "status", "response_url": response_url,
+                                   "trigger_id": uuid.uuid4().hex})
+    assert http_mode.post("/slack/events", body.encode(), _signed(body))[0] == 200
+    refused = wait_for(lambda: next((b for i, b in slack.responses if response_url.endswith(i)), None),
+                       what="the refusal")
+    assert "not mapped to a Kubernetes identity" in refused["text"]
     # help, without touching anything
     body = urllib.parse.urlencode({**command, "text": "dance", "trigger_id": f"{uuid.uuid4().hex}"})
     status, text = http_mode.post("/slack/events", body.encode(), _signed(body))

@@ -76,6 +76,18 @@ def add_chatops(sub: argparse._SubParsersAction[Any]) -> None:
     s.add_argument("--slack-channel", help="channel id the approval messages are posted to; default: none "
                    "(buttons and /vigil still work on messages posted otherwise)")
     s.add_argument("--slack-api-url", default=SLACK_API, help=f"Slack Web API base URL (default {SLACK_API})")
+    a = p.add_argument_group("Ask Vigil (/vigil status|why|history)")
+    a.add_argument("--conversations", choices=["configmaps", "memory"],
+                   default=_env("VIGIL_CHATOPS_CONVERSATIONS", "configmaps"),
+                   help="where follow-up context per channel and user is kept: configmaps (survives a restart; "
+                        "needs ConfigMap rights in --conversation-namespace) or memory (default configmaps) "
+                        "[env VIGIL_CHATOPS_CONVERSATIONS]")
+    a.add_argument("--conversation-namespace", default=_env("VIGIL_CHATOPS_NAMESPACE") or _env("POD_NAMESPACE"),
+                   help="namespace of the conversation ConfigMaps (default: the pod's, else the kubeconfig's) "
+                        "[env VIGIL_CHATOPS_NAMESPACE, else POD_NAMESPACE]")
+    from vigil.chatops import askcli
+
+    askcli.add_llm_flags(p)
     d = p.add_argument_group("Discord")
     d.add_argument("--discord-public-key-file", help="file with the application's public key (hex); enables the "
                    "interactions endpoint")
@@ -147,7 +159,7 @@ def _logging(level: str) -> None:
     logging.basicConfig(level=level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s",
                         stream=sys.stderr)
     # The SDKs log requests (with their Authorization headers) at DEBUG: never below WARNING.
-    for name in ("slack_sdk", "slack_bolt", "aiohttp.access"):
+    for name in ("slack_sdk", "slack_bolt", "aiohttp.access", "openai", "httpx", "httpcore"):
         logging.getLogger(name).setLevel(logging.WARNING)
     redaction.install()
 
@@ -179,7 +191,10 @@ def main(args: argparse.Namespace) -> int:
         if not args.identity_map:
             raise ConfigError("--identity-map is required: without it nobody may decide")
         maps = MapFile(args.identity_map)
-    except (ConfigError, identity.MapError) as exc:
+        from vigil.chatops import askcli
+
+        llm_config = askcli.llm_config(args)
+    except (ConfigError, identity.MapError, ValueError) as exc:
         print(f"vigil chatops: {exc}", file=sys.stderr)
         return 2
     try:
@@ -190,12 +205,12 @@ def main(args: argparse.Namespace) -> int:
     namespaces = list(args.namespace) or [n.strip() for n in (_env("VIGIL_NAMESPACES") or "").split(",")
                                           if n.strip()]
     with contextlib.suppress(KeyboardInterrupt):
-        asyncio.run(serve(args, secrets, maps, access, namespaces))
+        asyncio.run(serve(args, secrets, maps, access, namespaces, llm_config))
     return 0
 
 
 async def serve(args: argparse.Namespace, secrets: dict[str, str], maps: MapFile, access: Any,
-                namespaces: list[str]) -> None:
+                namespaces: list[str], llm_config: Any = None) -> None:
     """Run until SIGTERM or SIGINT."""
     from aiohttp import web
 
@@ -210,7 +225,9 @@ async def serve(args: argparse.Namespace, secrets: dict[str, str], maps: MapFile
     cleanups: list[Any] = []
 
     board = core.Board(kube, [], namespaces, interval=args.poll_interval)
-    chatops = core.ChatOps(Decider(kube, maps), board, _asker(), args.default_namespace)
+    asker, transport = _asker(args, access, namespaces, llm_config)
+    chatops = core.ChatOps(Decider(kube, maps), board, asker, args.default_namespace)
+    cleanups.append(asker.close)
 
     socket_handler = None
     if secrets["slack_bot"]:
@@ -283,17 +300,20 @@ async def serve(args: argparse.Namespace, secrets: dict[str, str], maps: MapFile
             await cleanup()
         await runner.cleanup()
         await kube.close()
+        transport.close()
 
 
-def _asker() -> Any:
-    """The Asker of ``/vigil status|why|history`` (vigil.chatops.ask), if this build has it."""
-    try:
-        from vigil.chatops import ask  # type: ignore[attr-defined,unused-ignore]
-    except ImportError:
-        return None
-    factory = getattr(ask, "from_environment", None) or getattr(ask, "Asker", None)
-    try:
-        return factory() if factory is not None else None
-    except Exception as exc:
-        logging.getLogger(__name__).warning("Asking Vigil is off: %s", exc)
-        return None
+def _asker(args: argparse.Namespace, access: Any, namespaces: list[str], llm_config: Any) -> tuple[Any, Any]:
+    """The Asker of ``/vigil status|why|history`` (vigil.chatops.ask), reading as the component's
+    ServiceAccount, and its transport (closed at shutdown)."""
+    from vigil.chatops import ask, conversation, kubeio
+
+    transport = kubeio.Transport(access, timeout=10.0)
+    configmaps = None
+    if args.conversations == "configmaps":
+        configmaps = kubeio.ConfigMapClient(transport, args.conversation_namespace or access.namespace)
+    asker = ask.Asker(kubeio.ApiReader(transport), llm_config=llm_config,
+                      store=conversation.ConversationStore(configmaps),
+                      default_namespace=args.default_namespace or access.namespace,
+                      namespaces=namespaces or None)
+    return asker, transport

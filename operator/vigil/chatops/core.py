@@ -302,6 +302,10 @@ class ChatOps:
         """The answer to ``status``, ``why`` and ``history``, from the Asker (vigil.chatops.ask)."""
         if self.asker is None:
             return "Asking Vigil is not enabled in this ChatOps component."
+        if self.decider.resolve(chat) is None:
+            # What Vigil recorded (series labels, targets, Events) is for the people the cluster admin mapped.
+            return ("Sorry, your chat account is not mapped to a Kubernetes identity, so Vigil cannot answer "
+                    "you. Ask your cluster admin to add you to the ChatOps identity map.")
         try:
             answer = self.asker.ask(command.text, conversation=conversation, user=chat.qualified)
             if inspect.isawaitable(answer):
