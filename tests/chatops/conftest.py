@@ -175,7 +175,7 @@ def _render(values: dict[str, Any]) -> list[Manifest]:
         return parse(render_text(chart, values))
 
 
-@pytest.fixture(scope="package")
+@pytest.fixture(scope="module")
 def cluster(real_kube: RealKube, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
     install_crds(real_kube)
     ensure_namespace(real_kube, NAMESPACE)
@@ -192,6 +192,7 @@ def cluster(real_kube: RealKube, tmp_path_factory: pytest.TempPathFactory) -> It
     wait_for(lambda: real_kube.kubectl("create", "--dry-run=server", "-f", "-", input=probe,
                                        check=False).returncode != 0, timeout=30, what="the policy in force")
     yield cluster
+    # Module scope: other tests on this server create RemediationActions as admin, which the policy refuses.
     policies = [o for o in applied if o["kind"].startswith("ValidatingAdmissionPolicy")]
     real_kube.kubectl("delete", "--ignore-not-found", "-f", "-", input=yaml.safe_dump_all(policies))
     wait_for(lambda: real_kube.kubectl("create", "--dry-run=server", "-f", "-", input=probe,
