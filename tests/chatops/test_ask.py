@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import asyncio
 import pathlib
+import socket
+import time
 
 from tests.chatops import incident
 from tests.chatops.conftest import writes
@@ -135,3 +137,28 @@ def test_why_an_alert_triggered_action(kubeapi: KubeAPIServer, recorded: inciden
     assert "Why: Alertmanager alert `{alertname=\"HighLatency\", summary=\"\u2039!here> 'rm -rf'\"}`" in answer.text
     assert "Guard rails: the operator has not initialised the action yet." in answer.text
     assert [f["kind"] for f in answer.facts][:2] == ["action", "policy"]  # no detector
+
+
+def test_a_silent_api_server_is_bounded_by_the_read_deadline(tmp_path: pathlib.Path) -> None:
+    """An API server that accepts the connection and never answers: the question ends at the deadline."""
+    with socket.socket() as silent:
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(8)  # connections complete in the kernel's backlog; nothing ever answers
+        port = silent.getsockname()[1]
+        config = tmp_path / "silent.kubeconfig"
+        config.write_text(
+            "apiVersion: v1\nkind: Config\n"
+            f"clusters: [{{name: c, cluster: {{server: 'http://127.0.0.1:{port}'}}}}]\n"
+            "users: [{name: u, user: {token: t}}]\n"
+            "contexts: [{name: c, context: {cluster: c, user: u, namespace: default}}]\ncurrent-context: c\n")
+        silent_transport = kubeio.Transport(kubeaccess.load(str(config), in_cluster_first=False), timeout=2.0)
+
+        async def timed() -> tuple[ask.Answer, float]:
+            started = time.monotonic()
+            answer = await ask.Asker(kubeio.ApiReader(silent_transport), read_deadline=0.5).ask("status")
+            return answer, time.monotonic() - started
+
+        answer, took = asyncio.run(timed())
+        silent_transport.close()
+    assert answer.text == "I could not read from Kubernetes: no answer within 0.5s"
+    assert took < 1.5

@@ -48,3 +48,7 @@ def test_quote_neutralises_mentions_and_formatting() -> None:
     assert summary.quote("<!channel> @everyone `x` a@b") == "`\u2039!channel> @\u200beveryone 'x' a@b`"
     assert summary.bound("x" * 5000).endswith("(cut: the answer was longer; ask a narrower question)")
     assert len(summary.bound("x" * 5000)) == summary.MAX_ANSWER_CHARS
+
+
+def test_slack_mrkdwn() -> None:
+    assert summary.slack_mrkdwn("**Detectors** (1): `a<b & c>d`") == "*Detectors* (1): `a&lt;b &amp; c&gt;d`"

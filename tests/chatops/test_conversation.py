@@ -188,3 +188,15 @@ def test_trim(turns: list[tuple[str, str, float]], limits: HistoryLimits, expect
     kept = conversation.trim(Conversation("k", tuple(Turn(*t) for t in turns), Subject("action", "d", "n"), 3000.0),
                              limits, 3000.0)
     assert [t.text for t in kept.turns] == expected and kept.subject == Subject("action", "d", "n")
+
+
+def test_a_detector_follow_up_after_history_shows_the_policys_detectors(recorded: incident.Incident,
+                                                                        transport: kubeio.Transport) -> None:
+    asker = ask.Asker(kubeio.ApiReader(transport), store=_store(transport))
+    asyncio.run(asker.ask("history web-scale-out", conversation=THREAD))
+    seen = asyncio.run(asker.ask("what do its detectors see?", conversation=THREAD))
+    assert seen.subject == "policy default/web-scale-out"
+    assert seen.text.splitlines()[:2] == [
+        "**RemediationPolicy default/web-scale-out** watches 1 detector(s):",
+        "Detector `web-cpu` now: anomalous, score 0.930 (threshold 0.800), 1 of 3 series anomalous; last evaluated "
+        + seen.facts[1]["lastEvaluation"] + "; Ready True (Evaluating): `3 series scored`."]

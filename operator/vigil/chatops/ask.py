@@ -2,8 +2,8 @@
 
 The one entry point the chat transports (Slack, Discord), the dashboard and ``vigil ask`` share::
 
-    asker = Asker(reader, llm=None, store=ConversationStore(configmaps))
-    answer = await asker.ask("why default/web-scale-out-1a2b-0", conversation="C123:1700000000.1")
+    asker = Asker(reader, llm_config=None, store=ConversationStore(configmaps))
+    answer = await asker.ask("why default/web-scale-out-i-1-s1", conversation="C123:1700000000.1")
 
 Facts are read from the Kubernetes API only (:mod:`vigil.chatops.facts`, through a reader that cannot
 write). Without an LLM the answer is the deterministic summary (:mod:`vigil.chatops.summary`); with
@@ -15,14 +15,15 @@ subject and turns (:mod:`vigil.chatops.conversation`), so "and what did the dete
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import logging
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from vigil.adapters import redaction
-from vigil.chatops import commands, facts, llm, summary
+from vigil.chatops import commands, facts, kubeio, llm, summary
 from vigil.chatops import conversation as threads
 from vigil.chatops.commands import Command, Verb
 from vigil.chatops.conversation import ConversationStore, Subject, Turn
@@ -60,22 +61,27 @@ class Asker:
     """Answers questions; one per component, shared by every thread (it keeps no per-thread state itself).
 
     ``reader``: a :class:`~vigil.chatops.facts.KubeReader` (only ``get``/``list``).
-    ``llm``: None (the default) for deterministic answers only.
+    ``llm_config``: None (the default) for deterministic answers only.
     ``store``: where threads are kept; None: no history at all.
     ``default_namespace``: for ``why <action>`` without a namespace.
     ``namespaces``: what ``status`` covers and the LLM's tools may read; None: all namespaces.
+    ``read_deadline``: seconds the facts of one question may take to read.
+    ``close_with``: callables :meth:`close` runs (what the caller opened for this Asker).
     """
 
     def __init__(self, reader: facts.KubeReader, *, llm_config: llm.LLMConfig | None = None,
                  store: ConversationStore | None = None, default_namespace: str = "default",
-                 namespaces: Sequence[str] | None = None, clock: Callable[[], float] = time.time) -> None:
+                 namespaces: Sequence[str] | None = None, read_deadline: float = 30.0,
+                 clock: Callable[[], float] = time.time, close_with: Sequence[Callable[[], object]] = ()) -> None:
         self.reader = reader
         self.llm_config = llm_config
         self.store = store
         self.default_namespace = default_namespace
         self.namespaces = tuple(namespaces) if namespaces is not None else None
+        self.read_deadline = read_deadline
         self._clock = clock
         self._client: Any = None
+        self._close_with = list(close_with)
 
     def _llm_client(self) -> Any:
         if self._client is None and self.llm_config is not None:
@@ -88,9 +94,12 @@ class Asker:
         return self._client
 
     async def close(self) -> None:
+        """Close the LLM client, and what ``close_with`` names (the transport :func:`from_environment` opened)."""
         if self._client is not None:
             await self._client.close()
             self._client = None
+        while self._close_with:
+            self._close_with.pop()()
 
     async def ask(self, text: str, *, conversation: str | None = None, user: str = "") -> Answer:
         """Answer ``text``; ``conversation`` names the thread whose history to use and extend."""
@@ -109,9 +118,15 @@ class Asker:
         logger.info("chatops: ask %s from %s", command.verb.value, redaction.redact(user)[:64] or "unknown")
         previous = thread.subject if thread is not None else None
         try:
-            subject, gathered, reply = await self._deterministic(command, previous)
-        except facts_errors() as exc:
-            message = f"I could not read from Kubernetes: {redaction.redact(str(exc))[:300]}"
+            subject, gathered, reply = await asyncio.wait_for(self._deterministic(command, previous),
+                                                              timeout=self.read_deadline)
+        except TimeoutError:
+            message = f"I could not read from Kubernetes: no answer within {self.read_deadline:g}s"
+            return Answer(message, [], DETERMINISTIC, error=message, subject=_subject_text(previous))
+        except Exception as exc:  # the reader's error, or any other reader's: one sentence, never a traceback
+            detail = str(exc) if isinstance(exc, kubeio.KubeReadError) else f"{type(exc).__name__}: {exc}"
+            message = f"I could not read from Kubernetes: {redaction.redact(detail)[:300]}"
+            logger.warning("chatops: %s", message)
             return Answer(message, [], DETERMINISTIC, error=message, subject=_subject_text(previous))
         via = DETERMINISTIC
         calls: tuple[str, ...] = ()
@@ -174,8 +189,10 @@ class Asker:
         part = commands.focus(command.text)
         subject = await self._named_action(command.text) or previous
         if subject is None:
-            return None, [], ("I can answer about a specific action, policy or the overall status.\n\n"
-                                    + summary.HELP)
+            return None, [], "I can answer about a specific action, policy or the overall status.\n\n" + summary.HELP
+        if subject.kind == "policy" and part == "detector":
+            gathered = await facts.policy_detectors(self.reader, subject.namespace, subject.name)
+            return subject, gathered, summary.policy_detectors(gathered)
         if subject.kind == "policy":
             gathered = await facts.history(self.reader, subject.namespace, subject.name)
             return subject, gathered, summary.history(gathered)
@@ -193,8 +210,30 @@ class Asker:
         return None
 
 
-def facts_errors() -> tuple[type[BaseException], ...]:
-    """What a failed read raises: the reader's error, and the OS/connection errors of any reader."""
-    from vigil.chatops.kubeio import KubeReadError
+def from_environment(env: Mapping[str, str] | None = None) -> Asker:
+    """An Asker for a component: credentials in-cluster (else KUBECONFIG), settings from the environment
+    (:mod:`vigil.chatops.asksettings`: VIGIL_ASK_*, VIGIL_LLM_*, VIGIL_CHATOPS_NAMESPACE), conversations kept in
+    ConfigMaps of the component's namespace. Raises ValueError or kubeaccess.AccessError, never showing a key."""
+    import os
 
-    return (KubeReadError, OSError, TimeoutError)
+    from vigil.adapters import kubeaccess
+    from vigil.chatops import asksettings
+
+    env = os.environ if env is None else env
+    settings = asksettings.from_env(env)
+    config = None
+    if settings.llm is not None:
+        key = llm.LLMConfig.read_key(settings.llm.key_file) if settings.llm.key_file else ""
+        config = llm.LLMConfig(
+            base_url=settings.llm.base_url, model=settings.llm.model, api_key=key, timeout=settings.llm.timeout,
+            deadline=settings.llm.deadline, max_tool_rounds=settings.llm.max_tool_rounds,
+            max_tokens=settings.llm.max_tokens, max_total_tokens=settings.llm.max_total_tokens,
+            token_field=settings.llm.token_field)
+    kubeconfig = env.get("KUBECONFIG") or None
+    access = kubeaccess.load(kubeconfig if kubeconfig and os.pathsep not in kubeconfig else None)
+    transport = kubeio.Transport(access, timeout=settings.timeout)
+    store = (ConversationStore(kubeio.ConfigMapClient(transport, settings.store_namespace or access.namespace))
+             if settings.conversations else None)
+    return Asker(kubeio.ApiReader(transport), llm_config=config, store=store,
+                 default_namespace=settings.default_namespace, namespaces=settings.namespaces,
+                 close_with=[transport.close])

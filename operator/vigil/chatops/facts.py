@@ -348,3 +348,14 @@ async def status(reader: KubeReader, namespaces: Iterable[str | None]) -> list[d
         pending += [action_fact(o) for o in found_actions
                     if _dict(o.get("status")).get("phase") == api_action.ActionPhase.PENDING_APPROVAL.value]
     return [{"kind": "status", "detectors": detectors, "policies": policies, "pendingApprovals": pending}]
+
+
+async def policy_detectors(reader: KubeReader, namespace: str, policy: str, limit: int = 5) -> list[dict[str, Any]]:
+    """A policy and the detectors it watches (its status' matched detectors, else the names in its spec)."""
+    found = await get_policy(reader, namespace, policy)
+    if found is None:
+        return [not_found(api_policy.KIND, namespace, policy)]
+    names = (found["matchedDetectors"] or found["detectors"])[:limit]
+    detectors = await asyncio.gather(*(get_detector(reader, namespace, n) for n in names))
+    return [found, *[d if d is not None else not_found(api_detector.KIND, namespace, n)
+                     for n, d in zip(names, detectors, strict=True)]]

@@ -72,9 +72,9 @@ class Transport:
                                                   body=body, auth_settings=["BearerToken"])
         try:
             response = self._client.call_api(*serialized, _request_timeout=self.timeout)
-        except Exception as exc:  # urllib3 errors: connection refused, TLS, timeout
+            data = response.read() or b""
+        except Exception as exc:  # urllib3 errors: connection refused, reset, TLS, timeout
             raise KubeReadError(kubeaccess.describe(exc, self.access.server)) from None
-        data = response.read() or b""
         if len(data) > self.max_bytes:
             raise KubeReadError(f"{method} {path}: answer larger than {self.max_bytes} bytes", response.status)
         try:

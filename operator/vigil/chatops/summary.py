@@ -44,6 +44,15 @@ def defuse(text: str) -> str:
     return text.replace("@everyone", "@\u200beveryone").replace("@here", "@\u200bhere")
 
 
+def slack_mrkdwn(text: str) -> str:
+    """An answer as Slack's mrkdwn: ``&``, ``<``, ``>`` escaped as Slack documents, ``**bold**`` as ``*bold*``.
+
+    Discord and terminals take the answer as it is (standard markdown); Slack needs this form.
+    """
+    escaped = text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+    return escaped.replace("**", "*")
+
+
 def series_text(labels: Mapping[str, Any]) -> str:
     return quote("{" + ", ".join(f'{k}="{v}"' for k, v in labels.items()) + "}")
 
@@ -275,6 +284,23 @@ def status(facts: Sequence[Mapping[str, Any]]) -> str:
         lines.append(f"- {action['namespace']}/{action['name']}: {quote(action['step']['name'])} on "
                      f"{', '.join(quote(t.get('id')) for t in action['targets']) or 'no targets'} (policy "
                      f"{quote(action['policy'])}), expires {action['approval'].get('expiresAt')}")
+    return bound("\n".join(lines))
+
+
+def policy_detectors(facts: Sequence[Mapping[str, Any]]) -> str:
+    """What a policy's detectors see now (a follow-up about detectors after ``history``)."""
+    missing = _by_kind(facts, "notFound")
+    policies = _by_kind(facts, "policy")
+    if not policies:
+        return not_found_text(missing[0]) if missing else "I found nothing to show."
+    policy = policies[0]
+    detectors = _by_kind(facts, "detector")
+    lines = [f"**RemediationPolicy {policy['namespace']}/{policy['name']}** watches {len(detectors)} detector(s):"]
+    for detector in detectors:
+        lines += detector_lines(detector, series=5)
+    lines += [not_found_text(f) for f in missing]
+    if not detectors and not missing:
+        lines.append("None matched (it may be triggered by Alertmanager alerts only).")
     return bound("\n".join(lines))
 
 
