@@ -26,7 +26,7 @@ from slack_bolt.request.async_request import AsyncBoltRequest
 from slack_bolt.response import BoltResponse
 from slack_sdk.web.async_client import AsyncWebClient
 
-from vigil.chatops import messages
+from vigil.chatops import messages, summary
 from vigil.chatops.approve import ChatUser, Result, Verb
 from vigil.chatops.core import USAGE, ChatOps, Kind, ReplayGuard, chat_outcome, parse_command
 from vigil.chatops.identity import IdentityMap, Platform
@@ -152,7 +152,8 @@ def build_app(chatops: ChatOps, client: AsyncWebClient, *, signing_secret: str, 
                 await chatops.board.decided_here(result, chat)
             return
         conversation = f"slack:{_str(body.get('team_id'))}:{chat.channel}:{chat.id}"
-        await respond(text=await chatops.ask(parsed, chat, conversation), response_type="ephemeral")
+        answer = await chatops.ask(parsed, chat, conversation)
+        await respond(text=summary.slack_mrkdwn(answer), response_type="ephemeral")
 
     return app
 
