@@ -249,6 +249,14 @@ def test_socket_mode_button_press_and_refusal(cluster: Cluster, slack: SlackServ
         assert cluster.audit(namespace, name)[0]["impersonatedUser"]["username"] == "alice@example.com"
         update = slack.wait_call("chat.update", lambda a: a.get("ts") == ts)
         assert "Approved by" in update["text"] and not [b for b in update["blocks"] if b["type"] == "actions"]
+
+        # a slash command envelope: the answer rides on the acknowledgement
+        command = slack.envelope("slash_commands", {
+            "token": "unused", "team_id": slackapi.TEAM, "channel_id": CHANNEL, "user_id": "U0ALICE",
+            "user_name": "alice", "command": "/vigil", "text": "help", "api_app_id": "A0VIGIL",
+            "response_url": slack.response_url(), "trigger_id": uuid.uuid4().hex})
+        ack = wait_for(lambda: slack.acks.get(command), what="the ack of the command")
+        assert ack["payload"]["text"].startswith("Usage: /vigil status")
     finally:
         process.stop()
     _no_secret_in(process.log())

@@ -171,6 +171,8 @@ def main(args: argparse.Namespace) -> int:
     from vigil.chatops import identity
 
     try:
+        if not args.identity_map:
+            raise ConfigError("--identity-map is required: without it nobody may decide")
         secrets = {
             "slack_bot": read_secret(args.slack_bot_token_file, "--slack-bot-token-file"),
             "slack_app": read_secret(args.slack_app_token_file, "--slack-app-token-file"),
@@ -188,8 +190,6 @@ def main(args: argparse.Namespace) -> int:
             raise ConfigError("--discord-channel needs --discord-bot-token-file")
         if not 0.5 <= args.poll_interval <= 3600:
             raise ConfigError("--poll-interval must be between 0.5 and 3600 seconds")
-        if not args.identity_map:
-            raise ConfigError("--identity-map is required: without it nobody may decide")
         maps = MapFile(args.identity_map)
         from vigil.chatops import askcli
 
