@@ -24,7 +24,8 @@ def _files(tmp_path: pathlib.Path) -> dict[str, str]:
 @pytest.mark.parametrize(("args", "words"), [
     ([], "--identity-map is required"),
     (["--identity-map", "{map}"], "enable Slack (--slack-bot-token-file) or Discord"),
-    (["--identity-map", "{map}", "--slack-bot-token-file", "{bot}"], "--slack-mode socket needs --slack-app-token-file"),
+    (["--identity-map", "{map}", "--slack-bot-token-file", "{bot}"],
+     "--slack-mode socket needs --slack-app-token-file"),
     (["--identity-map", "{map}", "--slack-bot-token-file", "{bot}", "--slack-mode", "http"],
      "--slack-mode http needs --slack-signing-secret-file"),
     (["--identity-map", "{map}", "--slack-bot-token-file", "{empty}"], "--slack-bot-token-file {empty}: empty"),
