@@ -45,6 +45,9 @@ MAX_COMMAND = 1000
 #: The most actions the board tracks at once, and the page size of its list.
 MAX_TRACKED = 5000
 LIST_LIMIT = 500
+#: New approval messages posted per pass at most (chat.postMessage allows about one a second per channel):
+#: a backlog after a restart is posted over several passes instead of being rate limited.
+MAX_POSTS_PER_PASS = 20
 
 
 class Kind(enum.StrEnum):
@@ -182,9 +185,9 @@ class Board:
             objects = await self._list()
             now = self._clock()
             seen: dict[ActionRef, dict[str, Any]] = {_ref_of(o): o for o in objects}
-            for ref, listed in seen.items():
-                if _pending(listed) and ref not in self.tracked and len(self.tracked) < MAX_TRACKED:
-                    await self._post(ref, listed, now)
+            fresh = [(ref, listed) for ref, listed in seen.items() if _pending(listed) and ref not in self.tracked]
+            for ref, listed in fresh[:max(0, min(MAX_POSTS_PER_PASS, MAX_TRACKED - len(self.tracked)))]:
+                await self._post(ref, listed, now)
             for ref in list(self.tracked):
                 obj = seen.get(ref)
                 if obj is not None and _pending(obj):

@@ -25,6 +25,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import re
 import time
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -54,6 +55,8 @@ EPHEMERAL = 64
 PING, APPLICATION_COMMAND, MESSAGE_COMPONENT = 1, 2, 3
 PONG, CHANNEL_MESSAGE, DEFERRED_CHANNEL_MESSAGE, DEFERRED_UPDATE_MESSAGE, UPDATE_MESSAGE = 1, 4, 5, 6, 7
 COMMAND_NAME = "vigil"
+_SNOWFLAKE = re.compile(r"^[0-9]{1,20}$")
+_TOKEN = re.compile(r"^[A-Za-z0-9._:~+=-]{1,500}$")
 
 
 class DiscordError(Exception):
@@ -206,7 +209,11 @@ class Interactions:
                         _str(user.get("global_name") or user.get("username")))
 
     def _webhook(self, payload: Mapping[str, Any]) -> str:
-        return f"/webhooks/{_str(payload.get('application_id'))}/{_str(payload.get('token'), 500)}"
+        """The interaction's webhook path; the ids are checked so no payload can steer the request elsewhere."""
+        application, token = _str(payload.get("application_id")), _str(payload.get("token"), 500)
+        if not _SNOWFLAKE.match(application) or not _TOKEN.match(token):
+            raise DiscordError("the interaction carries no usable application id or token")
+        return f"/webhooks/{application}/{token}"
 
     def _spawn(self, coroutine: Any) -> None:
         task = asyncio.ensure_future(coroutine)
