@@ -202,11 +202,13 @@ def cluster(real_kube: RealKube, tmp_path_factory: pytest.TempPathFactory) -> It
 class ChatopsProcess:
     """``python -m vigil chatops`` in a subprocess, its log in a file; ready once its board made a pass."""
 
-    def __init__(self, cluster: Cluster, workdir: pathlib.Path, args: Sequence[str], name: str = "chatops") -> None:
+    def __init__(self, cluster: Cluster, workdir: pathlib.Path, args: Sequence[str], name: str = "chatops",
+                 kubeconfig: pathlib.Path | None = None) -> None:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.log_path = workdir / f"{name}.log"
-        self.command = [sys.executable, "-m", "vigil", "chatops", "--kubeconfig", str(cluster.chatops_kubeconfig),
+        kubeconfig = kubeconfig or cluster.chatops_kubeconfig
+        self.command = [sys.executable, "-m", "vigil", "chatops", "--kubeconfig", str(kubeconfig),
                         "--identity-map", str(cluster.identity_map), "--http-host", "127.0.0.1",
                         "--http-port", str(self.port), "--poll-interval", "0.5",
                         "--conversation-namespace", NAMESPACE, *args]

@@ -11,12 +11,14 @@ from __future__ import annotations
 
 import itertools
 import json
+import pathlib
 import time
 from collections.abc import Iterator
 from typing import Any
 
 import nacl.signing
 import pytest
+import yaml
 
 from tests.chatops import discordapi
 from tests.chatops.conftest import (
@@ -28,6 +30,7 @@ from tests.chatops.conftest import (
     secret_file,
 )
 from tests.chatops.discordapi import DiscordServer, sign
+from tests.chatops.slowlink import SlowLink
 
 CHANNEL = "1200000000000000001"
 GUILD = "1000000000000000001"
@@ -169,3 +172,40 @@ def test_slash_command_rejects_through_the_interaction_webhook(cluster: Cluster,
     # the approval message the board posted loses its buttons
     rewritten = discord.wait_call("PATCH", f"/channels/{CHANNEL}/messages/{message}")
     assert rewritten["components"] == [] and "Rejected by User 912 as alice@example.com" in rewritten["content"]
+
+
+def test_a_slow_decision_is_deferred_then_the_message_edited(cluster: Cluster, discord: DiscordServer,
+                                                             key: nacl.signing.SigningKey,
+                                                             tmp_path: pathlib.Path) -> None:
+    """Discord waits 3 s for an answer: a decision slower than the budget answers DEFERRED_UPDATE_MESSAGE
+    (type 6) at once and edits the message through the interaction webhook when it is done."""
+    namespace = cluster.namespace("chat-discord-slow")
+    with SlowLink("127.0.0.1", int(cluster.kube.url.rsplit(":", 1)[1])) as link:
+        config = yaml.safe_load(cluster.chatops_kubeconfig.read_text())
+        config["clusters"][0]["cluster"]["server"] = f"https://127.0.0.1:{link.port}"  # in the certificate's SANs
+        kubeconfig = tmp_path / "slow.kubeconfig"
+        kubeconfig.write_text(yaml.safe_dump(config))
+        process = ChatopsProcess(cluster, tmp_path, [
+            "-n", namespace, "--discord-channel", CHANNEL, "--discord-api-url", discord.api_url,
+            "--discord-public-key-file", secret_file(tmp_path, "public-key", key.verify_key.encode().hex()),
+            "--discord-bot-token-file", secret_file(tmp_path, "bot-token", discordapi.BOT_TOKEN)],
+            name="chatops-slow", kubeconfig=kubeconfig).start()
+        try:
+            name = "web-scale-out-i-9-s1"
+            cluster.pending(namespace, name)
+            posted = discord.wait_call("POST", f"/channels/{CHANNEL}/messages",
+                                       lambda b: f"{namespace}/{name}" in json.dumps(b.get("components")))
+            message = next(m["id"] for m in discord.messages.values() if m["components"] == posted["components"])
+            link.delay = 1.5  # each answer of the API server now takes 1.5 s: a GET and a PATCH pass the budget
+            press = _press(discord, "90000000000000003", [DISCORD_ONCALL_ROLE], f"vigil_approve:{namespace}/{name}",
+                           message)
+            began = time.monotonic()
+            assert _send(process, key, press) == (200, {"type": 6})
+            assert time.monotonic() - began < 3.0  # within Discord's deadline
+            original = f"/webhooks/{discordapi.APPLICATION_ID}/{press['token']}/messages/@original"
+            edit = discord.wait_call("PATCH", original)
+            assert edit["components"] == [] and "Approved by User 003 as discord-oncall" in edit["content"]
+            assert cluster.annotations(namespace, name)["vigil.dev/decided-by"] == "discord-oncall"
+        finally:
+            link.delay = 0.0
+            process.stop()
