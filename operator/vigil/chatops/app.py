@@ -166,7 +166,6 @@ def _logging(level: str) -> None:
 
 def main(args: argparse.Namespace) -> int:
     """Exit 2 on a configuration error (one line on stderr), 1 when the API server is unusable, else run."""
-    _logging(args.log_level)
     from vigil.adapters import kubeaccess
     from vigil.chatops import identity
 
@@ -197,6 +196,7 @@ def main(args: argparse.Namespace) -> int:
     except (ConfigError, identity.MapError, ValueError) as exc:
         print(f"vigil chatops: {exc}", file=sys.stderr)
         return 2
+    _logging(args.log_level)  # once the flags are known good: a usage error is one line on stderr, no logging
     try:
         access = kubeaccess.load(args.kubeconfig, in_cluster_first=True)
     except kubeaccess.AccessError as exc:
