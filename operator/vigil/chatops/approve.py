@@ -34,11 +34,10 @@ from vigil.api.v1alpha1 import action
 from vigil.api.v1alpha1.common import API_VERSION
 from vigil.chatops.identity import Identity, IdentityMap, Platform
 from vigil.chatops.kube import KubeApi, KubeError
-from vigil.domain.remediation import approvals
 
 logger = logging.getLogger(__name__)
 
-VIA_ANNOTATION = approvals.VIA_ANNOTATION
+VIA_ANNOTATION = action.VIA_ANNOTATION
 CHAT_USER_ANNOTATION = "vigil.dev/chat-user"
 CHAT_CHANNEL_ANNOTATION = "vigil.dev/chat-channel"
 GROUPS_ANNOTATION = "vigil.dev/decided-groups"

@@ -91,7 +91,7 @@ def outcome_of(obj: Mapping[str, Any]) -> Outcome | None:
                                  (api_action.APPROVE_ANNOTATION, "Approved")):
             if str(annotations.get(annotation, "")).strip().lower() in approvals.TRUE:
                 return Outcome(done, by=str(annotations.get(api_action.ACTOR_ANNOTATION) or "")[:128],
-                               via=str(annotations.get("vigil.dev/decided-via") or "annotation")[:32])
+                               via=str(annotations.get(api_action.VIA_ANNOTATION) or "annotation")[:32])
         return None
     try:
         phase = api_action.ActionPhase(str(status.get("phase") or ""))

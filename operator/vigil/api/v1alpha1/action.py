@@ -26,6 +26,8 @@ CATEGORIES = ["vigil"]
 APPROVE_ANNOTATION = "vigil.dev/approve"
 REJECT_ANNOTATION = "vigil.dev/reject"
 ACTOR_ANNOTATION = "vigil.dev/decided-by"
+#: The tool a human decided through (cli, dashboard, slack, discord): what status.decision.via records.
+VIA_ANNOTATION = "vigil.dev/decided-via"
 POLICY_LABEL = "vigil.dev/policy"
 INCIDENT_LABEL = "vigil.dev/incident"
 

@@ -26,13 +26,14 @@ import enum
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from vigil.api.v1alpha1.action import ACTOR_ANNOTATION, APPROVE_ANNOTATION, REJECT_ANNOTATION
+from vigil.api.v1alpha1.action import ACTOR_ANNOTATION, APPROVE_ANNOTATION, REJECT_ANNOTATION, VIA_ANNOTATION
 
 TRUE = {"true", "yes", "1", "approved"}
 #: ``Decision.via`` values that mean a human decided (``policy`` means nobody had to).
-APPROVAL_VIAS = frozenset({"annotation", "cli", "slack", "discord"})
-#: Where a decision came from, as ``vigil approve`` (``cli``) and ``vigil chatops`` (``slack``, ``discord``) write it.
-VIA_ANNOTATION = "vigil.dev/decided-via"
+APPROVAL_VIAS = frozenset({"annotation", "cli", "dashboard", "slack", "discord"})
+#: The tools that say so in ``vigil.dev/decided-via`` (with ``vigil.dev/decided-by``); anything else is
+#: recorded as ``annotation``. The tool is the client's word (unattested); who decided is the admission policy's.
+STATED_VIAS = APPROVAL_VIAS - {"annotation"}
 
 #: Give up on Recoverable AWS errors after this many attempts (Failed, error class Recoverable).
 MAX_ATTEMPTS = 6
@@ -87,10 +88,8 @@ def decide(
         annotation = REJECT_ANNOTATION if rejected else APPROVE_ANNOTATION
         manager, written_at = _writer(managed_fields, annotation)
         actor = annotations.get(ACTOR_ANNOTATION, "").strip()[:253]
-        # vigil approve and vigil chatops name themselves; only beside decided-by (which the admission policy
-        # checks against the requesting user) is the claim kept
-        declared = annotations.get(VIA_ANNOTATION, "").strip()
-        via = declared if actor and declared in APPROVAL_VIAS else "annotation"
+        stated = annotations.get(VIA_ANNOTATION, "").strip()
+        via = stated if actor and stated in STATED_VIAS else "annotation"
         by = actor or (f"{manager} (field manager; the user is in the audit log)" if manager
                        else "unknown (see the audit log)")
         outcome = Outcome.REJECTED if rejected else Outcome.APPROVED
