@@ -15,6 +15,7 @@ from typing import Any, NoReturn
 
 from vigil import __version__
 from vigil.chatops import askcli
+from vigil.chatops.app import add_chatops
 from vigil.dashboard.command import add_dashboard
 
 
@@ -280,6 +281,7 @@ def parser() -> argparse.ArgumentParser:
     _add_decisions(sub)
     add_dashboard(sub)
     askcli.add_ask(sub)
+    add_chatops(sub)
     sub.add_parser("version", help="print the version and the built-in model")
     return p
 
@@ -439,6 +441,8 @@ def _version(args: argparse.Namespace) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parser().parse_args(argv)
+    if getattr(args, "handler", None) is not None:  # subcommands that name their own entry point
+        return int(args.handler(args))
     if args.command == "run":
         return _run(args)
     if args.command == "crds":

@@ -199,3 +199,18 @@ def test_approving_needs_the_approve_verb(real_kube: RealKube, guarded: Users, a
     status, other = _create(real_kube, remediation_action("elsewhere", OTHER), guarded.operator_token)
     assert status == 201, other
     _denied(_patch(real_kube, OTHER, "elsewhere", approve, real_kube.user_token), needs)
+
+
+@pytest.mark.parametrize("annotation", ["vigil.dev/decided-via", "vigil.dev/chat-user", "vigil.dev/chat-channel",
+                                        "vigil.dev/decided-groups"])
+def test_where_a_decision_came_from_is_written_only_by_approvers(real_kube: RealKube, guarded: Users,
+                                                                 annotation: str) -> None:
+    """The chat record (vigil chatops) is part of the decision: a user without approve cannot forge it."""
+    name = "chat-record-" + annotation.rsplit("/", 1)[1]
+    status, created = _create(real_kube, remediation_action(name, OTHER), guarded.operator_token)
+    assert status == 201, created
+    _denied(_patch(real_kube, OTHER, name, {"metadata": {"annotations": {annotation: "slack"}}},
+                   real_kube.user_token), "needs the RBAC verb approve on remediationactions in its namespace")
+    status, patched = _patch(real_kube, OTHER, name, {"metadata": {"annotations": {annotation: "slack"}}},
+                             real_kube.admin_token)  # system:masters holds every verb, approve included
+    assert status == 200 and patched["metadata"]["annotations"][annotation] == "slack", patched

@@ -185,6 +185,13 @@ def test_the_budgets_bound_a_model_that_never_stops(recorded: incident.Incident,
     assert answer.error == (f"the LLM at {tokens.config.host} used its token budget (30000 tokens) before "
                             "answering")
     assert tokens.server is not None and len(tokens.server.requests) == 2
+    context = peer_factory([Calls([("list_actions", {"namespace": "default"})] * 6)], force_scripted=True,
+                           max_context_chars=20_000)
+    answer = _ask(reader, context.config, "status")
+    assert answer.error == (f"the LLM at {context.config.host} gathered more than 20000 characters of tool results "
+                            "before answering")
+    assert context.server is not None and len(context.server.requests) == 1  # stopped before sending them
+    assert answer.tool_calls == ("get_facts", *["list_actions"] * llm.MAX_CALLS_PER_ROUND)  # the rest ignored
 
 
 def test_an_injected_label_stays_data_and_tools_stay_read_only(

@@ -172,3 +172,18 @@ tenancy.roleArns as VIGIL_ALLOWED_ROLE_ARNS: `ns=arn,arn;ns2=arn`, namespaces so
 {{- end }}
 {{- join ";" $items -}}
 {{- end }}
+
+{{- /* The ChatOps pods: their own name, so no selector of the operator's matches them. */}}
+{{- define "vigil.chatopsSelectorLabels" -}}
+app.kubernetes.io/name: {{ include "vigil.name" . }}-chatops
+app.kubernetes.io/instance: {{ .Release.Name }}
+{{- end }}
+
+{{- define "vigil.chatopsLabels" -}}
+helm.sh/chart: {{ include "vigil.chart" . }}
+{{ include "vigil.chatopsSelectorLabels" . }}
+app.kubernetes.io/component: chatops
+app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+app.kubernetes.io/part-of: vigil
+{{- end }}
