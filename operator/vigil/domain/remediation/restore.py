@@ -175,7 +175,7 @@ def next_target(current: int, baseline: int, size: int, low: int, high: int) -> 
 
 def _last_set(records: Sequence[CapacityRecord], group: str) -> CapacityRecord | None:
     done = [r for r in records if r.group == group and r.phase == ActionPhase.SUCCEEDED and r.set_to is not None]
-    return max(done, key=lambda r: (r.completed or r.created, r.created), default=None)
+    return max(done, key=lambda r: (r.completed or r.created, r.created, r.restore), default=None)
 
 
 def advance(spec: RemediationPolicySpec, restoring: Restoring | None, incident_open: bool, trigger_quiet: bool,
