@@ -12,7 +12,17 @@ from typing import Any
 import pydantic
 import pytest
 
-from vigil.api.v1alpha1.action import ActionPhase, SkipReason
+from vigil.api.v1alpha1.action import (
+    ActionPhase,
+    Decision,
+    PolicyRef,
+    Reason,
+    RemediationActionSpec,
+    RemediationActionStatus,
+    RestoreRef,
+    SkipReason,
+    Target,
+)
 from vigil.api.v1alpha1.policy import (
     RemediationPolicySpec,
     RemediationPolicyStatus,
@@ -20,7 +30,7 @@ from vigil.api.v1alpha1.policy import (
     RestoreReason,
     Restoring,
 )
-from vigil.domain.remediation import guards, reconcile, restore, tenancy
+from vigil.domain.remediation import guards, preflight, provenance, reconcile, restore, tenancy
 from vigil.domain.remediation.guards import ActionRecord
 from vigil.domain.remediation.restore import CapacityRecord
 from vigil.domain.remediation.triggers import DetectorSignal, SeriesSignal
@@ -294,3 +304,69 @@ def test_restore_actions_do_not_start_the_cooldown() -> None:
     assert guards.cooldown([restored], 600, NOW).allowed
     remediated = ActionRecord("s1", "inc", 0, ActionPhase.SUCCEEDED, NOW - 20, NOW - 10)
     assert not guards.cooldown([remediated], 600, NOW).allowed
+
+
+# --- the execution-time check (preflight) for restore actions ---------------------------------------------------
+
+KEY = b"0123456789abcdef-test-key"
+
+
+def preflight_check(policy: RemediationPolicySpec, incident: str | None = None,
+                    state: Restoring | None = waiting(RestorePhase.RESTORING), approved: bool = False,
+                    records: tuple[ActionRecord, ...] = (), rate_limited: bool = False) -> preflight.Verdict:
+    name = "web-inc-s1-r2"
+    spec_ = RemediationActionSpec(
+        policy_ref=PolicyRef(name="web", uid="uid-1"), incident="inc", step_index=0, step=policy.actions[0],
+        targets=[Target(kind="AutoScalingGroup", id="web")], reason=Reason(source="none", time=_t(NOW - 60)),
+        approval_required=restore.approval_required(policy, 0), region="us-east-1",
+        restore=RestoreRef(scale_action="web-inc-s1", sequence=2, baseline=2, expected=3, target=2))
+    annotations = {provenance.ANNOTATION: provenance.sign(KEY, "shop", name, spec_.to_wire())}
+    status = RemediationActionStatus(phase=ActionPhase.APPROVED, created_at=_t(NOW - 60),
+                                     decision=Decision(by="policy", at=_t(NOW - 60), via="policy"))
+    if approved:
+        annotations["vigil.dev/approve"] = "true"
+        status.decision = Decision(by="alice", at=_t(NOW - 30), via="annotation")
+    view = preflight.ActionView("shop", name, "inc", spec_, status, annotations,
+                                [{"kind": "RemediationPolicy", "uid": "uid-1", "controller": True, "name": "web"}],
+                                NOW - 60)
+    tags = {"vigil.dev/managed": "true", "vigil.dev/namespace": "shop"}
+    if rate_limited:
+        records = records + tuple(ActionRecord(f"x{i}", "old", 0, ActionPhase.SUCCEEDED, NOW - 10, NOW - 9)
+                                  for i in range(3))
+    return preflight.check(view, preflight.PolicyView("shop", "uid-1", policy, incident, state), ADMIN, KEY,
+                           preflight.Observed(tags={"web": tags}), (), records, records, NOW)
+
+
+def test_preflight_lets_a_current_restore_step_through_without_the_cooldown() -> None:
+    # The incident's scale-out completed a minute ago, well inside the 10m cooldown: a restore does not wait.
+    out = ActionRecord("web-inc-s1", "inc", 0, ActionPhase.SUCCEEDED, NOW - 70, NOW - 60)
+    first = ActionRecord("web-inc-s1-r1", "inc", 0, ActionPhase.SUCCEEDED, NOW - 50, NOW - 40, restore=1)
+    assert isinstance(preflight_check(spec(), records=(out, first)), preflight.Proceed)
+
+
+@pytest.mark.parametrize("kwargs, reason", [
+    ({"incident": "new"}, SkipReason.RESTORE_STOPPED),  # another incident is open
+    ({"state": waiting(RestorePhase.RESTORING).model_copy(update={"phase": RestorePhase.STOPPED})},
+     SkipReason.RESTORE_STOPPED),
+    ({"state": waiting(RestorePhase.RESTORING).model_copy(update={"incident": "other"})},
+     SkipReason.RESTORE_STOPPED),
+    ({"state": None}, SkipReason.RESTORE_STOPPED),
+    ({"records": (ActionRecord("web-inc-s1-r2-copy", "inc", 0, ActionPhase.SUCCEEDED, NOW - 5, NOW - 4,
+                               restore=2),)}, SkipReason.POLICY_CHANGED),  # that attempt already ran
+    ({"rate_limited": True}, SkipReason.RATE_LIMITED),
+], ids=["incident-open", "stopped", "other-incident", "no-restore", "attempt-taken", "rate-limited"])
+def test_preflight_refuses_a_restore_step(kwargs: dict[str, Any], reason: SkipReason) -> None:
+    verdict = preflight_check(spec(rateLimit={"maxActions": 3, "window": "1h"}), **kwargs)
+    assert isinstance(verdict, preflight.Refuse) and verdict.reason == reason, verdict
+
+
+@pytest.mark.parametrize("config, approved, allowed", [
+    ({}, False, False),  # the policy requires approval and restore follows it
+    ({}, True, True),
+    ({"approval": False}, False, True),  # restore.approval: false opts out
+])
+def test_preflight_approval_of_a_restore_step(config: dict[str, Any], approved: bool, allowed: bool) -> None:
+    verdict = preflight_check(spec(config, approval={"required": True}), approved=approved)
+    assert isinstance(verdict, preflight.Proceed) is allowed, verdict
+    if not allowed:
+        assert isinstance(verdict, preflight.Refuse) and verdict.reason == SkipReason.NOT_APPROVED

@@ -263,7 +263,7 @@ def check_observed(
 
     mine = [r for r in policy_records if r.name != action.name]
     incident_called = [r for r in mine if r.incident == action.incident and r.phase in _CALLED]
-    if not incident_called:
+    if not incident_called and spec.restore is None:  # a scale-back never waits for the cooldown (restore.py)
         cooldown = guards.cooldown([r for r in mine if r.phase in _COMPLETED], policy.spec.cooldown_seconds, now)
         if not cooldown.allowed:
             return Refuse(SkipReason.COOLDOWN_ACTIVE, cooldown.message)
