@@ -207,6 +207,13 @@ def test_stops_for_good(last: CapacityRecord, reason: RestoreReason) -> None:
     assert advance((scale_out(), last), state=got.restoring, now=NOW + 7200).restoring == got.restoring
 
 
+def test_done_at_the_steps_own_floor_without_another_action() -> None:
+    got = advance((scale_out(), back(1, set_to=3)), policy=spec(
+        actions=[{"scaleAutoScalingGroup": {"name": "web", "by": 2, "min": 3, "max": 9}, "restore": {}}]),
+        now=NOW + 3600)
+    assert got.propose is None and got.restoring is not None and got.restoring.phase == RestorePhase.DONE
+
+
 def test_at_the_floor_is_done() -> None:
     got = advance((scale_out(), back(1, ActionPhase.SKIPPED, skip=SkipReason.AT_BOUND)))
     assert got.restoring is not None and got.restoring.phase == RestorePhase.DONE

@@ -231,6 +231,10 @@ def advance(spec: RemediationPolicySpec, restoring: Restoring | None, incident_o
             "message": f"{restoring.group} is back at {restoring.baseline}"}))
     scale = step.scale_auto_scaling_group
     target = next_target(previous.set_to, restoring.baseline, config.step, scale.min, scale.max)
+    if target == previous.set_to:  # the step's own bounds stop it short of the baseline
+        return Next(restoring.model_copy(update={
+            "phase": RestorePhase.DONE, "next_at": None, "target": None,
+            "message": f"{restoring.group} is at {target}, the step's bound [{scale.min}, {scale.max}]"}))
     waiting = restoring.model_copy(update={"target": target, "next_at": _utc(due)})
     if now < due:
         return Next(waiting.model_copy(update={

@@ -731,6 +731,11 @@ class RemediationEngine:
     def _describe_proposal(action: ActionEntry) -> str:
         assert action.spec is not None
         targets = ", ".join(t.id for t in action.spec.targets) or "no targets"
+        back = action.spec.restore
+        if back is not None:
+            return (f"{action.spec.step.name} scale-back on {targets}: desired capacity {back.expected} → "
+                    f"{back.target} (toward {back.baseline}, before incident {action.incident}; undoes "
+                    f"{back.scale_action})")
         reason = action.spec.reason
         why = f"detector {reason.detector} score {reason.score}" if reason.detector else f"alert {reason.alert}"
         mode = " (dry-run)" if action.spec.dry_run else ""
