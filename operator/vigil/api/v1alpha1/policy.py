@@ -455,6 +455,7 @@ PRINTER_COLUMNS: list[dict[str, Any]] = [
     {"name": "Allowed", "type": "string", "jsonPath": '.status.conditions[?(@.type=="ActionAllowed")].status'},
     {"name": "Reason", "type": "string", "jsonPath": '.status.conditions[?(@.type=="ActionAllowed")].reason'},
     {"name": "Last-Action", "type": "string", "jsonPath": ".status.lastAction.name"},
+    {"name": "Restore", "type": "string", "jsonPath": ".status.restoring.phase", "priority": 1},
     {"name": "Dry-Run", "type": "boolean", "jsonPath": ".spec.dryRun"},
     {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"},
 ]
