@@ -20,6 +20,7 @@ from tests.integration.aws_world import Estate, Moto
 from tests.integration.test_remediation import (
     INCIDENT,
     NORMAL,
+    RA,
     RP,
     _flip,
     actions,
@@ -173,3 +174,31 @@ def test_restart_mid_restore_neither_repeats_nor_loses_a_step(kubeapi: KubeAPISe
     assert two["spec"]["restore"]["target"] == 2 and two["status"]["before"]["desiredCapacity"] == 3
     steady(lambda: proxy.hits("SetDesiredCapacity") == 3 and estate.desired(moto) == 2
            and len(actions(kubeapi)) == 3, restarted.passes, what="each step called once")
+
+
+def test_restore_follows_the_policys_approval_and_rechecks_the_group_at_the_call(
+        kubeapi: KubeAPIServer, operator: OperatorProcess, estate: Estate, moto: Moto, proxy: FaultProxy) -> None:
+    """The policy requires approval, so the scale-back waits for a human too; the group is changed by hand
+    while it waits, and the approved step is refused at the moment AWS would be called."""
+    apply_detector(kubeapi)
+    apply_policy(kubeapi, out_and_back(after="1s", every="1s"), approval={"required": True, "timeout": "5m"})
+    pending = wait_phase(kubeapi, "PendingApproval")[0]
+    kubeapi.patch(*RA, "default", pending["metadata"]["name"],
+                  {"metadata": {"annotations": {"vigil.dev/approve": "true"}}})
+    scaled_out(kubeapi, estate, moto)
+    _flip(kubeapi, NORMAL, False)
+    waiting = wait_for(lambda: [a for a in restores(kubeapi) if a["status"].get("phase") == "PendingApproval"],
+                       what="the scale-back waits for approval")[0]
+    assert waiting["spec"]["approvalRequired"] is True and waiting["spec"]["restore"]["target"] == 3
+    event(kubeapi, "RemediationAction", waiting["metadata"]["name"], "ApprovalRequested")
+    steady(lambda: estate.desired(moto) == 4, operator.passes, seconds=1, what="nothing without a human")
+    moto.client("autoscaling").set_desired_capacity(AutoScalingGroupName=estate.group, DesiredCapacity=6)
+    kubeapi.patch(*RA, "default", waiting["metadata"]["name"],
+                  {"metadata": {"annotations": {"vigil.dev/approve": "true"}}})
+    skipped = wait_for(lambda: [a for a in restores(kubeapi) if a["status"].get("phase") == "Skipped"],
+                       what="refused at the call")[0]
+    assert skipped["metadata"]["name"] == waiting["metadata"]["name"]
+    assert skipped["status"]["skipReason"] == "ChangedOutsideVigil"
+    wait_for(lambda: restoring(kubeapi).get("reason") == "ChangedOutsideVigil", what="restore Stopped")
+    steady(lambda: estate.desired(moto) == 6 and proxy.hits("SetDesiredCapacity") == 1 and len(restores(kubeapi)) == 1,
+           operator.passes, what="Vigil does not fight the human")
