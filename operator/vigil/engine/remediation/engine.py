@@ -524,24 +524,24 @@ class RemediationEngine:
             if exc.error_class == ErrorClass.RECOVERABLE:
                 entry.aws_backoff_until = now + approvals.backoff(entry.written.recoverable_errors + 1)
                 return f"AWS {exc.code} while observing {due.group} to scale back; retrying"
-            await self._create_action(entry, spec, due.incident, due.step, [], result, now, restore=ref, name=name,
+            await self._create_action(entry, spec, due.incident, due.step, [], result, now, scale_back=ref, name=name,
                                       failed=(exc, f"cannot observe AWS: {exc.code}: {exc.message}"))
             return None
         entry.aws_backoff_until = 0.0
         targets = [Target(kind="AutoScalingGroup", id=due.group)]
         if missing := tenancy.missing_tags(group.tags, self.admin.required_tags(entry.namespace, spec)):
-            await self._create_action(entry, spec, due.incident, due.step, targets, result, now, restore=ref,
+            await self._create_action(entry, spec, due.incident, due.step, targets, result, now, scale_back=ref,
                                       name=name, skip=(SkipReason.TARGET_NOT_MANAGED,
                                                        f"Auto Scaling Group {due.group} lacks tag "
                                                        f"{', '.join(missing)}"))
             return None
         planned = restore.plan(step, due.baseline, due.expected, None, group.desired, group.min_size, group.max_size)
         if isinstance(planned, restore.Refuse):
-            await self._create_action(entry, spec, due.incident, due.step, targets, result, now, restore=ref,
+            await self._create_action(entry, spec, due.incident, due.step, targets, result, now, scale_back=ref,
                                       name=name, skip=(planned.reason, planned.message))
             return None
         await self._create_action(entry, spec, due.incident, due.step, targets, result, now, name=name,
-                                  restore=ref.model_copy(update={"target": planned.target}))
+                                  scale_back=ref.model_copy(update={"target": planned.target}))
         return None
 
     def _refusal_fingerprint(self, entry: PolicyEntry, result: TriggerResult) -> object:
@@ -631,7 +631,7 @@ class RemediationEngine:
     async def _create_action(
         self, entry: PolicyEntry, spec: RemediationPolicySpec, incident: str, index: int, targets: list[Target],
         result: TriggerResult, now: float, skip: tuple[SkipReason, str] | None = None,
-        failed: tuple[Any, str] | None = None, restore: api_action.RestoreRef | None = None,
+        failed: tuple[Any, str] | None = None, scale_back: api_action.RestoreRef | None = None,
         name: str | None = None,
     ) -> None:
         step = spec.actions[index]
@@ -642,12 +642,12 @@ class RemediationEngine:
             policy_ref=api_action.PolicyRef(name=entry.name, uid=entry.uid), incident=incident, step_index=index,
             step=step, targets=targets, reason=self._reason(result, now), dry_run=spec.dry_run,
             approval_required=skip is None and failed is None and (
-                self._restore_approval(spec, index) if restore is not None else spec.approval.required),
-            region=spec.aws.region, role_arn=spec.aws.role_arn, restore=restore,
+                restore.approval_required(spec, index) if scale_back is not None else spec.approval.required),
+            region=spec.aws.region, role_arn=spec.aws.role_arn, restore=scale_back,
         )
         labels = {api_action.POLICY_LABEL: entry.name[:63], api_action.INCIDENT_LABEL: incident,
                   "app.kubernetes.io/managed-by": "vigil"}
-        if restore is not None:
+        if scale_back is not None:
             labels[api_action.DIRECTION_LABEL] = api_action.RESTORE_DIRECTION
         body = {
             "apiVersion": API_VERSION, "kind": api_action.KIND,
@@ -688,10 +688,6 @@ class RemediationEngine:
             await self._announce(action, notes.EventKind.ACTION_FAILED, text)
             return
         await self._initialise(action, entry, now, status)
-
-    @staticmethod
-    def _restore_approval(spec: RemediationPolicySpec, index: int) -> bool:
-        return restore.approval_required(spec, index)
 
     async def _initialise(self, action: ActionEntry, entry: PolicyEntry, now: float,
                           status: RemediationActionStatus | None = None) -> None:
@@ -774,6 +770,9 @@ class RemediationEngine:
         current = restore.current(entry.written.restoring, entry.written.incident is not None, action.incident) \
             if action.spec.restore is not None else entry.written.incident == action.incident
         decision = approvals.decide(action.annotations, action.managed_fields, created, timeout, current, now)
+        if action.spec.restore is not None and not current and decision.outcome == approvals.Outcome.EXPIRED:
+            decision = dataclasses.replace(decision, message="the scale-back stopped (another incident opened, or "
+                                                             "the restore ended) before anyone approved")
         if decision.outcome == approvals.Outcome.PENDING:
             return False
         status = action.status.model_copy(deep=True)
