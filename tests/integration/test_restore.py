@@ -202,3 +202,17 @@ def test_restore_follows_the_policys_approval_and_rechecks_the_group_at_the_call
     wait_for(lambda: restoring(kubeapi).get("reason") == "ChangedOutsideVigil", what="restore Stopped")
     steady(lambda: estate.desired(moto) == 6 and proxy.hits("SetDesiredCapacity") == 1 and len(restores(kubeapi)) == 1,
            operator.passes, what="Vigil does not fight the human")
+
+
+def test_history_pruning_keeps_what_the_restore_reads_until_it_is_done(
+        kubeapi: KubeAPIServer, operator: OperatorProcess, estate: Estate, moto: Moto, proxy: FaultProxy) -> None:
+    """successfulActionsHistoryLimit 0 prunes every finished action, but not those of the open incident or of a
+    running scale-back: the capacity before the incident is read from the scale-out's status."""
+    apply_detector(kubeapi)
+    apply_policy(kubeapi, out_and_back(after="1s", every="1s"), successfulActionsHistoryLimit=0)
+    scaled_out(kubeapi, estate, moto)
+    steady(lambda: len(actions(kubeapi)) == 1, operator.passes, seconds=1, what="the scale-out is kept")
+    _flip(kubeapi, NORMAL, False)
+    wait_for(lambda: restoring(kubeapi).get("phase") == "Done", timeout=40, what="restore Done")
+    assert estate.desired(moto) == 2 and proxy.hits("SetDesiredCapacity") == 3
+    wait_for(lambda: actions(kubeapi) == [], what="pruned once the scale-back is done")
