@@ -170,6 +170,13 @@ BAD_SPECS: list[tuple[str, dict[str, Any], str]] = [
     ("RemediationPolicy", {"detectors": ["a"], "aws": {"region": "eu-west-1"},
                            "actions": [{"rebootInstances": {"targets": {}}}]},
      "targets need fromLabel or instanceIds"),
+    ("RemediationPolicy", {"detectors": ["a"], "aws": {"region": "eu-west-1"},
+                           "actions": [{"rebootInstances": {"targets": {"fromLabel": "instance"}}, "restore": {}}]},
+     "restore is only allowed on a scaleAutoScalingGroup step"),
+    ("RemediationPolicy", {"detectors": ["a"], "aws": {"region": "eu-west-1"},
+                           "actions": [{"scaleAutoScalingGroup": {"name": "web", "by": 1, "max": 3},
+                                        "restore": {"step": 0}}]},
+     "spec.actions[0].restore.step"),
 ]
 PLURALS = {"AnomalyDetector": "anomalydetectors", "RemediationPolicy": "remediationpolicies"}
 

@@ -372,7 +372,8 @@ def test_throttled_aws_is_retried(kubeapi: KubeAPIServer, run_operator: Operator
     retrying = wait_for(lambda: [a for a in actions(kubeapi)
                                  if (a.get("status") or {}).get("errorClass") == "Recoverable"], what="retrying")
     assert "Throttling" in retrying[0]["status"]["message"]
-    assert policy_conditions(kubeapi)["Degraded"]["reason"] == "AWSRetrying"
+    # The policy's Degraded condition is written just after the action's status: wait for it, do not race it.
+    wait_for(lambda: policy_conditions(kubeapi)["Degraded"]["reason"] == "AWSRetrying", what="Degraded AWSRetrying")
     done = wait_phase(kubeapi, "Succeeded", timeout=60)[0]
     assert done["status"]["attempts"] == 2
     assert proxy.hits("SetDesiredCapacity") == 4  # 2 boto3 attempts, the engine's retry: 1 more throttled, 1 ok

@@ -38,14 +38,30 @@ def test_demo_shows_what_the_readme_promises(tmp_path: pathlib.Path) -> None:
     assert "running `vigil approve" in text
     assert "approved by demo (auto-approved) via cli" in text
     assert "Succeeded - SetDesiredCapacity done: desiredCapacity 2 → 4" in text
-    assert summary["asg_desired"] == {"start": 2, "end": 4}
+    # ... then back 4 → 3 → 2 once the incident is over (restore), and moto ends where it started.
+    assert summary["asg_desired"] == {"start": 2, "end": 2}
+    assert "scaled back after the incident" in text
 
     # The first incident closed; a second one, inside the cooldown, was recorded as skipped.
     actions = list(yaml.safe_load_all((out / "actions.yaml").read_text()))
-    succeeded = [a for a in actions if a["status"]["phase"] == "Succeeded"]
+    restored = sorted([a for a in actions if a["spec"].get("restore")], key=lambda a: a["spec"]["restore"]["sequence"])
+    succeeded = [a for a in actions if a["status"]["phase"] == "Succeeded" and a not in restored]
     skipped = [a for a in actions if a["status"]["phase"] == "Skipped"]
     assert len(succeeded) == 1 and succeeded[0]["status"]["decision"]["via"] == "cli"
     assert succeeded[0]["status"]["after"]["desiredCapacity"] == 4
+
+    # The scale-back: two actions of the same incident, direction restore, no approval (restore.approval: false),
+    # each read back from moto after its call, after the scale-out and before the second incident.
+    assert [(a["status"]["phase"], a["status"]["before"]["desiredCapacity"], a["status"]["after"]["desiredCapacity"])
+            for a in restored] == [("Succeeded", 4, 3), ("Succeeded", 3, 2)]
+    for action in restored:
+        assert action["spec"]["incident"] == succeeded[0]["spec"]["incident"]
+        assert action["metadata"]["labels"]["vigil.dev/direction"] == "restore"
+        assert action["spec"]["restore"]["scaleAction"] == succeeded[0]["metadata"]["name"]
+        assert action["status"]["decision"]["via"] == "policy"
+        assert action["status"]["createdAt"] > succeeded[0]["status"]["completedAt"]
+    assert all(a["metadata"]["creationTimestamp"] <= s["metadata"]["creationTimestamp"]
+               for a in restored for s in skipped)
     assert skipped and all(a["status"]["skipReason"] == "CooldownActive" for a in skipped)
     assert {a["spec"]["incident"] for a in skipped}.isdisjoint({succeeded[0]["spec"]["incident"]})
     assert all(a["metadata"]["creationTimestamp"] >= succeeded[0]["metadata"]["creationTimestamp"] for a in skipped)
@@ -64,7 +80,8 @@ def test_demo_shows_what_the_readme_promises(tmp_path: pathlib.Path) -> None:
     discord = by_path["/discord"][0]
     assert discord["embeds"][0]["title"] and isinstance(discord["embeds"][0]["color"], int)
     webhook_kinds = [body["kind"] for body in by_path["/webhook"]]
-    assert webhook_kinds == ["ApprovalRequested", "ActionExecuted", "ActionSkipped"]
+    assert webhook_kinds == ["ApprovalRequested", "ActionExecuted", "ActionProposed", "ActionExecuted",
+                             "ActionProposed", "ActionExecuted", "ActionSkipped"]
     assert by_path["/webhook"][1]["action"]["after"] == {"desiredCapacity": 4, "inService": 4}
 
     png = out / "demo.png"

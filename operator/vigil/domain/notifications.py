@@ -88,6 +88,10 @@ class EngineEvent(enum.StrEnum):
     REREGISTER_FAILED = "ReregisterFailed"
     TARGETS_REREGISTERED = "TargetsReregistered"
     COMMAND_SENT = "CommandSent"
+    #: The scale-back after an incident reached the recorded capacity (or the group's floor).
+    RESTORE_DONE = "RestoreDone"
+    #: The scale-back stopped for good (changed outside Vigil, a new incident, a refused step).
+    RESTORE_STOPPED = "RestoreStopped"
 
 
 class ChannelKind(enum.StrEnum):

@@ -12,9 +12,10 @@ one 5-minute point per second, starting 38 points before NAB's labelled window.
 What happens: the detector flags the first CPU flare inside the labelled
 window; the policy asks for approval and the demo grants it with
 'vigil approve', as a human would; the group scales 2 -> 4. The CPU calms
-down, the incident closes, and the surge that follows opens a second incident
-inside the cooldown: it is recorded as a RemediationAction Skipped
-(CooldownActive). The demo ends with a summary, and writes demo.png,
+down, the incident closes, and the scale step's restore brings the group back
+4 -> 3 -> 2, one RemediationAction per step (direction restore). The surge
+that follows opens a second incident inside the cooldown: it is recorded as a
+RemediationAction Skipped (CooldownActive). The demo ends with a summary, and writes demo.png,
 summary.json, manifests.yaml, actions.yaml, notifications.json and
 operator.log to --out.
 
@@ -58,6 +59,10 @@ RA = ("vigil.dev/v1alpha1", "remediationactions")
 KEEP_FIRING_POINTS = 10
 #: cooldown: 60 points (5 h of series time) after the scale-out, i.e. the rest of the replay.
 COOLDOWN_POINTS = 60
+#: restore: the scale-back starts once the CPU has been quiet this many points (as soon as the incident
+#: closes), then one instance per RESTORE_EVERY_POINTS; both steps fit in the quiet spell before the surge.
+RESTORE_AFTER_POINTS = KEEP_FIRING_POINTS
+RESTORE_EVERY_POINTS = 2
 #: The demo approves a pending action once it has waited this many points, as a human would.
 APPROVE_AFTER_POINTS = 3
 POINT_MINUTES = 5
@@ -92,7 +97,11 @@ def manifests(sandbox: Sandbox) -> list[dict[str, Any]]:
          "spec": {
              "detectorSelector": {"matchLabels": {"app": "web"}},
              "trigger": {"for": "0s", "keepFiringFor": f"{KEEP_FIRING_POINTS * sandbox.spacing:g}s"},
-             "actions": [{"name": "scale-out", "scaleAutoScalingGroup": {"name": "web", "by": 2, "min": 2, "max": 6}}],
+             # The scale-back needs no approval (restore.approval: false): the scale-out was approved, and
+             # undoing it step by step must not wait for a human at night.
+             "actions": [{"name": "scale-out", "scaleAutoScalingGroup": {"name": "web", "by": 2, "min": 2, "max": 6},
+                          "restore": {"after": f"{RESTORE_AFTER_POINTS * sandbox.spacing:g}s", "step": 1,
+                                      "every": f"{RESTORE_EVERY_POINTS * sandbox.spacing:g}s", "approval": False}}],
              "aws": {"region": "us-east-1"},
              "approval": {"required": True, "timeout": "10m"},
              "cooldown": f"{COOLDOWN_POINTS * sandbox.spacing:g}s",
@@ -122,6 +131,7 @@ class Timeline:
     approval_requested: float | None = None
     approved: float | None = None
     succeeded: float | None = None
+    restored: float | None = None  # the first scale-back step succeeded
     skipped: float | None = None
     action: dict[str, Any] | None = None  # the newest
     actions: dict[str, dict[str, Any]] = dataclasses.field(default_factory=dict)  # all, by name
@@ -197,8 +207,12 @@ def observe(sandbox: Sandbox, timeline: Timeline, say: Callable[[str], None]) ->
         timeline.actions[name] = each
         if phase == "PendingApproval" and timeline.approval_requested is None:
             timeline.approval_requested = now
-        if phase == "Succeeded" and timeline.succeeded is None:
+        restoring = bool((each.get("spec") or {}).get("restore"))
+        if phase == "Succeeded" and timeline.succeeded is None and not restoring:
             timeline.succeeded = now
+        if phase == "Succeeded" and restoring and timeline.restored is None:
+            timeline.restored = now
+            say(f"{name}: scaled back after the incident: {(each.get('status') or {}).get('message', '')}")
         if phase == "Skipped" and timeline.skipped is None:
             timeline.skipped = now
             say(f"{name}: Skipped ({(each.get('status') or {}).get('skipReason')}): "
@@ -329,7 +343,9 @@ def plot(sandbox: Sandbox, timeline: Timeline, path: pathlib.Path, threshold: fl
          {"color": "tab:purple", "linestyle": "--", "linewidth": 1.3}),
         (timeline.succeeded, "4 scaled 2 → 4", "4 scaled out: desired capacity 2 → 4 (SetDesiredCapacity)",
          {"color": "tab:green", "linestyle": "-", "linewidth": 1.8}),
-        (timeline.skipped, "5 skipped: CooldownActive", "5 second incident inside the cooldown: "
+        (timeline.restored, "5 scaled back", "5 incident over: scaled back 4 → 3 → 2 (restore, one step per "
+         f"{RESTORE_EVERY_POINTS} points)", {"color": "tab:cyan", "linestyle": "-", "linewidth": 1.6}),
+        (timeline.skipped, "6 skipped: CooldownActive", "6 second incident inside the cooldown: "
          "Skipped (CooldownActive)", {"color": "black", "linestyle": "-.", "linewidth": 1.6}),
     ):
         if wall is not None:
@@ -338,14 +354,15 @@ def plot(sandbox: Sandbox, timeline: Timeline, path: pathlib.Path, threshold: fl
         for ax in (ax_value, ax_score, ax_capacity):
             ax.axvline(when(at), label=text if ax is ax_value else None, **style)
         # Staggered labels in the score panel's empty lower half: the first four are minutes apart.
-        ax_score.annotate(short, (mdates.date2num(when(at)), 0.40 - 0.085 * (row % 5)),  # type: ignore[no-untyped-call]
+        ax_score.annotate(short, (mdates.date2num(when(at)), 0.40 - 0.07 * (row % 6)),  # type: ignore[no-untyped-call]
                           xytext=(3, 0),
                           textcoords="offset points", fontsize=8, va="center", color=style["color"],
                           bbox={"boxstyle": "round,pad=0.15", "facecolor": "white", "edgecolor": "none",
                                 "alpha": 0.85})
     ax_value.set_title("Vigil sandbox demo: a labelled EC2 CPU incident (NAB ec2_cpu_utilization_fe7f93) "
-                       "replayed live\nVigil detects it, asks for approval, scales the Auto Scaling Group, "
-                       "and skips a second incident inside the cooldown", fontsize=11)
+                       "replayed live\nVigil detects it, asks for approval, scales the Auto Scaling Group out, "
+                       "scales it back once the incident is over, and skips a second incident inside the cooldown",
+                       fontsize=11)
     ax_value.legend(loc="upper left", fontsize=8, framealpha=0.9)
 
     xs = [when(s.position) for s in samples]
@@ -421,11 +438,13 @@ def report(sandbox: Sandbox, timeline: Timeline, desired: tuple[int, int]) -> tu
         status = action.get("status") or {}
         decision = status.get("decision") or {}
         summarised.append({"name": action["metadata"]["name"], "incident": (action.get("spec") or {}).get("incident"),
+                           "direction": "restore" if (action.get("spec") or {}).get("restore") else "remediate",
                            "phase": status.get("phase"), "skipReason": status.get("skipReason"),
                            "message": status.get("message"), "before": status.get("before"),
                            "after": status.get("after"), "decision": decision or None})
-        lines.append(f"- RemediationAction {action['metadata']['name']} (incident "
-                     f"{(action.get('spec') or {}).get('incident')}): {status.get('phase')}"
+        lines.append(f"- RemediationAction {action['metadata']['name']} ("
+                     + ("scale-back after incident " if (action.get("spec") or {}).get("restore") else "incident ")
+                     + f"{(action.get('spec') or {}).get('incident')}): {status.get('phase')}"
                      + (f" ({status['skipReason']})" if status.get("skipReason") else "")
                      + f" - {status.get('message', '')}")
         if decision and status.get("phase") == "Succeeded":
@@ -466,8 +485,12 @@ def problems(data: dict[str, Any]) -> list[str]:
         found.append("no detection inside the labelled window")
     if not any(a["phase"] == "Succeeded" and (a["decision"] or {}).get("via") == "cli" for a in data["actions"]):
         found.append("no approved, successful scale-out")
-    if (data["asg_desired"]["start"], data["asg_desired"]["end"]) != (2, 4):
-        found.append(f"the group went {data['asg_desired']['start']} -> {data['asg_desired']['end']}, not 2 -> 4")
+    back = [a for a in data["actions"] if a["direction"] == "restore" and a["phase"] == "Succeeded"]
+    steps = [((a["before"] or {}).get("desiredCapacity"), (a["after"] or {}).get("desiredCapacity")) for a in back]
+    if steps != [(4, 3), (3, 2)]:
+        found.append(f"the scale-back went {steps}, not 4 -> 3 -> 2")
+    if (data["asg_desired"]["start"], data["asg_desired"]["end"]) != (2, 2):
+        found.append(f"the group went {data['asg_desired']['start']} -> {data['asg_desired']['end']}, not back to 2")
     if not any(a["phase"] == "Skipped" and a["skipReason"] == "CooldownActive" for a in data["actions"]):
         found.append("no Skipped (CooldownActive) action")
     return found

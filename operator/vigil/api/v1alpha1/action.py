@@ -29,6 +29,9 @@ ACTOR_ANNOTATION = "vigil.dev/decided-by"
 #: The tool a human decided through (cli, dashboard, slack, discord): what status.decision.via records.
 VIA_ANNOTATION = "vigil.dev/decided-via"
 POLICY_LABEL = "vigil.dev/policy"
+#: ``restore`` on the actions that scale back after an incident; absent on the ladder's own steps.
+DIRECTION_LABEL = "vigil.dev/direction"
+RESTORE_DIRECTION = "restore"
 INCIDENT_LABEL = "vigil.dev/incident"
 
 
@@ -75,6 +78,11 @@ class SkipReason(enum.StrEnum):
     INCIDENT_ENDED = "IncidentEnded"
     NOT_APPROVED = "NotApproved"
     NOT_PERMITTED = "NotPermitted"
+    # Restore (scale back after the incident, domain/remediation/restore.py):
+    #: The group's desired capacity is not what Vigil last set: someone changed it; Vigil does not fight them.
+    CHANGED_OUTSIDE_VIGIL = "ChangedOutsideVigil"
+    #: Another incident of the policy is open (or the restore was stopped): no scale-back now.
+    RESTORE_STOPPED = "RestoreStopped"
 
 
 class ErrorClass(enum.StrEnum):
@@ -106,6 +114,18 @@ class Target(Model):
     group: str | None = Field(default=None, description="The Auto Scaling Group an instance belongs to.")
 
 
+class RestoreRef(Model):
+    """Set on an action that scales back after its incident (the other direction of the audit trail)."""
+
+    scale_action: str = Field(max_length=253, description="The incident's first action that changed the capacity "
+                                                          "(the change this one undoes).")
+    sequence: int = Field(ge=1, le=1000, description="1 for the first restore attempt of the incident, 2 next, ...")
+    baseline: int = Field(ge=0, description="Desired capacity recorded before the incident.")
+    expected: int = Field(ge=0, description="Desired capacity Vigil last set: if AWS shows another, someone changed "
+                                            "the group by hand and the restore stops (ChangedOutsideVigil).")
+    target: int = Field(ge=0, description="Desired capacity this action sets (re-clamped to the floor when called).")
+
+
 class RemediationActionSpec(Model):
     """One decision of a RemediationPolicy. Written once by the operator; not meant to be edited."""
 
@@ -119,6 +139,8 @@ class RemediationActionSpec(Model):
     approval_required: bool = False
     region: str
     role_arn: str | None = None
+    restore: RestoreRef | None = Field(default=None, description=(
+        "Present when the action scales back after the incident (label vigil.dev/direction=restore)."))
 
 
 class Intent(Model):

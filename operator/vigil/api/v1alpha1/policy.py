@@ -11,6 +11,7 @@ import enum
 import functools
 from typing import Annotated, Any
 
+import pydantic
 from pydantic import Field
 
 from vigil.api.v1alpha1.common import (
@@ -172,6 +173,38 @@ class DeregisterTarget(Model):
         return durations.parse(self.reregister_after) if self.reregister_after else None
 
 
+class Restore(Model):
+    """Scale back after the incident: return the group toward the capacity recorded before it, step by step.
+
+    Each change is its own RemediationAction (direction restore), checked by the same guard rails as the
+    step itself at the moment AWS is called. It stops for good when someone changed the group's desired
+    capacity by hand (Skipped, ChangedOutsideVigil), when a step fails or is refused, or when another
+    incident of the policy opens.
+    """
+
+    after: PositiveDuration = Field(
+        default="30m",
+        description="Start once the trigger has been quiet this long (counted from the quiet spell that closed "
+        "the incident; never before the incident has closed).",
+    )
+    step: int = Field(default=1, ge=1, le=1000, description="Instances removed (or added back) per restore step.")
+    every: PositiveDuration = Field(
+        default="10m", description="Time between two restore steps (from the previous one's completion).")
+    approval: bool = Field(
+        default=True,
+        description="true: restore steps need approval exactly when the policy's approval.required says so. "
+        "false: they never wait for a human.",
+    )
+
+    @functools.cached_property
+    def after_seconds(self) -> float:
+        return durations.parse(self.after)
+
+    @functools.cached_property
+    def every_seconds(self) -> float:
+        return durations.parse(self.every)
+
+
 class Step(Model):
     """One rung of the escalation ladder. Exactly one action kind must be set."""
 
@@ -186,6 +219,17 @@ class Step(Model):
     reboot_instances: RebootInstances | None = None
     run_command: RunCommand | None = None
     deregister_target: DeregisterTarget | None = None
+    restore: Restore | None = Field(
+        default=None,
+        description="scaleAutoScalingGroup only: once the incident is over, scale back toward the capacity "
+        "recorded before it, gradually.",
+    )
+
+    @pydantic.model_validator(mode="after")
+    def _restore_needs_a_scale_step(self) -> Step:
+        if self.restore is not None and self.scale_auto_scaling_group is None:
+            raise ValueError("restore is only allowed on a scaleAutoScalingGroup step")
+        return self
 
     @functools.cached_property
     def after_seconds(self) -> float:
@@ -341,6 +385,45 @@ class PolicyPhase(enum.StrEnum):
     INVALID = "Invalid"
 
 
+class RestorePhase(enum.StrEnum):
+    #: The incident closed; the first restore step is due at ``nextAt``.
+    WAITING = "Waiting"
+    #: At least one restore step was proposed; the next is due at ``nextAt``.
+    RESTORING = "Restoring"
+    #: The group is back at the recorded capacity (or at its floor).
+    DONE = "Done"
+    #: Given up for good: see ``reason`` and ``message``.
+    STOPPED = "Stopped"
+
+
+class RestoreReason(enum.StrEnum):
+    """Why a restore stopped (``status.restoring.reason``); ChangedOutsideVigil is also an action's skipReason."""
+
+    CHANGED_OUTSIDE_VIGIL = "ChangedOutsideVigil"
+    INCIDENT_OPENED = "IncidentOpened"
+    STEP_ENDED = "StepEnded"
+    POLICY_CHANGED = "PolicyChanged"
+
+
+class Restoring(Model):
+    """The scale-back after the last incident whose ladder changed capacity with a ``restore`` step."""
+
+    incident: str = Field(max_length=64, description="The incident whose scale-out is undone.")
+    step: int = Field(ge=0, description="Index of the ladder step that declared restore.")
+    group: str = Field(max_length=255, description="The Auto Scaling Group.")
+    baseline: int = Field(ge=0, description="Desired capacity recorded before the incident's first change.")
+    quiet_since: datetime.datetime = Field(description="Since when the trigger has been quiet.")
+    phase: RestorePhase
+    target: int | None = Field(default=None, ge=0, description="Capacity the next (or running) step sets.")
+    next_at: datetime.datetime | None = Field(default=None, description="When the next restore step is due.")
+    reason: RestoreReason | None = None
+    message: str | None = Field(default=None, max_length=1024)
+
+    @property
+    def active(self) -> bool:
+        return self.phase in (RestorePhase.WAITING, RestorePhase.RESTORING)
+
+
 class LastAction(Model):
     name: str
     step: int = Field(ge=0)
@@ -363,6 +446,8 @@ class RemediationPolicyStatus(Model):
     last_action: LastAction | None = None
     matched_detectors: list[str] = Field(default_factory=list, max_length=100)
     recoverable_errors: int = Field(default=0, ge=0, description="AWS throttling/5xx seen in a row.")
+    restoring: Restoring | None = Field(default=None, description=(
+        "The scale-back after the last incident that changed capacity with a restore step, and how far it got."))
 
 
 PRINTER_COLUMNS: list[dict[str, Any]] = [
@@ -370,6 +455,7 @@ PRINTER_COLUMNS: list[dict[str, Any]] = [
     {"name": "Allowed", "type": "string", "jsonPath": '.status.conditions[?(@.type=="ActionAllowed")].status'},
     {"name": "Reason", "type": "string", "jsonPath": '.status.conditions[?(@.type=="ActionAllowed")].reason'},
     {"name": "Last-Action", "type": "string", "jsonPath": ".status.lastAction.name"},
+    {"name": "Restore", "type": "string", "jsonPath": ".status.restoring.phase", "priority": 1},
     {"name": "Dry-Run", "type": "boolean", "jsonPath": ".spec.dryRun"},
     {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"},
 ]
@@ -390,6 +476,10 @@ SPEC_VALIDATIONS = [
                 "((has(s.scaleAutoScalingGroup.by) ? 1 : 0) + (has(s.scaleAutoScalingGroup.to) ? 1 : 0) == 1 "
                 "&& s.scaleAutoScalingGroup.min <= s.scaleAutoScalingGroup.max))",
         "message": "scaleAutoScalingGroup needs exactly one of by or to, and min <= max",
+    },
+    {
+        "rule": "self.actions.all(s, !has(s.restore) || has(s.scaleAutoScalingGroup))",
+        "message": "restore is only allowed on a scaleAutoScalingGroup step",
     },
     {
         "rule": "!has(self.blastRadius) || has(self.blastRadius.maxInstances) || has(self.blastRadius.maxPercent)",

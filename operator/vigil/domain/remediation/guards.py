@@ -37,6 +37,8 @@ class ActionRecord:
     instances: tuple[tuple[str, str | None], ...] = ()
     #: ``status.errorCode`` of a Failed action (the ladder climbs on after CommandFailed / CommandTimedOut).
     error_code: str | None = None
+    #: ``spec.restore.sequence`` of an action that scales back after its incident; 0 for a ladder step.
+    restore: int = 0
 
 
 @dataclasses.dataclass(frozen=True)
@@ -51,8 +53,12 @@ ALLOWED = GuardVerdict(True, PolicyReason.ALLOWED, "guard rails allow an action"
 
 
 def cooldown(records: Sequence[ActionRecord], cooldown_seconds: float, now: float) -> GuardVerdict:
-    """No new incident is acted on until ``cooldown`` after the last completed action."""
-    completed = [r.completed for r in records if r.phase in _COMPLETED and r.completed is not None]
+    """No new incident is acted on until ``cooldown`` after the last completed action.
+
+    Restore actions (the scale-back after an incident) do not start a cooldown: they must not delay the
+    answer to the next incident (domain/remediation/restore.py)."""
+    completed = [r.completed for r in records
+                 if r.phase in _COMPLETED and r.completed is not None and not r.restore]
     if not completed or cooldown_seconds <= 0:
         return ALLOWED
     until = max(completed) + cooldown_seconds

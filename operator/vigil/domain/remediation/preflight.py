@@ -14,9 +14,11 @@ The checks, in order (the first failure wins):
 1. provenance: the operator proposed it (:mod:`.provenance`);
 2. the step: the current policy's step at that index is the step recorded,
    with the same region and role, and the ladder has not already run it;
-3. the incident: it is the policy's current incident;
+3. the incident: it is the policy's current incident (for a restore action,
+   the scale-back in progress, and no incident open: :mod:`.restore`);
 4. approval: when the current policy (or the action) requires one, a human
-   decision recorded after the proposal and still on the object;
+   decision recorded after the proposal and still on the object (a restore
+   step with ``restore.approval: false`` needs none);
 5. tenancy: the admin allows the role, the SSM document, commands, timeout;
 6. targets: each carries every required tag, and instance targets are still
    named by the current evidence (the fixed ``instanceIds`` or ``fromLabel``
@@ -43,8 +45,8 @@ from vigil.api.v1alpha1.action import (
     SkipReason,
     Target,
 )
-from vigil.api.v1alpha1.policy import RemediationPolicySpec
-from vigil.domain.remediation import guards, plans, provenance, tenancy
+from vigil.api.v1alpha1.policy import RemediationPolicySpec, Restoring
+from vigil.domain.remediation import guards, plans, provenance, restore, tenancy
 from vigil.domain.remediation.approvals import APPROVAL_VIAS, TRUE
 from vigil.domain.remediation.guards import ActionRecord
 
@@ -75,6 +77,8 @@ class PolicyView:
     uid: str
     spec: RemediationPolicySpec
     incident: str | None
+    #: ``status.restoring``: the scale-back restore actions belong to.
+    restoring: Restoring | None = None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -123,9 +127,17 @@ def _same_step(recorded: RemediationActionSpec, policy: RemediationPolicySpec) -
     return None
 
 
+def approval_needed(policy: RemediationPolicySpec, action: RemediationActionSpec) -> bool:
+    """The current policy decides, whatever the action says; a restore step may opt out (restore.approval)."""
+    if action.restore is not None and not restore.approval_required(policy, action.step_index) \
+            and restore.restore_step(policy, action.step_index) is not None:
+        return False  # the step says restore.approval: false (and it is still the step recorded: check 2)
+    return policy.approval.required or action.approval_required
+
+
 def approval_problem(action: ActionView, policy: PolicyView) -> str | None:
     """None when no approval is needed or a valid one is on record."""
-    if not (policy.spec.approval.required or action.spec.approval_required):
+    if not approval_needed(policy.spec, action.spec):
         return None
     decision = action.status.decision
     proposed = _time(action.status.created_at) or action.created
@@ -179,12 +191,20 @@ def check_recorded(action: ActionView, policy: PolicyView, admin: tenancy.Tenanc
     changed = _same_step(spec, policy.spec)
     if changed:
         return Refuse(SkipReason.POLICY_CHANGED, changed)
+    sequence = spec.restore.sequence if spec.restore is not None else 0
     others = [r for r in policy_records if r.name != action.name and r.incident == action.incident
-              and r.step_index == spec.step_index and r.phase != ActionPhase.SKIPPED]
+              and r.step_index == spec.step_index and r.restore == sequence and r.phase != ActionPhase.SKIPPED]
     if others:
         return Refuse(SkipReason.POLICY_CHANGED, f"step {spec.step_index + 1} of this incident already has "
                                                  f"action {others[0].name}")
-    if policy.incident != action.incident:
+    if spec.restore is not None:
+        if restore.restore_step(policy.spec, spec.step_index) is None:
+            return Refuse(SkipReason.POLICY_CHANGED, f"step {spec.step_index + 1} no longer declares restore")
+        if not restore.current(policy.restoring, policy.incident is not None, action.incident):
+            return Refuse(SkipReason.RESTORE_STOPPED,
+                          f"incident {policy.incident} is open" if policy.incident is not None else
+                          f"the scale-back after incident {action.incident} is not in progress any more")
+    elif policy.incident != action.incident:
         return Refuse(SkipReason.INCIDENT_ENDED, f"incident {action.incident} is no longer open")
     problem = approval_problem(action, policy)
     if problem:
@@ -243,7 +263,7 @@ def check_observed(
 
     mine = [r for r in policy_records if r.name != action.name]
     incident_called = [r for r in mine if r.incident == action.incident and r.phase in _CALLED]
-    if not incident_called:
+    if not incident_called and spec.restore is None:  # a scale-back never waits for the cooldown (restore.py)
         cooldown = guards.cooldown([r for r in mine if r.phase in _COMPLETED], policy.spec.cooldown_seconds, now)
         if not cooldown.allowed:
             return Refuse(SkipReason.COOLDOWN_ACTIVE, cooldown.message)

@@ -34,7 +34,7 @@ from vigil.api.v1alpha1.policy import (
     RemediationPolicyStatus,
 )
 from vigil.domain import conditions
-from vigil.domain.remediation import guards, ladder, tenancy, triggers
+from vigil.domain.remediation import guards, ladder, restore, tenancy, triggers
 from vigil.domain.remediation.guards import ActionRecord, GuardVerdict
 from vigil.domain.remediation.triggers import TriggerResult, TriggerState
 
@@ -71,6 +71,8 @@ class PolicyState:
     records: Sequence[ActionRecord]
     #: Do not propose before this time (after a Recoverable AWS error while observing).
     aws_backoff_until: float = 0.0
+    #: This policy's scale actions, for the scale-back after an incident (restore).
+    capacity: Sequence[restore.CapacityRecord] = ()
 
 
 @dataclasses.dataclass(frozen=True)
@@ -97,6 +99,8 @@ class Decision:
     #: The incident this pass closed (its per-incident bookkeeping can go), if any.
     closed: str | None = None
     requeue_after: float | None = None
+    #: A scale-back step to propose (only when no incident is open, so never with ``propose`` or ``skip``).
+    restore: restore.ProposeRestore | None = None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -185,6 +189,7 @@ def decide(policy: PolicyState, admin: tenancy.Tenancy, now: float) -> Decision:
     )
     closed = None
     quiet_ends = None
+    restoring = status.restoring
     if result.state == TriggerState.FIRING:
         status.quiet_since = None
         if not status.incident:
@@ -199,6 +204,7 @@ def decide(policy: PolicyState, admin: tenancy.Tenancy, now: float) -> Decision:
         quiet_ends = quiet_since + spec.trigger.keep_firing_for_seconds
         if now >= quiet_ends:
             closed, quiet_ends = status.incident, None
+            restoring = restore.begin(spec, closed, quiet_since, policy.capacity, now) or restoring
             status.incident = None
             status.incident_since = None
             status.quiet_since = None
@@ -217,6 +223,12 @@ def decide(policy: PolicyState, admin: tenancy.Tenancy, now: float) -> Decision:
                 skip = Skip(status.incident, next_step.index, reason, verdict.message)
         elif result.state == TriggerState.FIRING and now >= policy.aws_backoff_until:
             propose = Propose(status.incident, next_step.index)
+    # An open incident stops the scale-back of the one before, for good.
+    restoring = restore.stop_for_incident(restoring, status.incident)
+    restore_next = restore.advance(spec, restoring, bool(status.incident),
+                                   result.state == TriggerState.QUIET and now >= policy.aws_backoff_until,
+                                   _restore_hold(policy, admin, now), policy.capacity, now)
+    status.restoring = restore_next.restoring
     backoff = policy.aws_backoff_until if policy.aws_backoff_until > now else None
     # Evidence ages on its own: a detector that stops evaluating turns stale, an alert expires.
     stale_at = [s.last_evaluation + triggers.freshness_limit(s, max_staleness) for s in policy.detectors
@@ -224,7 +236,26 @@ def decide(policy: PolicyState, admin: tenancy.Tenancy, now: float) -> Decision:
     expiring = [a.ends_at for a in policy.alerts if a.ends_at is not None]
     return Decision(status, result, propose, skip, closed,
                     soonest(next_step.wait_until if next_step else None, verdict.until, quiet_ends, backoff,
-                            *[t for t in stale_at + expiring if t > now]))
+                            restore_next.requeue_after, *[t for t in stale_at + expiring if t > now]),
+                    restore=restore_next.propose)
+
+
+def _restore_hold(policy: PolicyState, admin: tenancy.Tenancy, now: float) -> tuple[str, float | None] | None:
+    """The guard rails a scale-back waits for (never the cooldown: restore.py says why), or None."""
+    spec = policy.spec
+    if spec.paused:
+        return "spec.paused is true", None
+    forbidden = tenancy.policy_violations(admin, policy.namespace, spec)
+    if forbidden:
+        return "not allowed by the operator's settings: " + "; ".join(forbidden)[:500], None
+    pending = [r for r in policy.records if r.phase.in_flight]
+    if pending:
+        return f"{pending[0].name} is {pending[0].phase.value}", None
+    if spec.rate_limit is not None:
+        verdict = guards.rate_limit(policy.records, spec.rate_limit.max_actions, spec.rate_limit.window_seconds, now)
+        if not verdict.allowed:
+            return verdict.message, verdict.until
+    return None
 
 
 def summarize(policy: PolicyState, decided: RemediationPolicyStatus, result: TriggerResult, admin: tenancy.Tenancy,

@@ -54,6 +54,7 @@ from vigil.domain.remediation import (
     preflight,
     provenance,
     reconcile,
+    restore,
     tenancy,
     triggers,
 )
@@ -100,6 +101,12 @@ class Refusal:
 def action_name(policy: str, incident: str, step: int, skip: SkipReason | None = None) -> str:
     """Deterministic, so that re-creating after a crash hits AlreadyExists instead of duplicating."""
     suffix = f"-{incident}-s{step + 1}" + (f"-skip-{skip.value.lower()}" if skip else "")
+    return policy[: 253 - len(suffix)] + suffix
+
+
+def restore_action_name(policy: str, incident: str, step: int, sequence: int) -> str:
+    """The ``sequence``-th scale-back attempt after ``incident``: deterministic like :func:`action_name`."""
+    suffix = f"-{incident}-s{step + 1}-r{sequence}"
     return policy[: 253 - len(suffix)] + suffix
 
 
@@ -393,6 +400,7 @@ class RemediationEngine:
             detector_names=[d.name for d in detectors], detectors=[self._signal(d) for d in detectors],
             alerts=self._alerts(entry, spec, now), alerts_unknown=self._alerts_unknown(spec, now),
             records=[a.record() for a in self.actions_of(entry)], aws_backoff_until=entry.aws_backoff_until,
+            capacity=[c for c in (a.capacity() for a in self.actions_of(entry)) if c is not None],
         )
 
     async def _reconcile(self, entry: PolicyEntry, now: float) -> None:
@@ -418,13 +426,23 @@ class RemediationEngine:
         elif decision.propose is not None:
             degraded = await self._propose(entry, spec, decision.propose.incident, decision.propose.step,
                                            decision.trigger, now)
+        elif decision.restore is not None:
+            degraded = await self._propose_restore(entry, spec, decision.restore, decision.trigger, now)
         after = dataclasses.replace(state, records=[a.record() for a in self.actions_of(entry)])
         summary = reconcile.summarize(after, decision.status, decision.trigger, self.admin, entry.held_back,
                                       degraded, now)
         entry.requeue_after = reconcile.soonest(decision.requeue_after, summary.requeue_after)
         self.metrics.policy_action_allowed.labels(*entry.id).set(1 if summary.allowed else 0)
         self.metrics.actions_in_flight.labels(*entry.id).set(summary.in_flight)
+        was = entry.written.restoring
         await self._write_policy(entry, summary.status)
+        ended = summary.status.restoring
+        if ended is not None and not ended.active and (was is None or was.phase != ended.phase
+                                                       or was.incident != ended.incident):
+            kind = notes.EngineEvent.RESTORE_DONE if ended.phase == api_policy.RestorePhase.DONE \
+                else notes.EngineEvent.RESTORE_STOPPED
+            await self._event(entry.involved, "Normal" if kind == notes.EngineEvent.RESTORE_DONE else "Warning",
+                              kind, f"incident {ended.incident}: {ended.message or ended.phase.value}")
 
     async def _write_policy(self, entry: PolicyEntry, status: RemediationPolicyStatus) -> None:
         if status.to_wire() == entry.written.to_wire():
@@ -483,6 +501,47 @@ class RemediationEngine:
         if remarks:
             await self._event(entry.involved, "Normal", notes.EngineEvent.TARGETS_REDUCED, "; ".join(remarks))
         await self._create_action(entry, spec, incident, index, targets, result, now)
+        return None
+
+    async def _propose_restore(self, entry: PolicyEntry, spec: RemediationPolicySpec, due: restore.ProposeRestore,
+                               result: TriggerResult, now: float) -> str | None:
+        """Observe the group, plan one scale-back step (domain/remediation/restore.py) and record it as an
+        action, or record why not (Skipped, e.g. ChangedOutsideVigil). Returns a Degraded message on a
+        Recoverable AWS error (nothing recorded; retried later), else None."""
+        from vigil.adapters import aws as aws_adapter
+
+        name = restore_action_name(entry.name, due.incident, due.step, due.sequence)
+        if (entry.namespace, name) in self.actions:
+            return None
+        step = spec.actions[due.step]
+        ref = api_action.RestoreRef(scale_action=due.scale_action, sequence=due.sequence, baseline=due.baseline,
+                                    expected=due.expected, target=due.expected)
+        aws = self.aws_for(spec.aws.region, spec.aws.role_arn)
+        try:
+            group = await self._aws(aws.describe_group, due.group)
+        except aws_adapter.AwsError as exc:
+            self.metrics.aws_errors.labels(exc.operation or "describe", exc.error_class.value).inc()
+            if exc.error_class == ErrorClass.RECOVERABLE:
+                entry.aws_backoff_until = now + approvals.backoff(entry.written.recoverable_errors + 1)
+                return f"AWS {exc.code} while observing {due.group} to scale back; retrying"
+            await self._create_action(entry, spec, due.incident, due.step, [], result, now, scale_back=ref, name=name,
+                                      failed=(exc, f"cannot observe AWS: {exc.code}: {exc.message}"))
+            return None
+        entry.aws_backoff_until = 0.0
+        targets = [Target(kind="AutoScalingGroup", id=due.group)]
+        if missing := tenancy.missing_tags(group.tags, self.admin.required_tags(entry.namespace, spec)):
+            await self._create_action(entry, spec, due.incident, due.step, targets, result, now, scale_back=ref,
+                                      name=name, skip=(SkipReason.TARGET_NOT_MANAGED,
+                                                       f"Auto Scaling Group {due.group} lacks tag "
+                                                       f"{', '.join(missing)}"))
+            return None
+        planned = restore.plan(step, due.baseline, due.expected, None, group.desired, group.min_size, group.max_size)
+        if isinstance(planned, restore.Refuse):
+            await self._create_action(entry, spec, due.incident, due.step, targets, result, now, scale_back=ref,
+                                      name=name, skip=(planned.reason, planned.message))
+            return None
+        await self._create_action(entry, spec, due.incident, due.step, targets, result, now, name=name,
+                                  scale_back=ref.model_copy(update={"target": planned.target}))
         return None
 
     def _refusal_fingerprint(self, entry: PolicyEntry, result: TriggerResult) -> object:
@@ -572,26 +631,31 @@ class RemediationEngine:
     async def _create_action(
         self, entry: PolicyEntry, spec: RemediationPolicySpec, incident: str, index: int, targets: list[Target],
         result: TriggerResult, now: float, skip: tuple[SkipReason, str] | None = None,
-        failed: tuple[Any, str] | None = None,
+        failed: tuple[Any, str] | None = None, scale_back: api_action.RestoreRef | None = None,
+        name: str | None = None,
     ) -> None:
         step = spec.actions[index]
         if step.name is None:
             step = step.model_copy(update={"name": step_label(step, index)})
-        name = action_name(entry.name, incident, index, skip[0] if skip else None)
+        name = name or action_name(entry.name, incident, index, skip[0] if skip else None)
         action_spec = RemediationActionSpec(
             policy_ref=api_action.PolicyRef(name=entry.name, uid=entry.uid), incident=incident, step_index=index,
             step=step, targets=targets, reason=self._reason(result, now), dry_run=spec.dry_run,
-            approval_required=spec.approval.required and skip is None and failed is None,
-            region=spec.aws.region, role_arn=spec.aws.role_arn,
+            approval_required=skip is None and failed is None and (
+                restore.approval_required(spec, index) if scale_back is not None else spec.approval.required),
+            region=spec.aws.region, role_arn=spec.aws.role_arn, restore=scale_back,
         )
+        labels = {api_action.POLICY_LABEL: entry.name[:63], api_action.INCIDENT_LABEL: incident,
+                  "app.kubernetes.io/managed-by": "vigil"}
+        if scale_back is not None:
+            labels[api_action.DIRECTION_LABEL] = api_action.RESTORE_DIRECTION
         body = {
             "apiVersion": API_VERSION, "kind": api_action.KIND,
             "metadata": {
                 "name": name, "namespace": entry.namespace,
                 "annotations": {provenance.ANNOTATION: provenance.sign(self.provenance_key, entry.namespace, name,
                                                                        action_spec.to_wire())},
-                "labels": {api_action.POLICY_LABEL: entry.name[:63], api_action.INCIDENT_LABEL: incident,
-                           "app.kubernetes.io/managed-by": "vigil"},
+                "labels": labels,
                 "ownerReferences": [{"apiVersion": API_VERSION, "kind": api_policy.KIND, "name": entry.name,
                                      "uid": entry.uid, "controller": True, "blockOwnerDeletion": True}],
             },
@@ -643,7 +707,8 @@ class RemediationEngine:
                                        "approval annotations were set before the operator proposed the action", now)
             return
         # The current policy decides whether a human must approve, whatever the action says.
-        required = action.spec.approval_required or (entry.spec is not None and entry.spec.approval.required)
+        required = action.spec.approval_required if entry.spec is None else \
+            preflight.approval_needed(entry.spec, action.spec)
         if required:
             timeout = entry.spec.approval.timeout_seconds if entry.spec else 1800.0
             status.phase = ActionPhase.PENDING_APPROVAL
@@ -662,6 +727,11 @@ class RemediationEngine:
     def _describe_proposal(action: ActionEntry) -> str:
         assert action.spec is not None
         targets = ", ".join(t.id for t in action.spec.targets) or "no targets"
+        back = action.spec.restore
+        if back is not None:
+            return (f"{action.spec.step.name} scale-back on {targets}: desired capacity {back.expected} → "
+                    f"{back.target} (toward {back.baseline}, before incident {action.incident}; undoes "
+                    f"{back.scale_action})")
         reason = action.spec.reason
         why = f"detector {reason.detector} score {reason.score}" if reason.detector else f"alert {reason.alert}"
         mode = " (dry-run)" if action.spec.dry_run else ""
@@ -697,8 +767,12 @@ class RemediationEngine:
         created = to_time(action.status.created_at) or action.created
         expires = to_time(action.status.expires_at)
         timeout = (expires - created) if expires is not None else 1800.0
-        decision = approvals.decide(action.annotations, action.managed_fields, created, timeout,
-                                    entry.written.incident == action.incident, now)
+        current = restore.current(entry.written.restoring, entry.written.incident is not None, action.incident) \
+            if action.spec.restore is not None else entry.written.incident == action.incident
+        decision = approvals.decide(action.annotations, action.managed_fields, created, timeout, current, now)
+        if action.spec.restore is not None and not current and decision.outcome == approvals.Outcome.EXPIRED:
+            decision = dataclasses.replace(decision, message="the scale-back stopped (another incident opened, or "
+                                                             "the restore ended) before anyone approved")
         if decision.outcome == approvals.Outcome.PENDING:
             return False
         status = action.status.model_copy(deep=True)
@@ -726,6 +800,11 @@ class RemediationEngine:
             await self._announce(action, kind, decision.message)
         return False
 
+    def _quiet(self, entry: PolicyEntry) -> bool:
+        """A scale-back's evidence: the trigger has fresh data and does not fire."""
+        result = self._triggers.get(entry.id)
+        return bool(result and result.state == TriggerState.QUIET)
+
     def _data_complete(self, entry: PolicyEntry) -> bool:
         result = self._triggers.get(entry.id)
         return bool(result and result.state == TriggerState.FIRING and result.evidence and result.evidence.complete)
@@ -737,7 +816,8 @@ class RemediationEngine:
             return preflight.Refuse(SkipReason.POLICY_CHANGED, "the policy's spec is not valid any more: "
                                     + (entry.spec_error or "invalid spec")[:500])
         view = action.view()
-        policy = preflight.PolicyView(entry.namespace, entry.uid, entry.spec, entry.written.incident)
+        policy = preflight.PolicyView(entry.namespace, entry.uid, entry.spec, entry.written.incident,
+                                      entry.written.restoring)
         records = [a.record() for a in self.actions_of(entry)]
         refused = preflight.check_recorded(view, policy, self.admin, self.provenance_key, records)
         if refused is not None:
@@ -779,7 +859,11 @@ class RemediationEngine:
         if isinstance(prepared, plans.Skip):
             await self._finish_skipped(action, entry, status, prepared.reason, prepared.message, now)
             return
-        if prepared.scale_in and not self._data_complete(entry):
+        if action.spec.restore is not None and not self._quiet(entry):
+            await self._finish_skipped(action, entry, status, SkipReason.DETECTOR_STALE,
+                                       "scale-back refused: the detectors' data is not fresh and quiet now", now)
+            return
+        if prepared.scale_in and action.spec.restore is None and not self._data_complete(entry):
             await self._finish_skipped(action, entry, status, SkipReason.MISSING_DATA,
                                        "scale-in refused: the detector's data is not complete and fresh now", now)
             return
@@ -1127,7 +1211,13 @@ class RemediationEngine:
         """Keep the newest N successful and N unsuccessful finished actions, like CronJob's history limits."""
         if entry.spec is None:
             return
-        finished = [a for a in self.actions_of(entry) if a.phase is not None and a.phase.terminal]
+        # A scale-back reads what Vigil recorded (the capacity before, what it set): keep those actions while
+        # the incident is open or its scale-back runs.
+        restoring = entry.written.restoring
+        kept = {entry.written.incident, restoring.incident if restoring is not None and restoring.active else None} \
+            if any(step.restore is not None for step in entry.spec.actions) else set()
+        finished = [a for a in self.actions_of(entry) if a.phase is not None and a.phase.terminal
+                    and a.incident not in kept]
         finished.sort(key=lambda a: (to_time(a.status.completed_at) or a.created, a.name), reverse=True)
         good = [a for a in finished if a.phase in _SUCCESSFUL]
         bad = [a for a in finished if a.phase not in _SUCCESSFUL]

@@ -18,7 +18,7 @@ from typing import Any, Protocol
 from vigil.adapters import redaction
 from vigil.api.v1alpha1.action import CommandInvocation, CommandStatus, RemediationActionSpec, SkipReason
 from vigil.api.v1alpha1.policy import ReplaceMode, Step
-from vigil.domain.remediation import commands, plans, preflight
+from vigil.domain.remediation import commands, plans, preflight, restore
 
 
 class Aws(Protocol):
@@ -102,7 +102,15 @@ class ScaleGroup(Executor):
         step = spec.step.scale_auto_scaling_group
         assert step is not None
         group = aws.describe_group(step.name)
-        plan = plans.plan_scale(step, group.desired, group.min_size, group.max_size)
+        if spec.restore is not None:  # scaling back: toward the recorded capacity, only if nobody changed it
+            ref = spec.restore
+            back = restore.plan(spec.step, ref.baseline, ref.expected, ref.target, group.desired, group.min_size,
+                                group.max_size)
+            if isinstance(back, restore.Refuse):
+                return plans.Skip(back.reason, back.message)
+            plan: plans.ScalePlan | plans.Skip = plans.ScalePlan(step.name, group.desired, back.target)
+        else:
+            plan = plans.plan_scale(step, group.desired, group.min_size, group.max_size)
         if isinstance(plan, plans.Skip):
             return plan
         return Prepared(

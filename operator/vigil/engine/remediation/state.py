@@ -18,6 +18,7 @@ from vigil.api.v1alpha1.action import (
 from vigil.api.v1alpha1.policy import RemediationPolicySpec, RemediationPolicyStatus
 from vigil.domain.remediation.guards import ActionRecord
 from vigil.domain.remediation.preflight import ActionView
+from vigil.domain.remediation.restore import CapacityRecord
 
 ObjectId = tuple[str, str]
 
@@ -170,6 +171,25 @@ class ActionEntry:
             name=self.name, incident=self.incident, step_index=self.spec.step_index if self.spec else 0,
             phase=phase, created=_time(self.status.created_at) or self.created, completed=completed,
             instances=instances, error_code=self.status.error_code,
+            restore=self.spec.restore.sequence if self.spec is not None and self.spec.restore is not None else 0,
+        )
+
+    def capacity(self) -> CapacityRecord | None:
+        """The scale-back's view of this action, if it is a scale step (None otherwise)."""
+        if self.spec is None or self.spec.step.scale_auto_scaling_group is None:
+            return None
+        record = self.record()
+
+        def number(found: object) -> int | None:
+            return found if isinstance(found, int) and not isinstance(found, bool) else None
+
+        intent = self.status.intent
+        return CapacityRecord(
+            name=self.name, incident=self.incident, step_index=record.step_index, phase=record.phase,
+            created=record.created, completed=record.completed, group=self.spec.step.scale_auto_scaling_group.name,
+            before=number((self.status.before or {}).get("desiredCapacity")),
+            set_to=number(intent.parameters.get("DesiredCapacity")) if intent is not None else None,
+            restore=record.restore, skip_reason=self.status.skip_reason,
         )
 
 
