@@ -233,13 +233,22 @@ def event_time(event: Mapping[str, Any]) -> str:
                or _dict(event.get("metadata")).get("creationTimestamp") or "")
 
 
+def _sequence(event: Mapping[str, Any]) -> int:
+    """The order the API server stored Events in, to order those of the same second (Event times are in
+    seconds). resourceVersion is opaque by contract; an unreadable one sorts first and changes nothing else."""
+    try:
+        return int(str(_dict(event.get("metadata")).get("resourceVersion") or 0))
+    except ValueError:
+        return 0
+
+
 def event_fact(event: Mapping[str, Any]) -> dict[str, Any]:
     involved = _dict(event.get("involvedObject") or event.get("regarding"))
     return {
         "kind": "event", "object": f"{text(involved.get('kind') or '', 64)}/{text(involved.get('name') or '', 253)}",
         "type": text(event.get("type") or "", 16), "reason": text(event.get("reason") or "", 128),
         "message": text(event.get("message") or event.get("note") or ""),
-        "count": event.get("count"), "time": event_time(event),
+        "count": event.get("count"), "time": event_time(event), "sequence": _sequence(event),
     }
 
 
@@ -256,7 +265,7 @@ async def events_about(reader: KubeReader, kind: str, namespace: str, name: str,
     found = await reader.list("v1", "events", namespace, field_selector=selector)
     mine = [e for e in found if _dict(e.get("involvedObject")).get("name") == name
             and _dict(e.get("involvedObject")).get("kind") == kind]
-    mine.sort(key=event_time)
+    mine.sort(key=lambda e: (event_time(e), _sequence(e)))
     return [event_fact(e) for e in mine[-limit:]]
 
 
@@ -320,7 +329,7 @@ async def why(reader: KubeReader, namespace: str, name: str) -> list[dict[str, A
     if detector_name:
         facts.append(detector if detector is not None else not_found(api_detector.KIND, namespace, detector_name))
         events += detector_events
-    events.sort(key=lambda e: str(e["time"]))
+    events.sort(key=lambda e: (str(e["time"]), e["sequence"]))
     facts += events[-MAX_EVENTS * 2:]
     return facts
 
