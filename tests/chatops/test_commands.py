@@ -52,3 +52,25 @@ def test_quote_neutralises_mentions_and_formatting() -> None:
 
 def test_slack_mrkdwn() -> None:
     assert summary.slack_mrkdwn("**Detectors** (1): `a<b & c>d`") == "*Detectors* (1): `a&lt;b &amp; c&gt;d`"
+
+
+def test_malformed_and_hostile_objects_still_give_a_bounded_answer() -> None:
+    from vigil.chatops import facts
+
+    bare = facts.action_fact({"metadata": {"name": "x", "namespace": "d"}})
+    assert summary.why([bare]).startswith("**RemediationAction d/x**: not initialised (policy ``, incident ``)")
+    huge = "A" * 100_000
+    hostile = facts.action_fact({
+        "metadata": {"name": "y", "namespace": "d"},
+        "spec": {"step": {"name": huge, "runCommand": {"commands": [huge] * 100}},
+                 "targets": [{"kind": "Instance", "id": huge}] * 500,
+                 "reason": {"source": "detector", "detector": huge,
+                            "series": [{f"l{i}": huge for i in range(100)}] * 99}},
+        "status": {"phase": "Failed", "message": huge, "before": {"k": [huge] * 1000}, "errorCode": huge}})
+    assert len(hostile["targets"]) == 20 and len(hostile["evidence"]["series"]) == facts.MAX_SERIES
+    assert max(len(v) for v in hostile["evidence"]["series"][0].values()) <= 128
+    assert len(hostile["evidence"]["series"][0]) <= 25
+    assert len(hostile["message"]) <= facts.MAX_TEXT and len(hostile["step"]["settings"]["commands"]) == 40
+    assert len(summary.why([hostile])) <= summary.MAX_ANSWER_CHARS
+    assert len(summary.history([facts.policy_fact({"metadata": {"name": "p", "namespace": "d"}}),
+                                {"kind": "actions", "items": [hostile] * 30}])) <= summary.MAX_ANSWER_CHARS

@@ -135,6 +135,19 @@ def test_status_with_an_llm(recorded: incident.Incident, reader: kubeio.ApiReade
         assert [p["name"] for p in status["pendingApprovals"]] == [recorded.pending]
 
 
+def test_history_with_an_llm(recorded: incident.Incident, reader: kubeio.ApiReader, peer_factory: Any) -> None:
+    written = "web-scale-out acted three times: succeeded, skipped by the cooldown, now waiting for approval."
+    peer = peer_factory([Text(written)])
+    answer = _ask(reader, peer.config, "history default/web-scale-out")
+    assert answer.via == "llm", answer.error
+    assert [f["kind"] for f in answer.facts][:2] == ["policy", "actions"]
+    assert answer.subject == "policy default/web-scale-out"
+    if peer.scripted:
+        assert peer.server is not None and answer.text == written
+        shown = json.loads(peer.server.requests[0].messages("tool")[0]["content"])["result"]
+        assert [a["name"] for a in shown[1]["items"]] == [recorded.succeeded, recorded.skipped, recorded.pending]
+
+
 @pytest.mark.parametrize(("step", "expected"), [
     (Fail(500, {"error": {"message": f"internal error while handling key {FAKE_KEY}", "type": "server_error"}}),
      "answered HTTP 500"),

@@ -69,6 +69,13 @@ def test_demo_shows_what_the_readme_promises(tmp_path: pathlib.Path) -> None:
     assert "CooldownActive" in summary["action_allowed_reasons"]
     assert "Skipped (CooldownActive)" in text
 
+    # Ask Vigil about the approved action, as `vigil ask` answers it.
+    name = succeeded[0]["metadata"]["name"]
+    asked = (out / "ask.txt").read_text()
+    assert asked.startswith(f"$ vigil ask why {name}\n**RemediationAction default/{name}**: Succeeded")
+    assert "Decision: `demo (auto-approved)` via cli" in asked and "→ `{'desiredCapacity': 4" in asked
+    assert asked in text
+
     notifications = json.loads((out / "notifications.json").read_text())
     by_path: dict[str, list[dict[str, object]]] = {}
     for item in notifications:

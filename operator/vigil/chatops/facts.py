@@ -13,7 +13,7 @@ never interpreted; :mod:`vigil.chatops.llm` hands them to the model as JSON tool
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterable, Mapping
+from collections.abc import Awaitable, Iterable, Mapping
 from typing import Any, Protocol
 
 from vigil.adapters import redaction
@@ -233,13 +233,22 @@ def event_time(event: Mapping[str, Any]) -> str:
                or _dict(event.get("metadata")).get("creationTimestamp") or "")
 
 
+def _sequence(event: Mapping[str, Any]) -> int:
+    """The order the API server stored Events in, to order those of the same second (Event times are in
+    seconds). resourceVersion is opaque by contract; an unreadable one sorts first and changes nothing else."""
+    try:
+        return int(str(_dict(event.get("metadata")).get("resourceVersion") or 0))
+    except ValueError:
+        return 0
+
+
 def event_fact(event: Mapping[str, Any]) -> dict[str, Any]:
     involved = _dict(event.get("involvedObject") or event.get("regarding"))
     return {
         "kind": "event", "object": f"{text(involved.get('kind') or '', 64)}/{text(involved.get('name') or '', 253)}",
         "type": text(event.get("type") or "", 16), "reason": text(event.get("reason") or "", 128),
         "message": text(event.get("message") or event.get("note") or ""),
-        "count": event.get("count"), "time": event_time(event),
+        "count": event.get("count"), "time": event_time(event), "sequence": _sequence(event),
     }
 
 
@@ -249,6 +258,16 @@ def not_found(kind: str, namespace: str, name: str) -> dict[str, Any]:
 
 # --- gatherers (read through the reader) ---------------------------------------------------------------
 
+async def _together(*reads: Awaitable[Any]) -> list[Any]:
+    """Run ``reads`` concurrently; when some fail, raise the first failure *in argument order*, so the
+    answer names the same missing permission whichever request the server happened to answer first."""
+    results = await asyncio.gather(*reads, return_exceptions=True)
+    for result in results:
+        if isinstance(result, BaseException):
+            raise result
+    return list(results)
+
+
 async def events_about(reader: KubeReader, kind: str, namespace: str, name: str,
                        limit: int = MAX_EVENTS) -> list[dict[str, Any]]:
     """The newest ``limit`` Events about one object, oldest first."""
@@ -256,7 +275,7 @@ async def events_about(reader: KubeReader, kind: str, namespace: str, name: str,
     found = await reader.list("v1", "events", namespace, field_selector=selector)
     mine = [e for e in found if _dict(e.get("involvedObject")).get("name") == name
             and _dict(e.get("involvedObject")).get("kind") == kind]
-    mine.sort(key=event_time)
+    mine.sort(key=lambda e: (event_time(e), _sequence(e)))
     return [event_fact(e) for e in mine[-limit:]]
 
 
@@ -304,7 +323,7 @@ async def why(reader: KubeReader, namespace: str, name: str) -> list[dict[str, A
     async def nothing() -> Any:
         return None
 
-    (action_events, policy, policy_events, detector, detector_events) = await asyncio.gather(
+    (action_events, policy, policy_events, detector, detector_events) = await _together(
         events_about(reader, api_action.KIND, namespace, name),
         get_policy(reader, namespace, policy_name) if policy_name else nothing(),
         events_about(reader, api_policy.KIND, namespace, policy_name) if policy_name else nothing(),
@@ -320,7 +339,7 @@ async def why(reader: KubeReader, namespace: str, name: str) -> list[dict[str, A
     if detector_name:
         facts.append(detector if detector is not None else not_found(api_detector.KIND, namespace, detector_name))
         events += detector_events
-    events.sort(key=lambda e: str(e["time"]))
+    events.sort(key=lambda e: (str(e["time"]), e["sequence"]))
     facts += events[-MAX_EVENTS * 2:]
     return facts
 
@@ -339,7 +358,7 @@ async def status(reader: KubeReader, namespaces: Iterable[str | None]) -> list[d
     policies: list[dict[str, Any]] = []
     pending: list[dict[str, Any]] = []
     for namespace in namespaces:
-        found_detectors, found_policies, found_actions = await asyncio.gather(
+        found_detectors, found_policies, found_actions = await _together(
             reader.list(API_VERSION, api_detector.PLURAL, namespace),
             reader.list(API_VERSION, api_policy.PLURAL, namespace),
             reader.list(API_VERSION, api_action.PLURAL, namespace))
@@ -356,6 +375,6 @@ async def policy_detectors(reader: KubeReader, namespace: str, policy: str, limi
     if found is None:
         return [not_found(api_policy.KIND, namespace, policy)]
     names = (found["matchedDetectors"] or found["detectors"])[:limit]
-    detectors = await asyncio.gather(*(get_detector(reader, namespace, n) for n in names))
+    detectors = await _together(*(get_detector(reader, namespace, n) for n in names))
     return [found, *[d if d is not None else not_found(api_detector.KIND, namespace, n)
                      for n, d in zip(names, detectors, strict=True)]]

@@ -15,8 +15,9 @@ window; the policy asks for approval and the demo grants it with
 down, the incident closes, and the scale step's restore brings the group back
 4 -> 3 -> 2, one RemediationAction per step (direction restore). The surge
 that follows opens a second incident inside the cooldown: it is recorded as a
-RemediationAction Skipped (CooldownActive). The demo ends with a summary, and writes demo.png,
-summary.json, manifests.yaml, actions.yaml, notifications.json and
+RemediationAction Skipped (CooldownActive). The demo ends with a summary and a
+`vigil ask why` answer about the approved action, and writes demo.png,
+summary.json, manifests.yaml, actions.yaml, notifications.json, ask.txt and
 operator.log to --out.
 
 Stop it at any time (Ctrl-C, SIGTERM, SIGHUP): every process it started is
@@ -158,6 +159,15 @@ def _approve(sandbox: Sandbox, name: str) -> str:
         capture_output=True, text=True, timeout=60, stdin=subprocess.DEVNULL,
     )
     return (done.stdout or done.stderr).strip()
+
+
+def _ask_why(sandbox: Sandbox, name: str) -> str:
+    """``vigil ask why NAME`` as a user runs it (deterministic: the demo configures no LLM)."""
+    done = subprocess.run(
+        [sys.executable, "-m", "vigil", "ask", "why", name, "-n", NAMESPACE, "--kubeconfig", str(sandbox.kubeconfig)],
+        capture_output=True, text=True, timeout=60, stdin=subprocess.DEVNULL,
+    )
+    return done.stdout.strip() if done.returncode == 0 else f"vigil ask failed: {done.stderr.strip()[:300]}"
 
 
 def point_seen_at(sandbox: Sandbox, when: float) -> int:
@@ -585,6 +595,11 @@ def run(args: argparse.Namespace) -> int:
         for line in lines:
             print(line)
         print(f"- plot: {png}\n- operator log: {sandbox.operator_log}\n- manifests: {out / 'manifests.yaml'}")
+        asked = [n for n in timeline.actions if n in timeline.approved_names]
+        if asked:  # Ask Vigil about the approved action, as an SRE would after the fact
+            answer = _ask_why(sandbox, asked[0])
+            (out / "ask.txt").write_text(f"$ vigil ask why {asked[0]}\n{answer}\n")
+            print(f"\n$ vigil ask why {asked[0]}\n{answer}\n")
         if sandbox.chat is not None:
             slack = [r.body for r in sandbox.chat.received("/slack")]
             if slack:
