@@ -54,7 +54,7 @@ lock:
 	$(if $(wildcard $(PY)),$(PY),python3) scripts/lock.py $(if $(UPGRADE),--upgrade)
 
 demo: bootstrap
-	$(PY) -m vigil.sandbox.demo $(ARGS)
+	$(PY) -m vigil_sandbox.demo $(ARGS)
 
 lint: bootstrap
 	$(VENV)/bin/ruff check .

@@ -5,7 +5,7 @@ Issue 11, items 2 and 5, "done when": the operator's RSS grows by less than 50 M
 Everything is measured on the operator process, never typed in:
 
 - **Peers**: the real Prometheus (one backfilled series), the Kubernetes API emulator
-  (``vigil.sandbox.kubeapi``, in this process), and ``python -m vigil run`` as a subprocess
+  (``vigil_sandbox.kubeapi``, in this process), and ``python -m vigil run`` as a subprocess
   (``tests/harness.py``), default model limits (1 MiB, trial with 1 GiB of address space, 10 s).
 - **Warm-up**: a detector on the built-in model reaches Ready=True first, so onnxruntime and the
   model are already loaded when the figures start.
@@ -60,8 +60,8 @@ if str(ROOT) not in sys.path:  # `python bench/models.py` as well as `python -m 
 from tests import hostile_models  # noqa: E402
 from tests.harness import OperatorProcess, wait_for  # noqa: E402
 from vigil.api import crdgen  # noqa: E402
-from vigil.sandbox.kubeapi import KubeAPIServer  # noqa: E402
-from vigil.sandbox.prometheus import PrometheusServer, Series  # noqa: E402
+from vigil_sandbox.kubeapi import KubeAPIServer  # noqa: E402
+from vigil_sandbox.prometheus import PrometheusServer, Series  # noqa: E402
 
 METRIC = "bench_models"
 STEP = 300.0

@@ -6,8 +6,8 @@ the real ``vigil run`` process:
 - **Prometheus**: the real binary, loaded once with ``max(N) x S`` synthetic series
   (a daily-like cycle scaled to 90 min, noise, level-shift incidents in ~2% of them) through ``promtool``
   backfill (sample counts verified series by series), plus live samples from an
-  in-process exporter it scrapes (:class:`vigil.sandbox.replay.ReplayExporter`).
-- **Kubernetes API**: the sandbox emulator (:mod:`vigil.sandbox.kubeapi`: our kmock-based,
+  in-process exporter it scrapes (:class:`vigil_sandbox.replay.ReplayExporter`).
+- **Kubernetes API**: the sandbox emulator (:mod:`vigil_sandbox.kubeapi`: our kmock-based,
   in-memory API server with resource versions, watches, status subresource, schema
   validation), run in its *own* process so its CPU is measured apart from the operator's
   and from this harness. It counts every request the operator sends.
@@ -67,8 +67,8 @@ if str(ROOT) not in sys.path:  # `python bench/scale.py` as well as `python -m b
     sys.path.insert(0, str(ROOT))
 
 from tests.harness import OperatorProcess, wait_for  # noqa: E402
-from vigil.sandbox.prometheus import PrometheusServer  # noqa: E402
-from vigil.sandbox.replay import ReplayExporter, seamless_start_time, split_for_replay  # noqa: E402
+from vigil_sandbox.prometheus import PrometheusServer  # noqa: E402
+from vigil_sandbox.replay import ReplayExporter, seamless_start_time, split_for_replay  # noqa: E402
 
 METRIC = "bench_load"
 STEP = 60.0  # data resolution and the detectors' grid step (spec.step = 1m)
@@ -143,7 +143,7 @@ def _emulator_main(conn: multiprocessing.connection.Connection, kubeconfig: str,
                    interval: float) -> None:
     """Child process: serve the emulated API, create ``count`` detectors, count requests."""
     from vigil.api import crdgen
-    from vigil.sandbox.kubeapi import KubeAPIServer, RequestRecord
+    from vigil_sandbox.kubeapi import KubeAPIServer, RequestRecord
 
     lock = threading.Lock()
     tally: dict[str, Any] = {"writes": {}, "requests": 0, "service_s": 0.0, "first_status": None,
@@ -658,7 +658,7 @@ series) backfilled with promtool ({HISTORY_POINTS} points at 1 min, sample count
 {_window()} points and scores from {_min_points()}, so longer windows are NaN-padded
 while the grids are allocated at full size) plus live samples scraped every {config.scrape_interval} from an in-process
 exporter; the Kubernetes API
-emulator (`vigil.sandbox.kubeapi`, an in-memory API server with watches, resource versions, status subresource and
+emulator (`vigil_sandbox.kubeapi`, an in-memory API server with watches, resource versions, status subresource and
 schema validation) in its own process; the operator as `python -m vigil run` with leader election on (its Lease
 renewals are the "other" writes) and `--heartbeat {config.heartbeat:g}`. Each detector queries
 `{METRIC}{{detector="dNNNNN"}}` ({config.series} series) at step 1m, every {config.interval:g} s. The N detectors

@@ -37,8 +37,8 @@ if str(ROOT) not in sys.path:  # `python bench/series_cap.py` as well as `python
 
 from tests.harness import OperatorProcess, wait_for  # noqa: E402
 from vigil.api import crdgen  # noqa: E402
-from vigil.sandbox.kubeapi import KubeAPIServer  # noqa: E402
-from vigil.sandbox.prometheus import PrometheusServer, Series  # noqa: E402
+from vigil_sandbox.kubeapi import KubeAPIServer  # noqa: E402
+from vigil_sandbox.prometheus import PrometheusServer, Series  # noqa: E402
 
 METRIC = "bench_wide"
 STEP = 300.0

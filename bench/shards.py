@@ -38,7 +38,7 @@ if str(ROOT) not in sys.path:
 
 from bench import scale  # noqa: E402
 from tests.harness import OperatorProcess, wait_for  # noqa: E402
-from vigil.sandbox.prometheus import PrometheusServer  # noqa: E402
+from vigil_sandbox.prometheus import PrometheusServer  # noqa: E402
 
 LAST_EVALUATION = "vigil_detector_last_evaluation_timestamp_seconds"
 

@@ -1,6 +1,6 @@
 """Shared fixtures: the Kubernetes API emulator, a kubeconfig, and operator subprocesses.
 
-Real peers only: the emulator is our kmock-based API server (``vigil.sandbox.kubeapi``),
+Real peers only: the emulator is our kmock-based API server (``vigil_sandbox.kubeapi``),
 Prometheus is the real binary, AWS is moto in server mode. Nothing is monkeypatched.
 """
 
@@ -16,10 +16,10 @@ import pytest
 from tests.harness import OperatorProcess
 from tests.realkube import RealKube, RealKubeAPI, binaries, install_crds
 from vigil.api import crdgen
-from vigil.sandbox import moto as sandbox_moto
-from vigil.sandbox.faultproxy import FaultProxy
-from vigil.sandbox.kubeapi import KubeAPIServer
-from vigil.sandbox.moto import MotoServer
+from vigil_sandbox import moto as sandbox_moto
+from vigil_sandbox.faultproxy import FaultProxy
+from vigil_sandbox.kubeapi import KubeAPIServer
+from vigil_sandbox.moto import MotoServer
 
 #: Fixtures that start a real peer or process: the API emulator, the real API server (etcd +
 #: kube-apiserver, ``real_kube``), moto, `vigil run`, and (by the
@@ -59,7 +59,7 @@ def pytest_collection_finish(session: pytest.Session) -> None:
 
 #: Which Kubernetes API the ``kubeapi`` fixture gives: ``real`` (default, what `make test` and CI run: the
 #: session's kube-apiserver, tests/realkube.py, cleaned after each test) or ``emulator``
-#: (vigil.sandbox.kubeapi, one per test: the fast local loop). Tests marked ``emulator`` need the emulator's
+#: (vigil_sandbox.kubeapi, one per test: the fast local loop). Tests marked ``emulator`` need the emulator's
 #: own controls (stopping it, its request log) and get it either way.
 TEST_KUBE = os.environ.get("VIGIL_TEST_KUBE", "real")
 if TEST_KUBE not in ("emulator", "real"):

@@ -19,7 +19,7 @@ from typing import Any, TypeVar
 
 from prometheus_client.parser import text_string_to_metric_families
 
-from vigil.sandbox.ports import free_port
+from vigil_sandbox.ports import free_port
 
 T = TypeVar("T")
 ROOT = pathlib.Path(__file__).resolve().parents[1]

@@ -49,8 +49,8 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.x509.oid import NameOID
 
-from vigil.sandbox.kubeapi_store import ApiError
-from vigil.sandbox.ports import free_port
+from vigil_sandbox.kubeapi_store import ApiError
+from vigil_sandbox.ports import free_port
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 KUBE_BINS = ROOT / "scripts" / "kube-bins.sh"

@@ -26,8 +26,8 @@ import pytest
 from vigil.adapters import aws
 from vigil.api.v1alpha1.action import ErrorClass
 from vigil.api.v1alpha1.policy import DEFAULT_TAG_KEY, DEFAULT_TAG_VALUE
-from vigil.sandbox.faultproxy import FaultProxy
-from vigil.sandbox.ports import free_port
+from vigil_sandbox.faultproxy import FaultProxy
+from vigil_sandbox.ports import free_port
 
 pytestmark = pytest.mark.timeout(60)
 

@@ -30,8 +30,8 @@ from vigil.api.v1alpha1.action import ActionPhase, Reason, Target
 from vigil.api.v1alpha1.policy import Notify
 from vigil.domain import notifications
 from vigil.domain.notifications import EventKind, NotificationEvent
-from vigil.sandbox.kubeapi import KubeAPIServer
-from vigil.sandbox.ports import free_port
+from vigil_sandbox.kubeapi import KubeAPIServer
+from vigil_sandbox.ports import free_port
 
 T0 = datetime.datetime(2024, 5, 1, 12, 0, tzinfo=datetime.UTC)
 TOKEN = "XyZzY-s3cr3t-T0KEN-4242"

@@ -9,7 +9,7 @@ import pytest
 
 from vigil.adapters import prometheus
 from vigil.adapters.prometheus import PrometheusSource, SourceError, SourceErrorKind
-from vigil.sandbox.prometheus import PrometheusServer, Series
+from vigil_sandbox.prometheus import PrometheusServer, Series
 
 
 @pytest.mark.slow

@@ -1,6 +1,6 @@
 """Which of the emulator's documented deviations from a real API server still exist (issue 12, item 1).
 
-The emulator (vigil.sandbox.kubeapi) stays for `make demo` and `make test-emulator`; `make test` runs on
+The emulator (vigil_sandbox.kubeapi) stays for `make demo` and `make test-emulator`; `make test` runs on
 the real kube-apiserver. Each case below sends the same request to both: the real server must show the
 behaviour, and the emulator must still deviate as its docstring and docs/kube-real-vs-emulator.md say.
 When someone teaches the emulator one of these, its case fails with "no longer deviates": update the
@@ -20,7 +20,7 @@ import pytest
 
 from tests.realkube import RealKube, ensure_namespace, install_crds
 from vigil.api import crdgen
-from vigil.sandbox.kubeapi import KubeAPIServer
+from vigil_sandbox.kubeapi import KubeAPIServer
 
 NAMESPACE = "deviations"
 Answer = tuple[int, dict[str, Any]]

@@ -13,7 +13,7 @@ import yaml
 from vigil.api import crdgen
 from vigil.api.v1alpha1.detector import AnomalyDetectorSpec
 from vigil.api.v1alpha1.policy import RemediationPolicySpec
-from vigil.sandbox.kubeapi import KubeAPIServer
+from vigil_sandbox.kubeapi import KubeAPIServer
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 EXAMPLES = sorted([*ROOT.glob("examples/*.yaml"), *ROOT.glob("examples/e2e/*.yaml"),

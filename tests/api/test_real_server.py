@@ -1,6 +1,6 @@
 """The CRDs, the examples and the documented validation messages, on a real kube-apiserver.
 
-The emulator (vigil.sandbox.kubeapi) is what most tests run on; these tests check the same things on
+The emulator (vigil_sandbox.kubeapi) is what most tests run on; these tests check the same things on
 the real server (tests/realkube.py), and that both answer a bad spec with the same message, so the
 emulator cannot drift from what users get. Differences found are listed in docs/kube-real-vs-emulator.md.
 """
@@ -23,7 +23,7 @@ from vigil.api import crdgen
 from vigil.api.v1alpha1.action import RemediationActionSpec
 from vigil.api.v1alpha1.detector import AnomalyDetectorSpec
 from vigil.api.v1alpha1.policy import RemediationPolicySpec
-from vigil.sandbox.kubeapi import ApiError, KubeAPIServer
+from vigil_sandbox.kubeapi import ApiError, KubeAPIServer
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 CRDS = sorted((ROOT / "crds").glob("*.yaml"))

@@ -283,6 +283,21 @@ def test_runtime_venv_has_no_scikit_learn(runtime_venv: RuntimeVenv) -> None:
 
 @pytest.mark.slow
 @pytest.mark.timeout(1200)
+def test_runtime_venv_ships_no_test_infrastructure(runtime_venv: RuntimeVenv) -> None:
+    """The emulator, the sandbox's Prometheus and moto helpers, the fault proxy and the demo live in
+    sandbox/ (vigil-sandbox), not in the operator's package: the image carries only the operator."""
+    probe = runtime_venv.run("python -c 'import vigil_sandbox'")
+    assert probe.returncode != 0 and "No module named 'vigil_sandbox'" in probe.stderr, probe.stderr
+    probe = runtime_venv.run("python -c 'import vigil_sandbox'")
+    assert probe.returncode != 0 and "No module named 'vigil_sandbox'" in probe.stderr, probe.stderr
+    site = next((runtime_venv.path / "lib").glob("python3.*/site-packages"))
+    shipped = {p.relative_to(site / "vigil").parts[0] for p in (site / "vigil").rglob("*.py")}
+    assert shipped >= {"adapters", "domain", "engine", "api", "cli.py"}
+    assert not shipped & {"sandbox", "tests"}, sorted(shipped)
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(1200)
 def test_runtime_venv_is_the_runtime_lock(runtime_venv: RuntimeVenv) -> None:
     """The image must run the versions the tests ran: requirements/runtime.lock, nothing more or less."""
     freeze = runtime_venv.run("python -m pip freeze", pythonpath=runtime_venv.pip_copy).stdout.lower().splitlines()

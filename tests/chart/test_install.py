@@ -31,8 +31,8 @@ from tests.harness import OperatorProcess, steady, wait_for
 from tests.integration import aws_world, scenario
 from tests.integration.aws_world import Moto
 from tests.realkube import TEST_USER, RealKube, RealKubeAPI, ensure_namespace, remediation_action, wait_crds_served
-from vigil.sandbox.faultproxy import FaultProxy
-from vigil.sandbox.prometheus import PrometheusServer
+from vigil_sandbox.faultproxy import FaultProxy
+from vigil_sandbox.prometheus import PrometheusServer
 
 RELEASE = "vigil-live"  # contains "vigil": the full name is the release name
 NAMESPACE = "vigil-live"

@@ -26,7 +26,7 @@ import helm_python as helm
 import pytest
 
 from vigil.api import crdgen
-from vigil.sandbox.ports import free_port
+from vigil_sandbox.ports import free_port
 
 from .conftest import CHART_DIR, ROOT, only, parse, render_text
 
@@ -98,7 +98,7 @@ def _get(url: str) -> tuple[int, str]:
 @pytest.fixture(scope="module")
 def live_exposition(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """/metrics of a real ``vigil run`` talking to the emulated Kubernetes API."""
-    from vigil.sandbox.kubeapi import KubeAPIServer
+    from vigil_sandbox.kubeapi import KubeAPIServer
 
     tmp = tmp_path_factory.mktemp("operator")
     port = free_port()

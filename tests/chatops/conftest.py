@@ -45,8 +45,8 @@ from tests.realkube import RealKube, ensure_namespace, install_crds, remediation
 from vigil.adapters import kubeaccess
 from vigil.chatops import kubeio
 from vigil.chatops.llm import LLMConfig
-from vigil.sandbox.kubeapi import KubeAPIServer
-from vigil.sandbox.ports import free_port
+from vigil_sandbox.kubeapi import KubeAPIServer
+from vigil_sandbox.ports import free_port
 
 REAL_LLM_URL = os.environ.get("VIGIL_TEST_LLM_BASE_URL", "")
 REAL_LLM_MODEL = os.environ.get("VIGIL_TEST_LLM_MODEL", "")

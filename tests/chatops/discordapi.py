@@ -25,7 +25,7 @@ import nacl.signing
 from aiohttp import web
 
 from tests.harness import wait_for
-from vigil.sandbox.ports import free_port
+from vigil_sandbox.ports import free_port
 
 BOT_TOKEN = "discord-bot-token-0000.vigil.test"
 APPLICATION_ID = "1100000000000000001"

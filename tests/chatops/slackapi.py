@@ -28,7 +28,7 @@ from typing import Any
 from aiohttp import WSMsgType, web
 
 from tests.harness import wait_for
-from vigil.sandbox.ports import free_port
+from vigil_sandbox.ports import free_port
 
 BOT_TOKEN = "xoxb-test-0000000000-vigil-bot-token"
 APP_TOKEN = "xapp-1-A0VIGIL-0000-vigil-app-token"

@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import threading
 
-from vigil.sandbox.ports import free_port
+from vigil_sandbox.ports import free_port
 
 CHUNK = 64 * 1024
 

@@ -14,7 +14,7 @@ from tests.chatops import incident
 from tests.chatops.conftest import writes
 from vigil.adapters import kubeaccess
 from vigil.chatops import ask, kubeio
-from vigil.sandbox.kubeapi import KubeAPIServer
+from vigil_sandbox.kubeapi import KubeAPIServer
 
 
 def _ask(asker: ask.Asker, text: str, **kwargs: object) -> ask.Answer:

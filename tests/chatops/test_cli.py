@@ -10,7 +10,7 @@ from tests.chatops.conftest import FAKE_KEY
 from tests.chatops.llm_server import Fail, ScriptedLLM, Text
 from tests.cli.test_errors import closed_kubeconfig, one_line_error, vigil
 from vigil.chatops import conversation
-from vigil.sandbox.kubeapi import KubeAPIServer
+from vigil_sandbox.kubeapi import KubeAPIServer
 
 
 def test_vigil_ask_answers_and_remembers_a_conversation(kubeapi: KubeAPIServer, recorded: incident.Incident,

@@ -16,7 +16,7 @@ from tests.chatops.llm_server import ScriptedLLM, Text
 from vigil.adapters import kubeaccess
 from vigil.chatops import ask, conversation, kubeio, llm
 from vigil.chatops.conversation import Conversation, ConversationStore, HistoryLimits, Subject, Turn
-from vigil.sandbox.kubeapi import KubeAPIServer
+from vigil_sandbox.kubeapi import KubeAPIServer
 
 THREAD = "slack:C0123:1733500000.000100"
 

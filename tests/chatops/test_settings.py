@@ -11,7 +11,7 @@ from tests.chatops import incident
 from tests.chatops.conftest import FAKE_KEY
 from tests.chatops.llm_server import ScriptedLLM, Text
 from vigil.chatops import ask, asksettings, conversation
-from vigil.sandbox.kubeapi import KubeAPIServer
+from vigil_sandbox.kubeapi import KubeAPIServer
 
 
 def test_from_environment_builds_the_component_asker(kubeapi: KubeAPIServer, recorded: incident.Incident,

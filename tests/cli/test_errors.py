@@ -20,7 +20,7 @@ from tests.conftest import OperatorFactory
 from tests.harness import DATA, ROOT, free_port, wait_for
 from vigil import __version__, features
 from vigil.api import crdgen
-from vigil.sandbox.kubeapi import KubeAPIServer
+from vigil_sandbox.kubeapi import KubeAPIServer
 
 SERIES = DATA / "nab" / "realAWSCloudwatch" / "ec2_cpu_utilization_fe7f93.csv"
 

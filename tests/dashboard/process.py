@@ -9,7 +9,7 @@ import sys
 import urllib.request
 
 from tests.harness import wait_for
-from vigil.sandbox.ports import free_port
+from vigil_sandbox.ports import free_port
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 

@@ -20,8 +20,8 @@ from tests.harness import DATA
 from vigil import backtest, features
 from vigil.adapters import inference
 from vigil.domain import resample
-from vigil.sandbox import nab
-from vigil.sandbox.prometheus import Series
+from vigil_sandbox import nab
+from vigil_sandbox.prometheus import Series
 
 STEP = 300.0
 FUTURE_POINTS = 6  # a few samples after "now", so a test running across a 5-minute boundary still has data

@@ -14,8 +14,8 @@ from tests.conftest import OperatorFactory, conditions_of, detector
 from tests.harness import OperatorProcess, wait_for
 from tests.integration import scenario
 from vigil.adapters import inference
-from vigil.sandbox.kubeapi import ApiError, KubeAPIServer
-from vigil.sandbox.prometheus import PrometheusServer
+from vigil_sandbox.kubeapi import ApiError, KubeAPIServer
+from vigil_sandbox.prometheus import PrometheusServer
 
 KEY = "realAWSCloudwatch/ec2_cpu_utilization_fe7f93.csv"
 AD = ("vigil.dev/v1alpha1", "anomalydetectors")

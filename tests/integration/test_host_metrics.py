@@ -24,9 +24,9 @@ import yaml
 
 from tests.conftest import OperatorFactory, conditions_of
 from tests.harness import wait_for
-from vigil.sandbox.kubeapi import KubeAPIServer
-from vigil.sandbox.ports import free_port
-from vigil.sandbox.prometheus import PrometheusServer
+from vigil_sandbox.kubeapi import KubeAPIServer
+from vigil_sandbox.ports import free_port
+from vigil_sandbox.prometheus import PrometheusServer
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 EXAMPLES = sorted((ROOT / "examples/detectors").glob("node-*.yaml"))

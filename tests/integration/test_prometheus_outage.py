@@ -9,8 +9,8 @@ import pytest
 from tests.conftest import OperatorFactory, conditions_of, detector
 from tests.harness import wait_for
 from tests.integration import scenario
-from vigil.sandbox.kubeapi import KubeAPIServer
-from vigil.sandbox.prometheus import PrometheusServer
+from vigil_sandbox.kubeapi import KubeAPIServer
+from vigil_sandbox.prometheus import PrometheusServer
 
 AD = ("vigil.dev/v1alpha1", "anomalydetectors")
 

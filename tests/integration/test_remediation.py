@@ -26,9 +26,9 @@ from tests.conftest import OperatorFactory, conditions_of, detector
 from tests.harness import OperatorProcess, steady, wait_for
 from tests.integration import aws_world, scenario
 from tests.integration.aws_world import Estate, Moto
-from vigil.sandbox.faultproxy import FaultProxy
-from vigil.sandbox.kubeapi import KubeAPIServer
-from vigil.sandbox.prometheus import PrometheusServer, Series
+from vigil_sandbox.faultproxy import FaultProxy
+from vigil_sandbox.kubeapi import KubeAPIServer
+from vigil_sandbox.prometheus import PrometheusServer, Series
 
 RA = ("vigil.dev/v1alpha1", "remediationactions")
 RP = ("vigil.dev/v1alpha1", "remediationpolicies")

@@ -31,9 +31,9 @@ from tests.integration.test_remediation import (
     stamp,
     wait_phase,
 )
-from vigil.sandbox.faultproxy import FaultProxy
-from vigil.sandbox.kubeapi import KubeAPIServer
-from vigil.sandbox.prometheus import PrometheusServer
+from vigil_sandbox.faultproxy import FaultProxy
+from vigil_sandbox.kubeapi import KubeAPIServer
+from vigil_sandbox.prometheus import PrometheusServer
 
 DIRECTION = "vigil.dev/direction"
 

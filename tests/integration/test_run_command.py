@@ -26,9 +26,9 @@ from tests.integration.test_remediation import (
     wait_phase,
     with_instance,
 )
-from vigil.sandbox.faultproxy import FaultProxy
-from vigil.sandbox.kubeapi import KubeAPIServer
-from vigil.sandbox.prometheus import PrometheusServer
+from vigil_sandbox.faultproxy import FaultProxy
+from vigil_sandbox.kubeapi import KubeAPIServer
+from vigil_sandbox.prometheus import PrometheusServer
 
 SECRET = "AKIAIOSFODNN7EXAMPLE"
 

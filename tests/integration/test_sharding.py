@@ -19,8 +19,8 @@ from tests.conftest import OperatorFactory, conditions_of, detector
 from tests.harness import OperatorProcess, steady, wait_for
 from tests.integration import scenario
 from vigil.domain.sharding import selector_digest, shard_of
-from vigil.sandbox.kubeapi import KubeAPIServer
-from vigil.sandbox.prometheus import PrometheusServer
+from vigil_sandbox.kubeapi import KubeAPIServer
+from vigil_sandbox.prometheus import PrometheusServer
 
 AD = ("vigil.dev/v1alpha1", "anomalydetectors")
 RP = ("vigil.dev/v1alpha1", "remediationpolicies")

@@ -25,8 +25,8 @@ from tests.harness import OperatorProcess, steady, wait_for
 from tests.integration import aws_world, scenario
 from tests.integration.aws_world import Moto
 from tests.realkube import RealKube, RealKubeAPI
-from vigil.sandbox.faultproxy import FaultProxy
-from vigil.sandbox.prometheus import PrometheusServer
+from vigil_sandbox.faultproxy import FaultProxy
+from vigil_sandbox.prometheus import PrometheusServer
 
 INCIDENT = 'nab_cpu{scenario="incident"}'
 GROUP = "vigil.dev/v1alpha1"

@@ -17,7 +17,7 @@ import yaml
 @pytest.mark.slow
 def test_demo_shows_what_the_readme_promises(tmp_path: pathlib.Path) -> None:
     out = tmp_path / "demo-out"
-    done = subprocess.run([sys.executable, "-m", "vigil.sandbox.demo", "--out", str(out), "--plain"],
+    done = subprocess.run([sys.executable, "-m", "vigil_sandbox.demo", "--out", str(out), "--plain"],
                           capture_output=True, text=True, timeout=480)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     text = done.stdout
@@ -100,7 +100,7 @@ def test_demo_shows_what_the_readme_promises(tmp_path: pathlib.Path) -> None:
 
 
 def test_help_is_plain_text() -> None:
-    done = subprocess.run([sys.executable, "-m", "vigil.sandbox.demo", "--help"], capture_output=True, text=True,
+    done = subprocess.run([sys.executable, "-m", "vigil_sandbox.demo", "--help"], capture_output=True, text=True,
                           timeout=60)
     assert done.returncode == 0
     assert "--seconds-per-point" in done.stdout and "--plain" in done.stdout
@@ -146,7 +146,7 @@ def _descendants(root: int) -> dict[int, str]:
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT, signal.SIGHUP], ids=lambda s: s.name)
 def test_a_stopped_demo_leaves_nothing_behind(tmp_path: pathlib.Path, signum: signal.Signals) -> None:
     out = tmp_path / "demo-out"
-    proc = subprocess.Popen([sys.executable, "-m", "vigil.sandbox.demo", "--out", str(out), "--plain"],
+    proc = subprocess.Popen([sys.executable, "-m", "vigil_sandbox.demo", "--out", str(out), "--plain"],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         # Wait until `vigil run` is up: the demo is then as far as it gets before the replay.

@@ -21,10 +21,10 @@ import botocore.config
 import botocore.exceptions
 import pytest
 
-from vigil.sandbox import faultproxy
-from vigil.sandbox import moto as sandbox_moto
-from vigil.sandbox.faultproxy import FaultProxy
-from vigil.sandbox.ports import free_port
+from vigil_sandbox import faultproxy
+from vigil_sandbox import moto as sandbox_moto
+from vigil_sandbox.faultproxy import FaultProxy
+from vigil_sandbox.ports import free_port
 
 pytestmark = pytest.mark.timeout(60)
 

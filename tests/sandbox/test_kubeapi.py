@@ -31,7 +31,7 @@ import kubernetes.config
 import pytest
 from kubernetes.client.rest import ApiException
 
-from vigil.sandbox.kubeapi import ApiError, KubeAPIServer
+from vigil_sandbox.kubeapi import ApiError, KubeAPIServer
 
 # Every test here starts the emulator (an HTTP server with its watch threads): out of `make test-fast`.
 pytestmark = pytest.mark.slow

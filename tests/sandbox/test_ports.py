@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import socket
 
-from vigil.sandbox import ports
+from vigil_sandbox import ports
 
 
 def test_ports_are_free_distinct_and_below_the_ephemeral_range() -> None:

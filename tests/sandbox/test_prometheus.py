@@ -16,10 +16,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-import vigil.sandbox.prometheus as prom
-from vigil.sandbox import nab
-from vigil.sandbox.prometheus import BackfillError, PrometheusServer, Series
-from vigil.sandbox.replay import ReplayExporter, ReplaySeries, seamless_start_time, split_for_replay
+import vigil_sandbox.prometheus as prom
+from vigil_sandbox import nab
+from vigil_sandbox.prometheus import BackfillError, PrometheusServer, Series
+from vigil_sandbox.replay import ReplayExporter, ReplaySeries, seamless_start_time, split_for_replay
 
 DATA = Path(__file__).resolve().parent.parent / "data" / "nab"
 WINDOWS = DATA / "combined_windows.json"

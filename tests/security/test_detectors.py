@@ -30,8 +30,8 @@ from vigil.adapters import prometheus as promsource
 from vigil.api import crdgen
 from vigil.domain import labels
 from vigil.domain.allowlist import AllowList
-from vigil.sandbox.kubeapi import ApiError, KubeAPIServer
-from vigil.sandbox.prometheus import PrometheusServer, Series
+from vigil_sandbox.kubeapi import ApiError, KubeAPIServer
+from vigil_sandbox.prometheus import PrometheusServer, Series
 
 AD = ("vigil.dev/v1alpha1", "anomalydetectors")
 STEP = 300.0

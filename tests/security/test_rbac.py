@@ -33,7 +33,7 @@ from tests.harness import OperatorProcess, wait_for
 from tests.integration import aws_world
 from tests.integration.aws_world import Moto
 from tests.realkube import RealKube, RealKubeAPI, ensure_namespace, install_crds
-from vigil.sandbox.kubeapi import KubeAPIServer, RequestRecord
+from vigil_sandbox.kubeapi import KubeAPIServer, RequestRecord
 
 TEAM = "team-a"
 SECRET, CONFIGMAP = "chat-webhooks", "latency-model"

@@ -30,7 +30,7 @@ from tests.harness import OperatorProcess, wait_for
 from tests.integration import aws_world
 from tests.integration.aws_world import Moto
 from vigil.adapters import redaction
-from vigil.sandbox.kubeapi import KubeAPIServer
+from vigil_sandbox.kubeapi import KubeAPIServer
 
 TOKEN = "Tk9pZWNobzQyLXNlY3JldC10b2tlbg"  # the webhook's secret part, as Slack and Discord put it in the path
 ALERTMANAGER_TOKEN = "am-bearer-5f0c1d2e3b4a"

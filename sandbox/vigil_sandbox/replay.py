@@ -29,7 +29,7 @@ from types import TracebackType
 import numpy as np
 import numpy.typing as npt
 
-from vigil.sandbox.prometheus import (
+from vigil_sandbox.prometheus import (
     FIRST_SCRAPE_DELAY_S,
     Series,
     format_labels,
@@ -104,7 +104,7 @@ def seamless_start_time(spacing: float, now: float | None = None, margin: float 
     """The earliest ``start_time`` at which point 0 is sure to be scraped.
 
     Call it just before launching Prometheus. Its first scrape comes
-    :data:`~vigil.sandbox.prometheus.FIRST_SCRAPE_DELAY_S` plus up to one
+    :data:`~vigil_sandbox.prometheus.FIRST_SCRAPE_DELAY_S` plus up to one
     interval after launch; once scraping runs, the first scrape after
     ``start_time`` falls inside point 0's interval. Earlier starts lose the
     first live points (they pass before anyone looks), later ones only wait.

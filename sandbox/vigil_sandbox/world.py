@@ -1,10 +1,10 @@
 """The local sandbox: every peer of the operator, on 127.0.0.1, with no cluster and no cloud account.
 
-* the Kubernetes API emulator (:mod:`vigil.sandbox.kubeapi`) with Vigil's CRDs;
+* the Kubernetes API emulator (:mod:`vigil_sandbox.kubeapi`) with Vigil's CRDs;
 * a real Prometheus, backfilled with a NAB incident's history and scraping a
-  live replay of what follows (:mod:`vigil.sandbox.prometheus`, :mod:`vigil.sandbox.replay`);
-* moto in server mode with an Auto Scaling Group (:mod:`vigil.sandbox.moto`);
-* a chat capture standing in for Slack, Discord and a webhook (:mod:`vigil.sandbox.chat`);
+  live replay of what follows (:mod:`vigil_sandbox.prometheus`, :mod:`vigil_sandbox.replay`);
+* moto in server mode with an Auto Scaling Group (:mod:`vigil_sandbox.moto`);
+* a chat capture standing in for Slack, Discord and a webhook (:mod:`vigil_sandbox.chat`);
 * ``vigil run`` as a subprocess, exactly as a user runs it.
 
 The replay compresses time: one NAB point (5 minutes) is served every
@@ -30,11 +30,11 @@ from typing import Any
 import numpy as np
 
 from vigil.api import crdgen
-from vigil.sandbox import chat, moto, nab
-from vigil.sandbox.kubeapi import KubeAPIServer
-from vigil.sandbox.ports import free_port
-from vigil.sandbox.prometheus import PrometheusServer, pdeathsig_preexec
-from vigil.sandbox.replay import ReplayExporter, seamless_start_time, split_for_replay
+from vigil_sandbox import chat, moto, nab
+from vigil_sandbox.kubeapi import KubeAPIServer
+from vigil_sandbox.ports import free_port
+from vigil_sandbox.prometheus import PrometheusServer, pdeathsig_preexec
+from vigil_sandbox.replay import ReplayExporter, seamless_start_time, split_for_replay
 
 METRIC = "aws_ec2_cpuutilization_average"
 LABELS = {"asg": "web", "instance_name": "web-frontend"}
@@ -70,7 +70,7 @@ class Incident:
 
 def packaged_series() -> tuple[np.ndarray[Any, np.dtype[np.float64]], np.ndarray[Any, np.dtype[np.float64]],
                                Incident]:
-    data = importlib.resources.files("vigil.sandbox") / "data"
+    data = importlib.resources.files("vigil_sandbox") / "data"
     with importlib.resources.as_file(data / SERIES_FILE) as path:
         loaded = nab.load_series(path)
     labels = json.loads((data / SERIES_FILE.replace(".csv", ".labels.json")).read_text())

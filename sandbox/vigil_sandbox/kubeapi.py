@@ -14,7 +14,7 @@ works on it for assertions and fault injection, e.g.
 ``server.handler['get', kmock.resource('vigil.dev', 'v1alpha1', 'anomalydetectors')] << 500``.
 kmock's own ``KubernetesEmulator`` is not used: its object store lacks resource
 versions, subresources, validation and bounded history (see
-:mod:`vigil.sandbox.kubeapi_store`, which replaces it).
+:mod:`vigil_sandbox.kubeapi_store`, which replaces it).
 
 The server runs in its own thread with its own event loop, so that neither a
 synchronous test nor kopf (in yet another thread) ever shares its loop; the
@@ -54,7 +54,7 @@ import aiohttp.web
 import kmock
 import yaml
 
-from vigil.sandbox.kubeapi_store import (
+from vigil_sandbox.kubeapi_store import (
     ApiError,
     ResourceInfo,
     Selector,

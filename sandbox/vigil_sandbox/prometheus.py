@@ -39,7 +39,7 @@ import numpy as np
 import numpy.typing as npt
 import yaml
 
-from vigil.sandbox.ports import free_port
+from vigil_sandbox.ports import free_port
 
 __all__ = [
     "FIRST_SCRAPE_DELAY_S",
@@ -580,7 +580,7 @@ class PrometheusServer:
             raise ValueError(
                 f"history starts {(newest - oldest) / 86400:.0f} days before its newest point/now, "
                 f"beyond the {RETENTION_DAYS}d retention: Prometheus would delete it at startup. "
-                "Shift the series to end near now (vigil.sandbox.nab.shift_to_end_at)."
+                "Shift the series to end near now (vigil_sandbox.nab.shift_to_end_at)."
             )
 
     def _backfill(self) -> None:

@@ -4,7 +4,7 @@ Everything an operator observes about a cluster comes from here: resource
 versions, uids, generations, finalizer-driven deletion, garbage collection by
 owner references, watch-event history with its "410 Gone" horizon, and the
 admission of writes (status-subresource separation, schema pruning, defaulting
-and validation). The HTTP layer (:mod:`vigil.sandbox.kubeapi`) only translates
+and validation). The HTTP layer (:mod:`vigil_sandbox.kubeapi`) only translates
 requests into calls of :class:`Store` and its answers back into JSON.
 
 The store is synchronous and guarded by one re-entrant lock, so that a test
@@ -36,8 +36,8 @@ from typing import Any
 
 import jsonpatch
 
-from vigil.sandbox import kubeapi_schema as schema
-from vigil.sandbox.kubeapi_schema import CompiledSchema, FieldError, SchemaCompileError
+from vigil_sandbox import kubeapi_schema as schema
+from vigil_sandbox.kubeapi_schema import CompiledSchema, FieldError, SchemaCompileError
 
 Obj = dict[str, Any]
 StorageKey = tuple[str, str]  # (group, plural): all served versions of a resource share storage

@@ -17,7 +17,7 @@ from typing import Any
 
 import boto3
 
-from vigil.sandbox.ports import free_port
+from vigil_sandbox.ports import free_port
 
 REGION = "us-east-1"
 TAG = {"Key": "vigil.dev/managed", "Value": "true"}

@@ -1,6 +1,6 @@
 """make demo: the whole loop, from a replayed EC2 CPU incident to a scaled Auto Scaling Group, locally.
 
-    python -m vigil.sandbox.demo [--out demo-out] [--seconds-per-point N] [--plain]
+    python -m vigil_sandbox.demo [--out demo-out] [--seconds-per-point N] [--plain]
 
 It starts a sandbox (the Kubernetes API emulator, moto with an Auto Scaling
 Group 'web' of 2 instances, a real Prometheus, a capture server standing in
@@ -43,9 +43,9 @@ from typing import Any
 
 import yaml
 
-from vigil.sandbox import world
-from vigil.sandbox.prometheus import selector
-from vigil.sandbox.world import Sandbox
+from vigil_sandbox import world
+from vigil_sandbox.prometheus import selector
+from vigil_sandbox.world import Sandbox
 
 NAMESPACE = "default"
 DETECTOR = "web-cpu"
@@ -630,7 +630,7 @@ def _on_signal(signum: int, frame: object) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m vigil.sandbox.demo", description=__doc__,
+    parser = argparse.ArgumentParser(prog="python -m vigil_sandbox.demo", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", default="demo-out", help="folder for the plot, logs and manifests (default demo-out)")
     parser.add_argument("--seconds-per-point", type=int, default=1, choices=range(1, 11), metavar="N",
