@@ -708,6 +708,14 @@ class KubeAPIServer:
             await self._stop_event.wait()
             self.handler.stopping = True
             self.store.close_all_watches()
+        # aiohttp's shutdown closes the connections it tracks; one accepted while the server stops (a
+        # client retrying into an outage the test made) can be left open, and its transport then warns
+        # from __del__ in whichever test the garbage collector next runs in. Close every transport this
+        # loop still has (the selector loop keeps them in ``_transports``) before the loop ends.
+        for transport in list(getattr(self._loop, "_transports", {}).values()):
+            if transport is not None and not transport.is_closing():
+                transport.close()
+        await asyncio.sleep(0)
         self._loop = None
 
     @property
