@@ -1,7 +1,7 @@
 """Issue 13's "done when", with the operator running: an anomaly → the operator proposes an action that needs
 approval → ``vigil chatops`` posts the approval message with buttons → a mapped person presses Approve (a
 request signed as Slack or Discord signs it) → approved by impersonation → the operator executes it in AWS →
-the message is rewritten in place.
+the message is rewritten in place, and again once the operator reports the action Succeeded.
 
 Every peer is real or speaks the documented protocol: Prometheus (a recorded NAB incident), moto behind the
 fault proxy (which counts each ``SetDesiredCapacity``), the real kube-apiserver with the chart's RBAC and
@@ -184,11 +184,14 @@ def test_slack_button_press_lets_the_operator_scale_out(cluster: Cluster, operat
         assert estate.desired(moto, SLACK_GROUP) == 3 and estate.desired(moto, DISCORD_GROUP) == 2
         steady(lambda: proxy.hits("SetDesiredCapacity") == 1, operator.passes, what="one SetDesiredCapacity")
 
-        # the message, rewritten in place: no buttons, who approved as whom
+        # the message, rewritten in place: no buttons, who approved as whom; then again once executed
         update = slack.wait_call("chat.update", lambda a: a.get("ts") == ts)
         assert not [b for b in update["blocks"] if b["type"] == "actions"]
         assert "Approved by u0alice as alice@example.com at " in update["text"] and "via slack" in update["text"]
-        assert slack.messages[(SLACK_CHANNEL, ts)]["blocks"] == update["blocks"]
+        executed = slack.wait_call("chat.update", lambda a: a.get("ts") == ts and "(now Succeeded)" in a["text"])
+        assert executed["text"].startswith(update["text"].removesuffix("*"))
+        assert not [b for b in executed["blocks"] if b["type"] == "actions"]
+        assert slack.messages[(SLACK_CHANNEL, ts)]["blocks"] == executed["blocks"]
 
         # the same request again: refused, and no second scaling call
         assert chatops.post("/slack/events", press.encode(), headers) == (401, b"replayed request")
@@ -246,6 +249,11 @@ def test_discord_button_press_lets_the_operator_scale_out(cluster: Cluster, oper
             assert estate.desired(moto, DISCORD_GROUP) == 3
             steady(lambda: proxy.hits("SetDesiredCapacity") == already + 1, operator.passes,
                    what="one more SetDesiredCapacity")
+
+            executed = discord.wait_call("PATCH", f"/channels/{DISCORD_CHANNEL}/messages/{message}",
+                                         lambda b: "(now Succeeded)" in b.get("content", ""))
+            assert "Approved by User 912 as alice@example.com at " in executed["content"]
+            assert executed["components"] == [] and discord.messages[message]["content"] == executed["content"]
 
             assert chatops.post("/discord/interactions", press, headers)[0] == 401  # the same request again
             steady(lambda: proxy.hits("SetDesiredCapacity") == already + 1, operator.passes,
