@@ -25,17 +25,18 @@ from typing import Any
 import nacl.signing
 import pytest
 
-from tests.chatops import discordapi, slackapi
+from tests.chatops import discordapi
 from tests.chatops.conftest import CHATOPS_USER, DISCORD_ALICE, ChatopsProcess, Cluster, secret_file
 from tests.chatops.discordapi import DiscordServer, sign
-from tests.chatops.slackapi import SlackServer, form
 from tests.chatops.test_discord import _press, _send
 from tests.chatops.test_slack import _block_actions, _posted, _signed, _tokens, _ts_of
 from tests.harness import OperatorProcess, steady, wait_for
 from tests.integration import aws_world, scenario
 from tests.integration.aws_world import Moto
+from vigil_sandbox import slackapi
 from vigil_sandbox.faultproxy import FaultProxy
 from vigil_sandbox.prometheus import PrometheusServer
+from vigil_sandbox.slackapi import SlackServer, form
 
 SLACK_NS = "loop-slack"
 DISCORD_NS = "loop-discord"
