@@ -189,7 +189,7 @@ def test_network_policy_values(render: Render) -> None:
               "to": [{"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "ollama"}}}]}
     objects = render({**_on(networkPolicy={"httpsCidrs": ["198.51.100.0/24"], "extraEgress": [ollama]}),
                       "networkPolicy": {"apiServer": {"cidrs": ["10.0.0.1/32"], "ports": [6443]}}})
-    dns, api, https, extra = only(objects, "NetworkPolicy", NAME)["spec"]["egress"]
+    _dns, api, https, extra = only(objects, "NetworkPolicy", NAME)["spec"]["egress"]
     assert api == {"ports": [{"port": 6443, "protocol": "TCP"}], "to": [{"ipBlock": {"cidr": "10.0.0.1/32"}}]}
     assert https["to"] == [{"ipBlock": {"cidr": "198.51.100.0/24"}}] and extra == ollama
     assert not select(render(_on(networkPolicy={"enabled": False})), "NetworkPolicy", NAME)
