@@ -163,9 +163,12 @@ def test_slack_button_press_lets_the_operator_scale_out(cluster: Cluster, operat
 
         # an unmapped person: 200 with a refusal only they see; nothing changes
         body = form(_block_actions("U0MALLORY", "vigil_approve", value, ts, slack))
-        assert chatops.post("/slack/events", body.encode(), _signed(body))[0] == 200
+        mallory = _signed(body)
+        assert chatops.post("/slack/events", body.encode(), mallory)[0] == 200
         slack.wait_call("chat.postEphemeral", lambda a: a.get("user") == "U0MALLORY"
                         and "not mapped to a Kubernetes identity" in a.get("text", ""))
+        # a replay inside the signature window: the same request again, refused before any handler runs
+        assert chatops.post("/slack/events", body.encode(), mallory) == (401, b"replayed request")
         # a replay: alice's press, correctly signed, captured ten minutes ago
         old = form(_block_actions("U0ALICE", "vigil_approve", value, ts, slack))
         assert chatops.post("/slack/events", old.encode(), _signed(old, int(time.time()) - 600))[0] == 401
@@ -226,8 +229,11 @@ def test_discord_button_press_lets_the_operator_scale_out(cluster: Cluster, oper
             assert [c["label"] for c in row["components"]] == ["Approve", "Reject"]
             message = next(m["id"] for m in discord.messages.values() if m["components"] == posted["components"])
 
-            status, answer = _send(chatops, key, _press(discord, "90000000000000001", ["5"], custom, message))
-            assert status == 200 and "not mapped to a Kubernetes identity" in answer["data"]["content"]
+            unmapped = json.dumps(_press(discord, "90000000000000001", ["5"], custom, message)).encode()
+            signature = sign(key, unmapped)
+            status, raw = chatops.post("/discord/interactions", unmapped, signature)
+            assert status == 200 and "not mapped to a Kubernetes identity" in json.loads(raw)["data"]["content"]
+            assert chatops.post("/discord/interactions", unmapped, signature)[0] == 401  # replayed at once
             stale = _press(discord, DISCORD_ALICE, [], custom, message)
             assert _send(chatops, key, stale, timestamp=time.time() - 600)[0] == 401
             steady(lambda: _phase(cluster, DISCORD_NS, name) == "PendingApproval", operator.passes,
