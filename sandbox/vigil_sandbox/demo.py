@@ -4,21 +4,25 @@
 
 It starts a sandbox (the Kubernetes API emulator, moto with an Auto Scaling
 Group 'web' of 2 instances, a real Prometheus, a capture server standing in
-for Slack, Discord and a webhook, and 'vigil run'). It applies an
+for Slack, Discord and a webhook, 'vigil run', and 'vigil chatops' posting to
+a Slack Web API stand-in). It applies an
 AnomalyDetector and a RemediationPolicy that needs approval, then replays a
 labelled incident from the Numenta Anomaly Benchmark (ec2_cpu_utilization_fe7f93)
 one 5-minute point per second, starting 38 points before NAB's labelled window.
 
 What happens: the detector flags the first CPU flare inside the labelled
-window; the policy asks for approval and the demo grants it with
-'vigil approve', as a human would; the group scales 2 -> 4. The CPU calms
+window; the policy asks for approval, 'vigil chatops' posts the approval
+message with Approve / Reject buttons to Slack, and the demo presses Approve
+as a Slack user the identity map knows (a request signed as Slack signs it);
+the message is rewritten in place and the group scales 2 -> 4. The CPU calms
 down, the incident closes, and the scale step's restore brings the group back
 4 -> 3 -> 2, one RemediationAction per step (direction restore). The surge
 that follows opens a second incident inside the cooldown: it is recorded as a
-RemediationAction Skipped (CooldownActive). The demo ends with a summary and a
-`vigil ask why` answer about the approved action, and writes demo.png,
-summary.json, manifests.yaml, actions.yaml, notifications.json, ask.txt and
-operator.log to --out.
+RemediationAction Skipped (CooldownActive). The demo ends with a summary, the
+Slack message (with its buttons, then as rewritten) and a `vigil ask why`
+answer about the approved action, and writes demo.png, summary.json,
+manifests.yaml, actions.yaml, notifications.json, slack.json, ask.txt,
+operator.log and chatops.log to --out.
 
 Stop it at any time (Ctrl-C, SIGTERM, SIGHUP): every process it started is
 stopped and its temporary files are removed.
@@ -140,6 +144,9 @@ class Timeline:
     #: The policy's ActionAllowed reason each time it changed: (wall time, reason).
     allowed_reasons: list[tuple[float, str]] = dataclasses.field(default_factory=list)
     notes: list[str] = dataclasses.field(default_factory=list)
+    #: The button press sent to `vigil chatops` (Slack's block_actions payload) and its HTTP status.
+    pressed: dict[str, Any] | None = None
+    press_status: int | None = None
 
 
 def _epoch(text: str | None) -> float | None:
@@ -152,13 +159,46 @@ def _series_clock(sandbox: Sandbox, index: float) -> str:
     return datetime.datetime.fromtimestamp(sandbox.series_time(index), datetime.UTC).strftime("%Y-%m-%d %H:%M")
 
 
-def _approve(sandbox: Sandbox, name: str) -> str:
-    done = subprocess.run(
-        [sys.executable, "-m", "vigil", "approve", name, "-n", NAMESPACE, "--kubeconfig", str(sandbox.kubeconfig),
-         "--by", "demo (auto-approved)"],
-        capture_output=True, text=True, timeout=60, stdin=subprocess.DEVNULL,
-    )
-    return (done.stdout or done.stderr).strip()
+def _press_approve(sandbox: Sandbox, timeline: Timeline, name: str) -> str | None:
+    """Press Approve on the action's Slack message, as a human would; None while it is not posted yet."""
+    status, payload = sandbox.press(f"{NAMESPACE}/{name}")
+    if status == 0:
+        return None
+    timeline.pressed, timeline.press_status = payload, status
+    return (f"approval requested for {name}: {world.SRE} pressed Approve on the Slack message "
+            f"(mapped to {world.SRE_IDENTITY}) -> vigil chatops answered HTTP {status}")
+
+
+def slack_record(sandbox: Sandbox, timeline: Timeline, name: str) -> dict[str, Any]:
+    """What Slack saw of the approval of ``name``: the message posted with buttons, the press, the rewrites."""
+    if sandbox.slack is None:
+        return {}
+    value = f"{NAMESPACE}/{name}"
+    posted = sandbox.slack.called("chat.postMessage", lambda a: json.dumps(value) in json.dumps(a.get("blocks")))
+    # the message's ts, as the press named it (once rewritten, its blocks no longer hold the buttons)
+    ts = ((timeline.pressed or {}).get("container") or {}).get("message_ts")
+    updates = sandbox.slack.called("chat.update", lambda a: ts is not None and a.get("ts") == ts)
+    return {"channel": world.SLACK_CHANNEL, "ts": ts,
+            "posted": posted[0] if posted else None,
+            "pressed": {"payload": timeline.pressed, "status": timeline.press_status}, "updates": updates}
+
+
+def render_blocks(blocks: list[dict[str, Any]]) -> list[str]:
+    """A Block Kit message as a few lines of text: what a reader of the demo's output needs to see."""
+    lines = []
+    for block in blocks or []:
+        kind = block.get("type")
+        if kind == "actions":
+            buttons = "  ".join(f"[{e['text']['text']}] ({e['action_id']}, {e['value']})"
+                                for e in block.get("elements", []))
+            lines.append(f"  actions: {buttons}")
+        elif kind in ("header", "section"):
+            text = (block.get("text") or {}).get("text", "")
+            fields = " | ".join(f.get("text", "") for f in block.get("fields") or [])
+            lines.append(f"  {kind}: {' '.join((text + ' ' + fields).split())[:220]}")
+        elif kind == "context":
+            lines.append("  context: " + " ".join(e.get("text", "") for e in block.get("elements", []))[:220])
+    return lines
 
 
 def _ask_why(sandbox: Sandbox, name: str) -> str:
@@ -229,11 +269,12 @@ def observe(sandbox: Sandbox, timeline: Timeline, say: Callable[[str], None]) ->
                 f"{(each.get('status') or {}).get('message', '')}")
         if (phase == "PendingApproval" and name not in timeline.approved_names
                 and now - (timeline.approval_requested or now) >= APPROVE_AFTER_POINTS * sandbox.spacing):
-            timeline.approved_names.add(name)
-            note = f"approval requested for {name}: running `vigil approve {name}` -> " + _approve(sandbox, name)
-            timeline.notes.append(note)
-            timeline.approved = time.time()
-            say(note)
+            note = _press_approve(sandbox, timeline, name)
+            if note is not None:
+                timeline.approved_names.add(name)
+                timeline.notes.append(note)
+                timeline.approved = time.time()
+                say(note)
     if actions:
         timeline.action = actions[-1]
     position = sandbox.replay.live_from + (now - sandbox.start_time) / sandbox.spacing
@@ -349,7 +390,7 @@ def plot(sandbox: Sandbox, timeline: Timeline, path: pathlib.Path, threshold: fl
     for wall, short, text, style in (
         (timeline.approval_requested, "2 approval requested", "2 approval requested (Slack, Discord, webhook)",
          {"color": "tab:orange", "linestyle": "--", "linewidth": 1.3}),
-        (timeline.approved, "3 approved", "3 approved with `vigil approve`",
+        (timeline.approved, "3 approved", "3 approved with the Slack button",
          {"color": "tab:purple", "linestyle": "--", "linewidth": 1.3}),
         (timeline.succeeded, "4 scaled 2 → 4", "4 scaled out: desired capacity 2 → 4 (SetDesiredCapacity)",
          {"color": "tab:green", "linestyle": "-", "linewidth": 1.8}),
@@ -493,8 +534,16 @@ def problems(data: dict[str, Any]) -> list[str]:
     detection = data["detection"]
     if detection is None or not detection["inside_window"]:
         found.append("no detection inside the labelled window")
-    if not any(a["phase"] == "Succeeded" and (a["decision"] or {}).get("via") == "cli" for a in data["actions"]):
-        found.append("no approved, successful scale-out")
+    if not any(a["phase"] == "Succeeded" and (a["decision"] or {}).get("via") == "slack" for a in data["actions"]):
+        found.append("no scale-out approved in Slack and successful")
+    slack = data.get("slack") or {}
+    buttons = [b for b in ((slack.get("posted") or {}).get("blocks") or []) if b.get("type") == "actions"]
+    if not buttons:
+        found.append("no Slack approval message with buttons")
+    if (slack.get("pressed") or {}).get("status") != 200:
+        found.append("the Approve button press was not taken")
+    if not slack.get("updates") or any(b.get("type") == "actions" for b in slack["updates"][-1].get("blocks") or []):
+        found.append("the Slack message was not rewritten without its buttons")
     back = [a for a in data["actions"] if a["direction"] == "restore" and a["phase"] == "Succeeded"]
     steps = [((a["before"] or {}).get("desiredCapacity"), (a["after"] or {}).get("desiredCapacity")) for a in back]
     if steps != [(4, 3), (3, 2)]:
@@ -594,8 +643,22 @@ def run(args: argparse.Namespace) -> int:
         lines, data = report(sandbox, timeline, (desired_start, desired_end))
         for line in lines:
             print(line)
-        print(f"- plot: {png}\n- operator log: {sandbox.operator_log}\n- manifests: {out / 'manifests.yaml'}")
+        print(f"- plot: {png}\n- operator log: {sandbox.operator_log}\n- chatops log: {sandbox.chatops_log}\n"
+              f"- manifests: {out / 'manifests.yaml'}")
         asked = [n for n in timeline.actions if n in timeline.approved_names]
+        if asked:  # the approval as Slack saw it: the message with buttons, the press, the message rewritten
+            record = slack_record(sandbox, timeline, asked[0])
+            data["slack"] = record
+            (out / "slack.json").write_text(json.dumps(record, indent=2) + "\n")
+            posted = record.get("posted") or {}
+            print(f"\nSlack #{world.SLACK_CHANNEL}: vigil chatops posted (chat.postMessage, ts {record.get('ts')}):")
+            print("\n".join(render_blocks(posted.get("blocks") or [])))
+            if record["updates"]:
+                print(f"{world.SRE} pressed Approve (a signed block_actions request, HTTP "
+                      f"{(record.get('pressed') or {}).get('status')}); the message now reads (chat.update, "
+                      f"{len(record['updates'])} rewrite(s), the last):")
+                print("\n".join(render_blocks(record["updates"][-1].get("blocks") or [])))
+            print(f"- the whole exchange: {out / 'slack.json'}")
         if asked:  # Ask Vigil about the approved action, as an SRE would after the fact
             answer = _ask_why(sandbox, asked[0])
             (out / "ask.txt").write_text(f"$ vigil ask why {asked[0]}\n{answer}\n")
@@ -603,7 +666,7 @@ def run(args: argparse.Namespace) -> int:
         if sandbox.chat is not None:
             slack = [r.body for r in sandbox.chat.received("/slack")]
             if slack:
-                print(f"- first Slack message (Block Kit fallback text): {slack[0].get('text', '')[:160]!r}")
+                print(f"- first webhook Slack message (Block Kit fallback text): {slack[0].get('text', '')[:160]!r}")
             (out / "notifications.json").write_text(json.dumps(
                 [{"path": r.path, "body": r.body} for r in sandbox.chat.received()], indent=2))
         missing = problems(data)

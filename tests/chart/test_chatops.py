@@ -133,4 +133,64 @@ def test_bad_values_are_refused(render: Render, values: dict[str, Any], words: s
 
 def test_the_rendered_manifests_are_valid_yaml_documents(render: Render) -> None:
     text = yaml.safe_dump_all(_mine(render(_on(discord={"existingSecret": "d"}))))
-    assert len(list(yaml.safe_load_all(text))) == 10
+    assert len(list(yaml.safe_load_all(text))) == 11  # with its NetworkPolicy
+
+
+# --- the ChatOps pod's NetworkPolicy (templates/chatops-networkpolicy.yaml) ------------------------------
+
+
+def _selects(selector: dict[str, str], labels: dict[str, str]) -> bool:
+    return all(labels.get(k) == v for k, v in selector.items())
+
+
+def _egress_ports(policy: Manifest) -> list[tuple[int, str]]:
+    return sorted((p["port"], p["protocol"]) for rule in policy["spec"]["egress"] for p in rule["ports"])
+
+
+def test_socket_mode_gets_egress_only(render: Render) -> None:
+    objects = render(_on())
+    policy = only(objects, "NetworkPolicy", NAME)
+    selector = policy["spec"]["podSelector"]["matchLabels"]
+    assert _selects(selector, only(objects, "Deployment", NAME)["spec"]["template"]["metadata"]["labels"])
+    assert not _selects(selector, only(objects, "Deployment", RELEASE)["spec"]["template"]["metadata"]["labels"])
+    # and the operator's policy does not select the ChatOps pod (policies add up)
+    operator = only(objects, "NetworkPolicy", RELEASE)["spec"]["podSelector"]["matchLabels"]
+    assert not _selects(operator, only(objects, "Deployment", NAME)["spec"]["template"]["metadata"]["labels"])
+    assert policy["spec"]["policyTypes"] == ["Ingress", "Egress"]
+    assert policy["spec"]["ingress"] == []  # an outbound WebSocket: no connection accepted at all
+    dns, api, https = policy["spec"]["egress"]
+    assert dns["to"] == [{"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "kube-system"}},
+                          "podSelector": {"matchLabels": {"k8s-app": "kube-dns"}}}]
+    assert [(p["port"], p["protocol"]) for p in dns["ports"]] == [(53, "UDP"), (53, "TCP")]
+    assert [p["port"] for p in api["ports"]] == [443, 6443] and "to" not in api
+    assert https == {"ports": [{"port": 443, "protocol": "TCP"}], "to": [{"ipBlock": {"cidr": "0.0.0.0/0"}}]}
+    assert _egress_ports(policy) == [(53, "TCP"), (53, "UDP"), (443, "TCP"), (443, "TCP"), (6443, "TCP")]
+
+
+@pytest.mark.parametrize("chatops", [
+    {"slack": {"existingSecret": "vigil-slack", "mode": "http"}},
+    {"slack": {"existingSecret": ""}, "discord": {"existingSecret": "vigil-discord"}},
+    {"discord": {"existingSecret": "vigil-discord"}},  # Socket Mode and Discord: Discord still needs it
+], ids=["slack-http", "discord", "socket-and-discord"])
+def test_ingress_only_on_the_http_port_when_requests_come_in(render: Render, chatops: dict[str, Any]) -> None:
+    objects = render(_on(**chatops))
+    [rule] = only(objects, "NetworkPolicy", NAME)["spec"]["ingress"]
+    assert rule == {"ports": [{"port": "http", "protocol": "TCP"}]}  # any peer unless ingressFrom says
+    [container] = only(objects, "Deployment", NAME)["spec"]["template"]["spec"]["containers"]
+    assert [(p["name"], p["containerPort"]) for p in container["ports"]] == [("http", 8090)]
+    peers = [{"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "ingress-nginx"}}}]
+    limited = render(_on(**chatops, networkPolicy={"ingressFrom": peers}))
+    [rule] = only(limited, "NetworkPolicy", NAME)["spec"]["ingress"]
+    assert rule["from"] == peers
+
+
+def test_network_policy_values(render: Render) -> None:
+    ollama = {"ports": [{"port": 11434, "protocol": "TCP"}],
+              "to": [{"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "ollama"}}}]}
+    objects = render({**_on(networkPolicy={"httpsCidrs": ["198.51.100.0/24"], "extraEgress": [ollama]}),
+                      "networkPolicy": {"apiServer": {"cidrs": ["10.0.0.1/32"], "ports": [6443]}}})
+    _dns, api, https, extra = only(objects, "NetworkPolicy", NAME)["spec"]["egress"]
+    assert api == {"ports": [{"port": 6443, "protocol": "TCP"}], "to": [{"ipBlock": {"cidr": "10.0.0.1/32"}}]}
+    assert https["to"] == [{"ipBlock": {"cidr": "198.51.100.0/24"}}] and extra == ollama
+    assert not select(render(_on(networkPolicy={"enabled": False})), "NetworkPolicy", NAME)
+    assert not select(render({"chatops": {"networkPolicy": {"enabled": True}}}), "NetworkPolicy", NAME)

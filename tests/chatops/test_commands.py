@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import html
+
 import pytest
 
 from vigil.chatops import commands, summary
@@ -50,8 +52,27 @@ def test_quote_neutralises_mentions_and_formatting() -> None:
     assert len(summary.bound("x" * 5000)) == summary.MAX_ANSWER_CHARS
 
 
-def test_slack_mrkdwn() -> None:
-    assert summary.slack_mrkdwn("**Detectors** (1): `a<b & c>d`") == "*Detectors* (1): `a&lt;b &amp; c&gt;d`"
+@pytest.mark.parametrize(("markdown", "mrkdwn"), [
+    ("**Detectors** (1): `a<b & c>d`", "*Detectors* (1): `a&lt;b &amp; c&gt;d`"),
+    # an LLM's markdown: italics, strike, headings, __bold__, links
+    ("## Why\nThe *detector* scored __high__, ~~not~~ low.", "*Why*\nThe _detector_ scored *high*, ~not~ low."),
+    ("See [the runbook](https://example.com/rb?a=1&b=2).", "See the runbook (https://example.com/rb?a=1&amp;b=2)."),
+    # code is data: no formatting inside it, but still escaped (Slack would read <!channel> anywhere)
+    ("`**x**` and ```\n**y** <!channel>\n```", "`**x**` and ```\n**y** &lt;!channel&gt;\n```"),
+    ("<!channel> <@U123> <https://evil.example|click>", "&lt;!channel&gt; &lt;@U123&gt; &lt;https://evil.example|click&gt;"),
+    # lists and lone asterisks stay as they are
+    ("- one\n- 2 * 3 = 6\n* item", "- one\n- 2 * 3 = 6\n* item"),
+    ("**bold with *italic* inside**", "*bold with _italic_ inside*"),
+    ("", ""),
+])
+def test_slack_mrkdwn(markdown: str, mrkdwn: str) -> None:
+    assert summary.slack_mrkdwn(markdown) == mrkdwn
+
+
+def test_slack_mrkdwn_of_every_deterministic_answer_keeps_its_words() -> None:
+    """Converting changes markup and escapes only: the words of the help text survive."""
+    converted = html.unescape(summary.slack_mrkdwn(summary.HELP))
+    assert converted.replace("*", "").replace("_", "") == summary.HELP.replace("*", "").replace("_", "")
 
 
 def test_malformed_and_hostile_objects_still_give_a_bounded_answer() -> None:

@@ -1,10 +1,10 @@
 """Slack end to end: approval message with buttons → a signed button press → approved in Kubernetes as the
 mapped person (impersonation, RBAC, admission policy, audit log all real) → the message rewritten in place.
 
-Slack itself is tests/chatops/slackapi.py (its Web API, Socket Mode and response URLs, as documented); the
-requests "from Slack" are signed here with the signing secret exactly as Slack signs them (v0, HMAC-SHA256
-over ``v0:<timestamp>:<body>``, by slack_sdk's own SignatureVerifier). Kubernetes is the real kube-apiserver
-with the chart's RBAC and admission policy (tests/chatops/conftest.py).
+Slack itself is vigil_sandbox/slackapi.py, the demo's stand-in too (its Web API, Socket Mode and response
+URLs, as documented); the requests "from Slack" are signed with the signing secret exactly as Slack signs
+them (v0, HMAC-SHA256 over ``v0:<timestamp>:<body>``, by slack_sdk's own SignatureVerifier). Kubernetes is
+the real kube-apiserver with the chart's RBAC and admission policy (tests/chatops/conftest.py).
 """
 
 from __future__ import annotations
@@ -18,12 +18,11 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from slack_sdk.signature import SignatureVerifier
 
-from tests.chatops import slackapi
 from tests.chatops.conftest import CHATOPS_USER, ChatopsProcess, Cluster, secret_file
-from tests.chatops.slackapi import SlackServer, form
 from tests.harness import wait_for
+from vigil_sandbox import slackapi
+from vigil_sandbox.slackapi import SlackServer, form
 
 CHANNEL = "C0APPROVALS"
 HTTP_NS = "chat-slack-http"
@@ -78,25 +77,11 @@ def _ts_of(slack: SlackServer, namespace: str, name: str) -> str:
 
 def _block_actions(user: str, action_id: str, value: str, ts: str, slack: SlackServer) -> dict[str, Any]:
     """A block_actions payload as Slack sends it when a button of a bot message is pressed."""
-    return {
-        "type": "block_actions", "api_app_id": "A0VIGIL", "token": "unused-verification-token",
-        "team": {"id": slackapi.TEAM, "domain": "vigil-test"},
-        "user": {"id": user, "username": user.lower(), "name": user.lower(), "team_id": slackapi.TEAM},
-        "container": {"type": "message", "message_ts": ts, "channel_id": CHANNEL, "is_ephemeral": False},
-        "trigger_id": f"{int(time.time())}.{uuid.uuid4().int % 10**12}.{uuid.uuid4().hex}",
-        "channel": {"id": CHANNEL, "name": "approvals"},
-        "message": {"type": "message", "ts": ts, "bot_id": "B0VIGIL", "text": "approval"},
-        "response_url": slack.response_url(),
-        "actions": [{"type": "button", "action_id": action_id, "block_id": "vigil_decision", "value": value,
-                     "text": {"type": "plain_text", "text": "Approve"}, "action_ts": f"{time.time():.6f}"}],
-    }
+    return slackapi.block_actions(user, action_id, value, ts, CHANNEL, slack.response_url())
 
 
 def _signed(body: str, timestamp: int | None = None) -> dict[str, str]:
-    stamp = str(int(time.time()) if timestamp is None else timestamp)
-    signature = SignatureVerifier(slackapi.SIGNING_SECRET).generate_signature(timestamp=stamp, body=body)
-    return {"X-Slack-Request-Timestamp": stamp, "X-Slack-Signature": signature,
-            "Content-Type": "application/x-www-form-urlencoded"}
+    return slackapi.signed(body, timestamp)
 
 
 def _ephemeral_to(slack: SlackServer, user: str, words: str) -> dict[str, Any]:
@@ -202,6 +187,10 @@ def test_http_mode_slash_command_by_a_user_group_member(cluster: Cluster, slack:
     why = wait_for(lambda: next((b for i, b in slack.responses if response_url.endswith(i)), None),
                    what="the why answer")
     assert name in why["text"] and why["response_type"] == "ephemeral"
+    # in Slack's mrkdwn (summary.slack_mrkdwn), not the standard markdown the Asker writes: *bold*, and
+    # &, <, > escaped as Slack documents (else "<!channel>" in a label would ping, "<url|x>" would link)
+    assert why["text"].startswith(f"*RemediationAction {HTTP_NS}/{name}*: ")
+    assert "**" not in why["text"] and "<" not in why["text"] and ">" not in why["text"]
     status, listed = cluster.kube.request(
         "GET", "/api/v1/namespaces/vigil-system/configmaps?labelSelector=app.kubernetes.io%2Fcomponent%3Dchatops")
     assert status == 200 and any(f"why {HTTP_NS}/{name}" in json.dumps(c.get("data")) for c in listed["items"])

@@ -153,6 +153,10 @@ def test_approve_in_chromium_is_the_users_own_decision(browser: WebDriver, alice
     browser.find_element(By.ID, f"approve-{NS}-{scenes.PENDING}").click()
     flash = wait_for(lambda: browser.find_elements(By.ID, "flash"), what="the outcome")[0]
     assert "flash ok" in str(flash.get_attribute("class")) and f"{scenes.PENDING} approved by" in flash.text
+    # the POST was answered 303: the page is a GET of its outcome, and reloading it decides nothing again
+    assert "/approvals?outcome=" in browser.current_url
+    browser.refresh()
+    assert f"{scenes.PENDING} approved by" in _text(browser, "#flash")
     card = browser.find_element(By.ID, f"approval-{NS}-{scenes.PENDING}")  # still pending: no operator runs here
     assert f"Approved by {scene.alice_user} via dashboard: waiting for the operator" in card.text
     assert not card.find_elements(By.CSS_SELECTOR, "form.decide")
@@ -188,11 +192,18 @@ def test_a_user_without_the_approve_verb_sees_the_refusal_and_nothing_changes(
     assert scene.action(scenes.PENDING_OTHER)["status"]["phase"] == "PendingApproval"
 
 
+class _NoRedirect(urllib.request.HTTPRedirectHandler):
+    """Show the 303 itself instead of following it."""
+
+    def redirect_request(self, *args: Any, **kwargs: Any) -> None:
+        return None
+
+
 def _post(url: str, data: bytes, headers: dict[str, str]) -> tuple[int, str, dict[str, Any]]:
     request = urllib.request.Request(url, data=data, method="POST", headers={
         "Content-Type": "application/x-www-form-urlencoded", **headers})
     try:
-        with urllib.request.urlopen(request, timeout=10) as answer:
+        with urllib.request.build_opener(_NoRedirect).open(request, timeout=10) as answer:
             return answer.status, answer.read().decode(), dict(answer.headers)
     except urllib.error.HTTPError as error:
         with error:
@@ -217,6 +228,24 @@ def test_posts_from_elsewhere_are_refused(alice: DashboardProcess, scene: scenes
     assert status == 421
     assert _annotations(scene, scenes.PENDING_OTHER) == before
 
+    # A POST that passes the checks is answered 303 to its outcome (here: no such action), shown only to the
+    # browser session that made it (the cookie the answer set), on a GET that can be reloaded.
+    status, body, headers = _post(f"{alice.url}/actions/{NS}/no-such-action/reject", b"csrf=" + str(token).encode(),
+                                  {"Origin": alice.url})
+    assert status == 303 and headers["Location"].startswith("/approvals?outcome="), (status, body)
+    cookie = headers["Set-Cookie"]
+    assert "HttpOnly" in cookie and "SameSite=Strict" in cookie
+    session = cookie.split(";", 1)[0]
+    for _ in range(2):
+        shown = _get(alice.url + headers["Location"], {"Cookie": session})
+        assert f"RemediationAction {NS}/no-such-action not found." in shown
+    assert "no-such-action" not in _get(alice.url + headers["Location"], {})  # another session: nothing
+
+
+def _get(url: str, headers: dict[str, str]) -> str:
+    with urllib.request.urlopen(urllib.request.Request(url, headers=headers), timeout=10) as answer:
+        return str(answer.read().decode())
+
 
 def test_the_ask_box_answers_from_the_facts(browser: WebDriver, alice: DashboardProcess) -> None:
     """No LLM configured: the deterministic answer of Ask Vigil, read with alice's credentials."""
@@ -234,6 +263,26 @@ def test_the_ask_box_answers_from_the_facts(browser: WebDriver, alice: Dashboard
     status = _text(browser, "#answer")
     assert "web-latency" in status and "api-errors" in status and "AwaitingApproval" in status, status
     assert browser.find_elements(By.CSS_SELECTOR, "img") == [] and browser.title == "Ask · Vigil"
+    # the conversation of this browser session: the first exchange above the latest answer
+    earlier = browser.find_elements(By.CSS_SELECTOR, "#conversation li")
+    assert [e.get_attribute("class") for e in earlier] == ["turn user", "turn assistant"]
+    assert earlier[0].text == f"why {scenes.DONE}" and scenes.DONE in earlier[1].text
+    # the answer is a GET of the POST's outcome: reloading it asks nothing again (still one earlier exchange)
+    assert "/ask?outcome=" in browser.current_url
+    browser.refresh()
+    assert _text(browser, "#answer") == status
+    assert len(browser.find_elements(By.CSS_SELECTOR, "#conversation li")) == 2
+    # a follow-up keeps the subject of the session's conversation
+    browser.find_element(By.ID, "question").clear()
+    browser.find_element(By.ID, "question").send_keys(f"why {scenes.DONE}")
+    browser.find_element(By.ID, "ask-button").click()
+    wait_for(lambda: len(browser.find_elements(By.CSS_SELECTOR, "#conversation li")) == 4, what="two exchanges")
+    browser.find_element(By.ID, "question").clear()
+    browser.find_element(By.ID, "question").send_keys("what did the detector see?")
+    browser.find_element(By.ID, "ask-button").click()
+    wait_for(lambda: len(browser.find_elements(By.CSS_SELECTOR, "#conversation li")) == 6, what="three exchanges")
+    follow = _text(browser, "#answer")
+    assert "Detector `web-latency`" in follow, follow
 
 
 def test_loopback_only_unless_allowed(tmp_path: pathlib.Path) -> None:

@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from vigil.dashboard import command, pages, sparkline, views
+from vigil.dashboard import command, pages, sessions, sparkline, views
 from vigil.dashboard.markup import Markup, el, escape, join
 
 HOSTILE = '<script>alert(1)</script>"\'><img src=x onerror=alert(2)>'
@@ -122,8 +122,25 @@ def test_pages_carry_the_token_in_forms_and_no_script() -> None:
     assert page.count('name="csrf" value="t0k&quot;en"') == 2
     assert 'action="/actions/shop/a-1/approve"' in page and 'action="/actions/shop/a-1/reject"' in page
     assert "<script" not in page and 'class="flash refused"' in page and page.startswith("<!DOCTYPE html>")
-    asked = pages.ask(CTX, HOSTILE, pages.Reply(HOSTILE, "deterministic", "", [HOSTILE]))
-    assert "<script" not in asked and asked.count("&lt;script&gt;") >= 3
+    asked = pages.ask(CTX, HOSTILE, pages.Reply(HOSTILE, "deterministic", "", [HOSTILE]),
+                      earlier=[("user", HOSTILE), ("assistant", HOSTILE), (HOSTILE, "x")])
+    assert "<script" not in asked and asked.count("&lt;script&gt;") >= 5
+    assert asked.count('class="turn user"') == 1 and asked.count('class="turn assistant"') == 2  # role is no data
+
+
+def test_outcomes_belong_to_their_session_and_are_bounded() -> None:
+    mine, theirs = sessions.new_session(), sessions.new_session()
+    assert sessions.valid_session(mine) == mine and mine != theirs
+    for bad in (None, "", "x" * 43 + "!", "../" * 15, mine + "a"):
+        assert sessions.valid_session(bad) is None
+    outcomes: sessions.Outcomes[str] = sessions.Outcomes(limit=3)
+    first = outcomes.put(mine, "approved")
+    assert outcomes.get(mine, first) == "approved" and outcomes.get(mine, first) == "approved"  # a reload
+    assert outcomes.get(theirs, first) is None and outcomes.get(mine, None) is None
+    assert outcomes.get(mine, first + "x") is None and outcomes.get(mine, "../etc") is None
+    for n in range(3):
+        outcomes.put(theirs, f"other {n}")
+    assert len(outcomes) == 3 and outcomes.get(mine, first) is None  # the oldest forgotten first
 
 
 @pytest.mark.parametrize(("address", "loopback"), [

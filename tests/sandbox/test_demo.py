@@ -13,6 +13,8 @@ import time
 import pytest
 import yaml
 
+from vigil_sandbox import slackapi
+
 
 @pytest.mark.slow
 def test_demo_shows_what_the_readme_promises(tmp_path: pathlib.Path) -> None:
@@ -35,8 +37,9 @@ def test_demo_shows_what_the_readme_promises(tmp_path: pathlib.Path) -> None:
     assert "NAB's labelled anomaly point" in text and "inside the labelled window" in text
 
     # Approval, shown, then 2 -> 4: in the action's status and in moto's own state.
-    assert "running `vigil approve" in text
-    assert "approved by demo (auto-approved) via cli" in text
+    assert "U0SRE pressed Approve on the Slack message (mapped to sre@example.com) -> vigil chatops answered HTTP 200" \
+        in text
+    assert "approved by sre@example.com via slack" in text
     assert "Succeeded - SetDesiredCapacity done: desiredCapacity 2 → 4" in text
     # ... then back 4 → 3 → 2 once the incident is over (restore), and moto ends where it started.
     assert summary["asg_desired"] == {"start": 2, "end": 2}
@@ -47,7 +50,7 @@ def test_demo_shows_what_the_readme_promises(tmp_path: pathlib.Path) -> None:
     restored = sorted([a for a in actions if a["spec"].get("restore")], key=lambda a: a["spec"]["restore"]["sequence"])
     succeeded = [a for a in actions if a["status"]["phase"] == "Succeeded" and a not in restored]
     skipped = [a for a in actions if a["status"]["phase"] == "Skipped"]
-    assert len(succeeded) == 1 and succeeded[0]["status"]["decision"]["via"] == "cli"
+    assert len(succeeded) == 1 and succeeded[0]["status"]["decision"]["via"] == "slack"
     assert succeeded[0]["status"]["after"]["desiredCapacity"] == 4
 
     # The scale-back: two actions of the same incident, direction restore, no approval (restore.approval: false),
@@ -73,8 +76,31 @@ def test_demo_shows_what_the_readme_promises(tmp_path: pathlib.Path) -> None:
     name = succeeded[0]["metadata"]["name"]
     asked = (out / "ask.txt").read_text()
     assert asked.startswith(f"$ vigil ask why {name}\n**RemediationAction default/{name}**: Succeeded")
-    assert "Decision: `demo (auto-approved)` via cli" in asked and "→ `{'desiredCapacity': 4" in asked
+    assert "Decision: `sre@example.com` via slack" in asked and "→ `{'desiredCapacity': 4" in asked
     assert asked in text
+
+    # The approval in Slack: vigil chatops posted the message with buttons to the sandbox's Slack stand-in,
+    # the demo's "human" pressed Approve (a signed block_actions request), and the message was rewritten.
+    exchange = json.loads((out / "slack.json").read_text())
+    value = f"default/{name}"
+    [buttons] = [b for b in exchange["posted"]["blocks"] if b["type"] == "actions"]
+    assert [(e["action_id"], e["value"], e["text"]["text"]) for e in buttons["elements"]] == [
+        ("vigil_approve", value, "Approve"), ("vigil_reject", value, "Reject")]
+    assert exchange["posted"]["channel"] == "C0APPROVALS"
+    pressed = exchange["pressed"]
+    assert pressed["status"] == 200 and pressed["payload"]["user"]["id"] == "U0SRE"
+    assert pressed["payload"]["actions"][0]["value"] == value and pressed["payload"]["container"]["message_ts"] == \
+        exchange["ts"]
+    first, last = exchange["updates"][0], exchange["updates"][-1]
+    assert "Approved by u0sre as sre@example.com at " in first["text"] and "via slack" in first["text"]
+    assert "(now Succeeded)" in last["text"]
+    assert not [b for u in exchange["updates"] for b in u["blocks"] if b["type"] == "actions"]
+    assert f"  actions: [Approve] (vigil_approve, {value})  [Reject] (vigil_reject, {value})" in text
+    assert text.index("vigil chatops posted (chat.postMessage") < text.index("the message now reads") < \
+        text.index(f"$ vigil ask why {name}")
+    chatops_log = (out / "chatops.log").read_text()
+    assert f"Approved {value} as sre@example.com for slack:U0SRE" in chatops_log
+    assert slackapi.BOT_TOKEN not in chatops_log and slackapi.SIGNING_SECRET not in chatops_log
 
     notifications = json.loads((out / "notifications.json").read_text())
     by_path: dict[str, list[dict[str, object]]] = {}

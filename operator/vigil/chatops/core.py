@@ -8,9 +8,11 @@
   RemediationActions as the component's ServiceAccount: a new one in ``PendingApproval`` gets an
   approval message with buttons on every configured platform; one that leaves ``PendingApproval``
   (decided here, by ``vigil approve``, by ``kubectl annotate``, or expired) gets its messages
-  rewritten in place without buttons. Posted message references live in memory (the component
-  may not write to the cluster): after a restart, actions still pending are posted again, and the
-  buttons of the earlier messages keep working because they name the action, not the message.
+  rewritten in place without buttons, and again as the operator carries the decision out
+  (``(now Executing)``, ``(now Succeeded)``) until the action ends. Posted message references live
+  in memory (the component may not write to the cluster): after a restart, actions still pending
+  are posted again, and the buttons of the earlier messages keep working because they name the
+  action, not the message.
 """
 
 from __future__ import annotations
@@ -130,8 +132,37 @@ class Poster(Protocol):
 
 @dataclasses.dataclass
 class Tracked:
+    """An action whose messages the board keeps: posted while pending, rewritten until it ends."""
+
     uid: str
     refs: dict[str, Any] = dataclasses.field(default_factory=dict)
+    #: How it was decided in chat (who, as whom, when): kept, so later rewrites only add the phase.
+    decided: messages.Outcome | None = None
+    #: The outcome line the messages show now ("" while pending): rewritten only when it changes.
+    shown: str = ""
+
+
+def outcome_for(tracked: Tracked, obj: Mapping[str, Any] | None) -> tuple[messages.Outcome | None, bool]:
+    """What the messages of a tracked action should say now, and whether it is done changing (pure).
+
+    None while it still waits for a human. A chat decision keeps its wording (the chat name, the
+    identity) and takes the phase the operator reports; a decision made elsewhere reads as the action
+    records it. A deleted action is done; so is one that no longer parses as decided.
+    """
+    if obj is None:
+        return messages.Outcome("Closed", phase="deleted"), True
+    if _pending(obj):
+        return None, False
+    phase = str((obj.get("status") or {}).get("phase") or "")
+    ended = phase in {p.value for p in api_action.TERMINAL_PHASES}  # rewritten a last time, then forgotten
+    if tracked.decided is not None:
+        # no phase while the decision waits for the operator (still PendingApproval, annotated)
+        shown = "" if phase == api_action.ActionPhase.PENDING_APPROVAL.value else phase
+        return dataclasses.replace(tracked.decided, phase=shown), ended
+    outcome = messages.outcome_of(obj)
+    if outcome is None:
+        return messages.Outcome("Closed", phase="no longer pending"), True
+    return outcome, ended
 
 
 def _ref_of(obj: Mapping[str, Any]) -> ActionRef:
@@ -188,13 +219,14 @@ class Board:
             fresh = [(ref, listed) for ref, listed in seen.items() if _pending(listed) and ref not in self.tracked]
             for ref, listed in fresh[:max(0, min(MAX_POSTS_PER_PASS, MAX_TRACKED - len(self.tracked)))]:
                 await self._post(ref, listed, now)
-            for ref in list(self.tracked):
+            for ref, tracked in list(self.tracked.items()):
                 obj = seen.get(ref)
-                if obj is not None and _pending(obj):
+                outcome, ended = outcome_for(tracked, obj)
+                if ended:
+                    self.tracked.pop(ref)
+                if outcome is None or outcome.text() == tracked.shown:
                     continue
-                tracked = self.tracked.pop(ref)
-                outcome = (messages.outcome_of(obj) if obj is not None else None) or messages.Outcome(
-                    "Closed", phase="no longer pending" if obj is not None else "deleted")
+                tracked.shown = outcome.text()
                 event = messages.event_from_object(obj, now) if obj is not None else None
                 await self._update(tracked, event, str(ref), outcome)
             self.passes += 1
@@ -214,10 +246,11 @@ class Board:
         self.tracked[ref] = tracked
         logger.info("Posted the approval request of %s to %s.", ref, ", ".join(sorted(tracked.refs)) or "nowhere")
 
-    async def _update(self, tracked: Tracked, event: Any, action: str, outcome: messages.Outcome) -> None:
+    async def _update(self, tracked: Tracked, event: Any, action: str, outcome: messages.Outcome,
+                      skip: tuple[str, Any] | None = None) -> None:
         for poster in self.posters:
             ref = tracked.refs.get(poster.platform)
-            if ref is None:
+            if ref is None or (skip is not None and skip == (poster.platform, ref)):
                 continue
             try:
                 await poster.update(ref, event, action, outcome)
@@ -227,19 +260,19 @@ class Board:
 
     async def decided_here(self, result: Result, chat: ChatUser, *, pressed: tuple[str, Any] | None = None) -> None:
         """After a chat decision: rewrite this action's messages (but ``pressed``, the ``(platform, message
-        reference)`` already rewritten by the interaction's answer) and stop tracking it."""
+        reference)`` already rewritten by the interaction's answer), and keep them for the later passes,
+        which add the phase as the operator carries the decision out."""
         if result.ref is None or result.verb is None:
             return
         async with self._lock:
-            tracked = self.tracked.pop(result.ref, None)
+            tracked = self.tracked.get(result.ref)
             if tracked is None:
                 return
             obj = await self.object(result.ref)
             event = messages.event_from_object(obj, self._clock()) if obj else None
-            outcome = chat_outcome(result, chat)
-            if pressed is not None and tracked.refs.get(pressed[0]) == pressed[1]:
-                tracked.refs.pop(pressed[0])
-            await self._update(tracked, event, str(result.ref), outcome)
+            tracked.decided = chat_outcome(result, chat)
+            tracked.shown = tracked.decided.text()
+            await self._update(tracked, event, str(result.ref), tracked.decided, skip=pressed)
 
     async def object(self, ref: ActionRef) -> dict[str, Any] | None:
         """The action as the component's ServiceAccount reads it, None if missing or unreadable."""

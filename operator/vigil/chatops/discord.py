@@ -36,7 +36,7 @@ import nacl.signing
 from aiohttp import web
 
 from vigil import __version__
-from vigil.chatops import messages
+from vigil.chatops import bodies, messages
 from vigil.chatops.approve import ChatUser, Result, Status, Verb
 from vigil.chatops.core import USAGE, ChatOps, Command, Kind, ReplayGuard, chat_outcome, parse_command
 from vigil.chatops.identity import IdentityMap, Platform, member_groups
@@ -177,8 +177,8 @@ class Interactions:
         return None
 
     async def handle(self, request: web.Request) -> web.Response:
-        body = await request.content.read(MAX_BODY + 1)
-        if len(body) > MAX_BODY:
+        body = await bodies.read_bounded(request.content, MAX_BODY)
+        if body is None:
             return web.Response(status=413, text="too large")
         problem = self._verified(request, body)
         if problem is not None:

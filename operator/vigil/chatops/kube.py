@@ -21,6 +21,7 @@ from multidict import CIMultiDict
 
 from vigil import __version__
 from vigil.adapters.kubeaccess import Access
+from vigil.chatops import bodies
 from vigil.chatops.identity import Identity
 
 #: The longest a single API request may take.
@@ -80,15 +81,16 @@ class KubeApi:
         """One request; raises :class:`KubeError` on a non-2xx answer."""
         async with self._client().request(method, self.server + path, json=body,
                                           headers=self._headers(content_type, as_)) as answer:
-            raw = await answer.content.read(MAX_ANSWER_BYTES + 1)
-            if len(raw) > MAX_ANSWER_BYTES:
+            raw = await bodies.read_bounded(answer.content, MAX_ANSWER_BYTES)
+            if raw is None:
                 raise KubeError(answer.status, "TooLarge", f"answer larger than {MAX_ANSWER_BYTES} bytes")
             try:
                 payload = json.loads(raw) if raw else {}
             except ValueError:
-                payload = {"message": raw[:300].decode("utf-8", "replace")}
+                # never read as an empty answer: a list that does not parse is not a list without items
+                raise KubeError(answer.status, "BadAnswer", raw[:300].decode("utf-8", "replace")) from None
             if not isinstance(payload, dict):
-                payload = {}
+                raise KubeError(answer.status, "BadAnswer", "the answer is not a JSON object")
             if answer.status >= 400:
                 raise KubeError(answer.status, str(payload.get("reason") or answer.reason or ""),
                                 str(payload.get("message") or "")[:1000])

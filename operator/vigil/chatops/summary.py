@@ -9,6 +9,7 @@ the quote replaced: they are shown as data, never as formatting.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -44,13 +45,46 @@ def defuse(text: str) -> str:
     return text.replace("@everyone", "@\u200beveryone").replace("@here", "@\u200bhere")
 
 
-def slack_mrkdwn(text: str) -> str:
-    """An answer as Slack's mrkdwn: ``&``, ``<``, ``>`` escaped as Slack documents, ``**bold**`` as ``*bold*``.
+#: Code in standard markdown (fenced blocks first, then inline spans): left as written by :func:`slack_mrkdwn`.
+_CODE = re.compile(r"```.*?```|`[^`\n]*`", re.DOTALL)
+_BOLD = re.compile(r"\*\*(?=\S)(.+?)(?<=\S)\*\*|__(?=\S)(.+?)(?<=\S)__")
+_ITALIC = re.compile(r"(?<![*\w])\*(?=[^\s*])([^*\n]+?)(?<=[^\s*])\*(?![*\w])")
+_STRIKE = re.compile(r"~~(?=\S)(.+?)(?<=\S)~~")
+_HEADING = re.compile(r"^#{1,6}[ \t]+(.+?)[ \t#]*$", re.MULTILINE)
+_LINK = re.compile(r"\[([^\]\n]+)\]\(([^)\s]+)\)")
+#: Marks bold while italics are rewritten (a private-use character no answer contains once removed).
+_MARK = "\ue000"
 
-    Discord and terminals take the answer as it is (standard markdown); Slack needs this form.
+
+def _slack_prose(text: str) -> str:
+    """Markdown outside code as Slack mrkdwn (already escaped)."""
+    text = text.replace(_MARK, "")
+    text = _HEADING.sub(lambda m: f"{_MARK}{m.group(1)}{_MARK}", text)
+    text = _BOLD.sub(lambda m: f"{_MARK}{m.group(1) or m.group(2)}{_MARK}", text)
+    text = _ITALIC.sub(lambda m: f"_{m.group(1)}_", text)
+    text = _STRIKE.sub(lambda m: f"~{m.group(1)}~", text)
+    # a link as its text and its address, never Slack's <url|text>: the address is shown, not hidden
+    text = _LINK.sub(lambda m: f"{m.group(1)} ({m.group(2)})", text)
+    return text.replace(_MARK, "*")
+
+
+def slack_mrkdwn(text: str) -> str:
+    """An answer (standard markdown, as Discord and terminals take it) as Slack's mrkdwn.
+
+    ``&``, ``<``, ``>`` escaped everywhere as Slack documents, so nothing becomes a mention or a link;
+    outside code: ``**bold**`` and ``__bold__`` as ``*bold*``, ``*italic*`` as ``_italic_``,
+    ``~~strike~~`` as ``~strike~``, ``# headings`` as bold lines, ``[text](url)`` as ``text (url)``.
+    Code spans and fenced blocks are kept as written (Slack reads backticks as markdown does).
     """
     escaped = text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
-    return escaped.replace("**", "*")
+    out: list[str] = []
+    last = 0
+    for code in _CODE.finditer(escaped):
+        out.append(_slack_prose(escaped[last:code.start()]))
+        out.append(code.group(0))
+        last = code.end()
+    out.append(_slack_prose(escaped[last:]))
+    return "".join(out)
 
 
 def series_text(labels: Mapping[str, Any]) -> str:

@@ -108,7 +108,7 @@ async def serve(access: Any, namespace: str | None, address: str, port: int, che
     cluster = Cluster(access, namespace)
     user = await cluster.whoami()
     asker = asking.Asking(access, namespace, llm_config)
-    dashboard = server.Dashboard(cluster, user, asker.answer, check_host=check_host)
+    dashboard = server.Dashboard(cluster, user, asker.answer, check_host=check_host, history=asker.history)
     runner = web.AppRunner(server.build(dashboard), access_log=None)
     await runner.setup()
     try:

@@ -238,7 +238,9 @@ class Reply:
     facts: Sequence[str] = ()
 
 
-def ask(ctx: Context, question: str = "", reply: Reply | None = None, flash: Flash | None = None) -> Markup:
+def ask(ctx: Context, question: str = "", reply: Reply | None = None, flash: Flash | None = None,
+        earlier: Sequence[tuple[str, str]] = ()) -> Markup:
+    """The ask box; ``earlier``: this browser session's conversation before the latest exchange."""
     form = el("form",
               el("input", type="hidden", name="csrf", value=ctx.csrf),
               el("label", "Ask Vigil about an incident", for_="question"),
@@ -255,7 +257,12 @@ def ask(ctx: Context, question: str = "", reply: Reply | None = None, flash: Fla
                     el("details", el("summary", f"{len(reply.facts)} facts used"),
                        el("ul", *(el("li", fact) for fact in reply.facts))) if reply.facts else None,
                     class_="answer")
-    return layout(ctx, "Ask", "/ask", form, answer, flash=flash)
+    history = el("section",
+                 el("h3", "Earlier in this conversation"),
+                 el("ol", *(el("li", el("pre", text), class_=f"turn {'user' if role == 'user' else 'assistant'}")
+                            for role, text in earlier)),
+                 id="conversation", class_="conversation") if earlier else None
+    return layout(ctx, "Ask", "/ask", history, form, answer, flash=flash)
 
 
 def error_page(ctx: Context, status: int, text: str) -> Markup:

@@ -8,21 +8,24 @@ Threats it is built against, since it runs on a laptop holding the user's creden
   the server is bound to (or ``localhost``), so a page served under another name gets nothing;
 * hostile object contents (labels, messages): escaped by construction (:mod:`.markup`), and the
   Content-Security-Policy forbids every script, so even a missed escape could not run one;
-* size: request bodies are capped (:data:`MAX_BODY`), questions too (:data:`MAX_QUESTION`).
+* size: request bodies are capped (:data:`MAX_BODY`), questions too (:data:`MAX_QUESTION`);
+* a reload re-sending a POST (a second decision, the same question to a paid LLM again): every POST
+  that passes the checks is answered 303 to a GET page showing its outcome (:mod:`.sessions`).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import hmac
 import re
 import secrets
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from importlib import resources
 from typing import Any
 
 from aiohttp import web
 
-from vigil.dashboard import pages, views
+from vigil.dashboard import pages, sessions, views
 from vigil.dashboard.cluster import LIST_LIMIT, Cluster, ClusterError
 from vigil.dashboard.markup import Markup
 
@@ -47,8 +50,30 @@ HEADERS = {
 #: A namespace or object name as Kubernetes allows it (DNS subdomain); anything else is refused (400).
 NAME = re.compile(r"^[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?$")
 
-#: The ask box's backend: (question, user) -> reply (:class:`vigil.dashboard.asking.Asking`).
-Answerer = Callable[[str, str], Awaitable[pages.Reply]]
+#: The ask box's backend: (question, user, conversation) -> reply (:class:`vigil.dashboard.asking.Asking`).
+Answerer = Callable[[str, str, str], Awaitable[pages.Reply]]
+#: The turns of a conversation so far, as (role, text), oldest first.
+History = Callable[[str], Awaitable[Sequence[tuple[str, str]]]]
+
+
+@dataclasses.dataclass(frozen=True)
+class Decided:
+    """The outcome of an approve or reject, shown on /approvals after the redirect."""
+
+    flash: pages.Flash
+
+
+@dataclasses.dataclass(frozen=True)
+class Asked:
+    """The outcome of a question, shown on /ask after the redirect: the answer, or why there is none."""
+
+    question: str
+    reply: pages.Reply | None = None
+    flash: pages.Flash | None = None
+
+
+async def _no_history(conversation: str) -> Sequence[tuple[str, str]]:
+    return ()
 
 STATIC = {"dashboard.css": "text/css"}
 
@@ -56,14 +81,17 @@ STATIC = {"dashboard.css": "text/css"}
 class Dashboard:
     """The app's state: the cluster as the user, who the user is, the CSRF token, the allowed hosts."""
 
-    def __init__(self, cluster: Cluster, user: str, answerer: Answerer, check_host: bool = True) -> None:
+    def __init__(self, cluster: Cluster, user: str, answerer: Answerer, check_host: bool = True,
+                 history: History = _no_history) -> None:
         self.cluster = cluster
         self.user = user
         #: ``host:port`` values the Host header may take; set once the port is bound (:meth:`allow`).
         self.hosts: frozenset[str] = frozenset()
         self.check_host = check_host
         self.answerer = answerer
+        self.history = history
         self.csrf = secrets.token_urlsafe(32)
+        self.outcomes: sessions.Outcomes[Decided | Asked] = sessions.Outcomes()
 
     def allow(self, hosts: Iterable[str]) -> None:
         self.hosts = frozenset(h.lower() for h in hosts)
@@ -93,10 +121,31 @@ def _html(page: Markup, status: int = 200) -> web.Response:
     return web.Response(text=page, status=status, content_type="text/html", charset="utf-8")
 
 
+def _session(request: web.Request) -> str:
+    return str(request["session"])
+
+
+def _conversation(request: web.Request) -> str:
+    """The ask box's thread of this browser session."""
+    return f"dashboard:{_session(request)}"
+
+
+def _see_other(dashboard: Dashboard, request: web.Request, path: str, outcome: Decided | Asked) -> web.Response:
+    """303 to the GET page that shows ``outcome`` (Post/Redirect/Get): a reload re-sends nothing."""
+    key = dashboard.outcomes.put(_session(request), outcome)
+    return web.Response(status=303, headers={"Location": f"{path}?outcome={key}"})
+
+
+def _outcome(dashboard: Dashboard, request: web.Request) -> Decided | Asked | None:
+    return dashboard.outcomes.get(_session(request), request.query.get("outcome"))
+
+
 @web.middleware
 async def _guard(request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
                  ) -> web.StreamResponse:
     dashboard: Dashboard = request.app["dashboard"]
+    known = sessions.valid_session(request.cookies.get(sessions.COOKIE))
+    request["session"] = known or sessions.new_session()
     if not dashboard.host_allowed(request):
         response: web.StreamResponse = web.Response(
             status=421, text="vigil dashboard: unknown Host; open it at the address it printed\n")
@@ -107,6 +156,8 @@ async def _guard(request: web.Request, handler: Callable[[web.Request], Awaitabl
             response = web.Response(status=exc.status, text=exc.text or f"{exc.status} {exc.reason}\n")
     for name, value in HEADERS.items():
         response.headers[name] = value
+    if known is None and not response.prepared:
+        response.set_cookie(sessions.COOKIE, request["session"], httponly=True, samesite="Strict", path="/")
     return response
 
 
@@ -141,7 +192,9 @@ async def _action_rows(dashboard: Dashboard) -> tuple[list[views.ActionRow], str
 async def approvals(request: web.Request) -> web.Response:
     dashboard: Dashboard = request.app["dashboard"]
     rows, problem = await _action_rows(dashboard)
-    return _html(pages.approvals(dashboard.context(), rows, problem))
+    outcome = _outcome(dashboard, request)
+    flash = outcome.flash if isinstance(outcome, Decided) else None
+    return _html(pages.approvals(dashboard.context(), rows, problem, flash))
 
 
 async def actions(request: web.Request) -> web.Response:
@@ -197,7 +250,7 @@ async def decide(request: web.Request) -> web.Response:
         return _html(pages.error_page(dashboard.context(), 403, f"Refused: {refused}."), 403)
     try:
         done = await dashboard.cluster.decide(verb, namespace, name, dashboard.user)
-        flash, status = pages.Flash(True, f"Done: {done}. The operator acts on it on its next pass."), 200
+        flash = pages.Flash(True, f"Done: {done}. The operator acts on it on its next pass.")
     except ClusterError as exc:
         if exc.forbidden:
             text = (f"Kubernetes refused to {verb} {namespace}/{name} for {dashboard.user or 'you'} "
@@ -206,14 +259,21 @@ async def decide(request: web.Request) -> web.Response:
             text = f"RemediationAction {namespace}/{name} not found."
         else:
             text = f"Could not {verb} {namespace}/{name}: {exc.message}"
-        flash, status = pages.Flash(False, text), exc.status if exc.status >= 400 else 502
-    rows, problem = await _action_rows(dashboard)
-    return _html(pages.approvals(dashboard.context(), rows, problem, flash), status)
+        flash = pages.Flash(False, text)
+    return _see_other(dashboard, request, "/approvals", Decided(flash))
 
 
 async def ask_page(request: web.Request) -> web.Response:
     dashboard: Dashboard = request.app["dashboard"]
-    return _html(pages.ask(dashboard.context()))
+    outcome = _outcome(dashboard, request)
+    asked = outcome if isinstance(outcome, Asked) else Asked("")
+    try:
+        turns = list(await dashboard.history(_conversation(request)))
+    except Exception:  # the history is a convenience: the page still shows the latest answer
+        turns = []
+    if asked.reply is not None and len(turns) >= 2:
+        turns = turns[:-2]  # the latest exchange is shown as the answer below
+    return _html(pages.ask(dashboard.context(), asked.question, asked.reply, asked.flash, earlier=turns))
 
 
 async def ask(request: web.Request) -> web.Response:
@@ -224,12 +284,12 @@ async def ask(request: web.Request) -> web.Response:
         return _html(pages.error_page(dashboard.context(), 403, f"Refused: {refused}."), 403)
     question = str(form.get("question") or "").strip()
     if not question:
-        return _html(pages.ask(dashboard.context(), flash=pages.Flash(False, "Ask a question first.")), 400)
+        return _see_other(dashboard, request, "/ask", Asked("", flash=pages.Flash(False, "Ask a question first.")))
     if len(question) > MAX_QUESTION:
-        return _html(pages.ask(dashboard.context(), question[:MAX_QUESTION], flash=pages.Flash(
-            False, f"The question is longer than {MAX_QUESTION} characters.")), 400)
-    reply = await dashboard.answerer(question, dashboard.user)
-    return _html(pages.ask(dashboard.context(), question, reply))
+        return _see_other(dashboard, request, "/ask", Asked(question[:MAX_QUESTION], flash=pages.Flash(
+            False, f"The question is longer than {MAX_QUESTION} characters.")))
+    reply = await dashboard.answerer(question, dashboard.user, _conversation(request))
+    return _see_other(dashboard, request, "/ask", Asked(question, reply))
 
 
 async def static(request: web.Request) -> web.Response:

@@ -1,4 +1,7 @@
-"""A local Slack for the tests: the Web API methods Vigil calls, Socket Mode, and response URLs.
+"""A local Slack for the demo and the tests: the Web API methods Vigil calls, Socket Mode, and response URLs.
+
+``make demo`` runs ``vigil chatops`` against it (the approval message with buttons, and the demo's
+"human" pressing Approve); tests/chatops/ check the component against it.
 
 Answers as docs.slack.dev documents, with the bot or app token checked on every call:
 
@@ -11,6 +14,9 @@ Answers as docs.slack.dev documents, with the bot or app token checked on every 
 * ``/respond/<id>``: a ``response_url`` (slash commands), recording what is posted to it.
 
 It runs on its own event loop in a thread; the tests read what it received (``calls``), thread-safely.
+
+What Slack itself sends to an app is built here too: :func:`block_actions` (a button press on a
+bot message) and :func:`signed` (Slack's ``v0`` request signature, by slack_sdk's own code).
 """
 
 from __future__ import annotations
@@ -26,8 +32,8 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from aiohttp import WSMsgType, web
+from slack_sdk.signature import SignatureVerifier
 
-from tests.harness import wait_for
 from vigil_sandbox.ports import free_port
 
 BOT_TOKEN = "xoxb-test-0000000000-vigil-bot-token"
@@ -190,10 +196,54 @@ class SlackServer:
 
     def wait_call(self, method: str, where: Callable[[dict[str, Any]], bool] = lambda a: True,
                   timeout: float = 30.0) -> dict[str, Any]:
-        return wait_for(lambda: next(iter(self.called(method, where)), None), timeout=timeout,
-                        what=f"Slack {method}")
+        """The first such call, once made; AssertionError after ``timeout`` seconds."""
+        deadline = time.monotonic() + timeout
+        while True:
+            found = self.called(method, where)
+            if found:
+                return found[0]
+            if time.monotonic() > deadline:
+                raise AssertionError(f"timed out after {timeout}s waiting for Slack {method}")
+            time.sleep(0.1)
+
+    def message_with_value(self, value: str) -> tuple[str, str, dict[str, Any]] | None:
+        """(channel, ts, message) of the first posted message whose blocks hold a button of ``value``."""
+        needle = json.dumps(value)
+        with self._lock:
+            found = sorted((ts, channel, message) for (channel, ts), message in self.messages.items()
+                           if needle in json.dumps(message.get("blocks")))
+        if not found:
+            return None
+        ts, channel, message = found[0]
+        return channel, ts, message
 
 
 def form(payload: Mapping[str, Any]) -> str:
     """An interactive payload as Slack POSTs it: ``payload=<url-encoded JSON>``."""
     return urllib.parse.urlencode({"payload": json.dumps(payload)})
+
+
+def block_actions(user: str, action_id: str, value: str, ts: str, channel: str, response_url: str,
+                  label: str = "Approve") -> dict[str, Any]:
+    """A ``block_actions`` payload as Slack sends it when a button of a bot message is pressed."""
+    return {
+        "type": "block_actions", "api_app_id": "A0VIGIL", "token": "unused-verification-token",
+        "team": {"id": TEAM, "domain": "vigil-test"},
+        "user": {"id": user, "username": user.lower(), "name": user.lower(), "team_id": TEAM},
+        "container": {"type": "message", "message_ts": ts, "channel_id": channel, "is_ephemeral": False},
+        "trigger_id": f"{int(time.time())}.{uuid.uuid4().int % 10**12}.{uuid.uuid4().hex}",
+        "channel": {"id": channel, "name": "approvals"},
+        "message": {"type": "message", "ts": ts, "bot_id": "B0VIGIL", "text": "approval"},
+        "response_url": response_url,
+        "actions": [{"type": "button", "action_id": action_id, "block_id": "vigil_decision", "value": value,
+                     "text": {"type": "plain_text", "text": label}, "action_ts": f"{time.time():.6f}"}],
+    }
+
+
+def signed(body: str, timestamp: int | None = None, secret: str = SIGNING_SECRET) -> dict[str, str]:
+    """The headers Slack sends with ``body``: ``v0`` HMAC-SHA256 over ``v0:<timestamp>:<body>``."""
+    stamp = str(int(time.time()) if timestamp is None else timestamp)
+    signature = SignatureVerifier(secret).generate_signature(timestamp=stamp, body=body)
+    assert signature is not None  # None only without a secret
+    return {"X-Slack-Request-Timestamp": stamp, "X-Slack-Signature": signature,
+            "Content-Type": "application/x-www-form-urlencoded"}
