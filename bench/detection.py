@@ -65,9 +65,10 @@ from vigil.features import contract
 ROOT = Path(__file__).resolve().parents[1]
 SEED = train.SEED
 ANCHOR_FOLDERS = ("realAWSCloudwatch", "realKnownCause", "realTraffic")
-DETECTORS = ("model", "zscore", "iforest")
+DETECTORS = ("model", "v3", "zscore", "iforest")
 TITLES = {
-    "model": "Vigil model (vigil backtest path)",
+    "model": "Vigil shipped model, v2 (vigil backtest path)",
+    "v3": "Vigil v3 candidate (vigil backtest path)",
     "zscore": "Rolling z-score rule (24 h, PromQL)",
     "iforest": "IsolationForest (same features)",
 }
@@ -155,9 +156,9 @@ def predict(clf: Any, item: Item) -> Floats:
 class ModelFolds:
     """The model's recipe per fold: fit on the training groups, threshold from the fit's scores on them."""
 
-    def __init__(self, series: Sequence[dataset.Series], params: dict[str, Any]) -> None:
+    def __init__(self, series: Sequence[dataset.Series], params: dict[str, Any], feats: train.Features) -> None:
         self.params = params
-        self.feats = train.featurise(series)
+        self.feats = feats
         self.labels = [dataset.training_labels(s, train.HORIZON) for s in series]
 
     def fit(self, members: Sequence[int]) -> Any:
@@ -166,24 +167,25 @@ class ModelFolds:
     def threshold(self, clf: Any, items: Sequence[Item], members: Sequence[int]) -> float:
         """Best pooled event F1 over the training groups' series, scored by the model fitted on them.
 
-        In-sample on the training groups: a 3-coefficient logistic regression barely overfits. An
-        inner grouped CV (tried first) pooled the scores of differently calibrated inner models and
-        chose thresholds that cost much recall on the held-out groups.
+        In-sample on the training groups: a logistic regression on a few features barely overfits. An
+        inner grouped CV (tried first for v2) pooled the scores of differently calibrated inner models
+        and chose thresholds that cost much recall on the held-out groups.
         """
         chosen = [predict(clf, items[i]) for i in members]
         return events.best_threshold(candidates(chosen), triples([items[i] for i in members], chosen))
 
 
-def scorer_for(clf: Any) -> inference.Scorer:
+def scorer_for(clf: Any, names: Sequence[str]) -> inference.Scorer:
+    """The fold's model as the operator would load it: ONNX over ``names`` only (what ships)."""
     metadata = {
         contract.META_MODEL_NAME: "bench-fold",
         contract.META_FEATURE_VERSION: features.FEATURE_VERSION,
-        contract.META_FEATURE_NAMES: ",".join(features.FEATURE_NAMES),
+        contract.META_FEATURE_NAMES: ",".join(names),
         contract.META_WINDOW: str(features.WINDOW),
         contract.META_MIN_POINTS: str(features.MIN_POINTS),
         contract.META_RECOMMENDED_THRESHOLD: "0.5",
     }
-    return inference.Scorer(export.to_onnx(clf, len(features.FEATURE_NAMES), metadata))
+    return inference.Scorer(export.to_onnx(train.narrowed(clf, names), len(names), metadata))
 
 
 @dataclasses.dataclass
@@ -192,31 +194,36 @@ class Outcome:
 
     detections: dict[str, dict[str, npt.NDArray[np.bool_]]]
     settings: dict[str, dict[str, float]]
-    backtest_points: int = 0
-    backtest_seconds: float = 0.0
+    backtest_points: dict[str, int] = dataclasses.field(default_factory=dict)
+    backtest_seconds: dict[str, float] = dataclasses.field(default_factory=dict)
+    scorers: dict[str, inference.Scorer] = dataclasses.field(default_factory=dict)  # the last fold's, for costs
 
 
 def cross_validate(items: Sequence[Item], series: Sequence[dataset.Series], params: dict[str, Any],
                    log: Callable[[str], None]) -> Outcome:
     out = Outcome({d: {} for d in DETECTORS}, {d: {} for d in DETECTORS})
-    model = ModelFolds(series, params)
+    feats = train.featurise(series)
+    recipes = {"model": ModelFolds(series, params, feats), "v3": ModelFolds(series, train.V3_PARAMS, feats)}
     zscores = [zscore_scores(i.timestamps, i.values) for i in items]
     for group in sorted({i.group for i in items}):
         started = time.perf_counter()
         test = [k for k, i in enumerate(items) if i.group == group]
         fit_on = [k for k, i in enumerate(items) if i.group != group]
 
-        # Model: fitted on the training groups, threshold from its scores there, scored by vigil backtest.
-        clf = model.fit(fit_on)
-        threshold = model.threshold(clf, items, fit_on)
-        scorer = scorer_for(clf)
-        out.settings["model"][group] = threshold
-        for k in test:
-            t0 = time.perf_counter()
-            result = backtest.run(items[k].timestamps, items[k].values, scorer, threshold)
-            out.backtest_seconds += time.perf_counter() - t0
-            out.backtest_points += len(items[k].values)
-            out.detections["model"][items[k].name] = result.anomalous
+        # Model (the shipped recipe and the v3 candidate): fitted on the training groups, threshold from
+        # its scores there, scored by vigil backtest.
+        for who, model in recipes.items():
+            clf = model.fit(fit_on)
+            threshold = model.threshold(clf, items, fit_on)
+            scorer = scorer_for(clf, recipes[who].params["features"])
+            out.scorers[who] = scorer
+            out.settings[who][group] = threshold
+            for k in test:
+                t0 = time.perf_counter()
+                result = backtest.run(items[k].timestamps, items[k].values, scorer, threshold)
+                out.backtest_seconds[who] = out.backtest_seconds.get(who, 0.0) + time.perf_counter() - t0
+                out.backtest_points[who] = out.backtest_points.get(who, 0) + len(items[k].values)
+                out.detections[who][items[k].name] = result.anomalous
 
         # z-score rule: k maximising pooled F1 over the training groups.
         k_best = events.best_threshold(Z_KS, triples([items[k] for k in fit_on], [zscores[k] for k in fit_on]))
@@ -239,7 +246,8 @@ def cross_validate(items: Sequence[Item], series: Sequence[dataset.Series], para
         out.settings["iforest"][group] = cut
         for k in test:
             out.detections["iforest"][items[k].name] = iscore(items[k]) >= cut
-        log(f"  fold {group}: {len(test)} series, model threshold {threshold:.4f}, z k={k_best:g}, "
+        log(f"  fold {group}: {len(test)} series, model threshold {out.settings['model'][group]:.4f}, "
+            f"v3 {out.settings['v3'][group]:.4f}, z k={k_best:g}, "
             f"{time.perf_counter() - started:.1f} s")
     return out
 
@@ -251,9 +259,8 @@ def figures(items: Sequence[Item], detections: dict[str, npt.NDArray[np.bool_]],
     return {"series": len(chosen), **events.scores(total)}
 
 
-def per_point_cost(model: Path, repeat: int = 20) -> dict[str, float]:
-    """µs per point of features + inference of ``model``, one detector's 5 series and 10,000 windows."""
-    scorer = inference.Scorer(model.read_bytes())
+def per_point_cost(scorer: inference.Scorer, repeat: int = 20) -> dict[str, float]:
+    """µs per point of features + inference of ``scorer``, one detector's 5 series and 10,000 windows."""
     rng = np.random.default_rng(SEED)
     walk = np.cumsum(rng.normal(size=(10_000, features.WINDOW)), axis=1) + 100.0
     out: dict[str, float] = {}
@@ -293,11 +300,17 @@ def run(data: Path, quick: bool, model: Path, log: Callable[[str], None] = print
         result["all"][d] = figures(items, det, lambda i: True)
         result["folders"][d] = {f: figures(items, det, lambda i, f=f: i.folder == f) for f in folders}
     result["cost"] = {
-        **per_point_cost(model),
-        "backtest_points_per_second": outcome.backtest_points / outcome.backtest_seconds,
+        **per_point_cost(inference.Scorer(model.read_bytes())),
+        "backtest_points_per_second": outcome.backtest_points["model"] / outcome.backtest_seconds["model"],
+        "v3": {
+            **per_point_cost(outcome.scorers["v3"]),
+            "backtest_points_per_second": outcome.backtest_points["v3"] / outcome.backtest_seconds["v3"],
+        },
         "machine": f"{platform.machine()}, {os.cpu_count()} CPUs, Python {platform.python_version()}",
+        "load_average_1m_at_end": os.getloadavg()[0],
     }
     result["model_params"] = params
+    result["v3_params"] = train.V3_PARAMS
     result["iforest_params"] = IFOREST_PARAMS
     result["quick"] = quick
     result["seconds"] = time.perf_counter() - started
@@ -353,15 +366,21 @@ def markdown(result: dict[str, Any]) -> str:
         f"{cost['batch_5_us_per_point']:.1f} µs/point when one detector's 5 series are batched, "
         f"{cost['batch_10000_us_per_point']:.1f} µs/point in batches of 10,000 windows (goal: < 50 µs). "
         f"`vigil backtest` path in this run: {cost['backtest_points_per_second']:,.0f} points/s "
-        f"(per-fold models, includes the verdict state machine). Machine: {cost['machine']}.",
+        f"(per-fold models, includes the verdict state machine). The v3 candidate (long + context features): "
+        f"{cost['v3']['batch_5_us_per_point']:.1f} µs/point batched by 5, "
+        f"{cost['v3']['batch_10000_us_per_point']:.1f} µs/point by 10,000, backtest "
+        f"{cost['v3']['backtest_points_per_second']:,.0f} points/s. Machine: {cost['machine']}; 1-minute load "
+        f"average at the end of the run {cost['load_average_1m_at_end']:.1f} (the machine is shared: timings "
+        "under load are upper bounds).",
         "",
         "## Cross-validation groups",
         "",
         result["cv_groups_rule"],
         "",
-        *card.table(["group", "series", "model threshold", "z-score k", "IsolationForest threshold"], [
+        *card.table(["group", "series", "model threshold", "v3 threshold", "z-score k", "IsolationForest threshold"], [
             [g, ", ".join(n.split("/")[-1].removesuffix(".csv") for n in names),
-             result["settings"]["model"][g], result["settings"]["zscore"][g], result["settings"]["iforest"][g]]
+             result["settings"]["model"][g], result["settings"]["v3"][g], result["settings"]["zscore"][g],
+             result["settings"]["iforest"][g]]
             for g, names in result["groups"].items()
         ]),
         "",
@@ -383,7 +402,9 @@ def print_summary(result: dict[str, Any]) -> None:
     c = result["cost"]
     print(f"\nfeatures + inference: {c['batch_5_us_per_point']:.1f} us/point (batch of 5), "
           f"{c['batch_10000_us_per_point']:.1f} us/point (batch of 10,000); backtest "
-          f"{c['backtest_points_per_second']:,.0f} points/s; {result['seconds']:.0f} s")
+          f"{c['backtest_points_per_second']:,.0f} points/s; v3 candidate {c['v3']['batch_5_us_per_point']:.1f} / "
+          f"{c['v3']['batch_10000_us_per_point']:.1f} us/point, backtest {c['v3']['backtest_points_per_second']:,.0f} "
+          f"points/s; {result['seconds']:.0f} s")
 
 
 def write(result: dict[str, Any], docs: Path, models: Path) -> None:

@@ -23,9 +23,34 @@ SERIES = [
 ]
 
 
-@pytest.fixture(scope="module")
-def scorer() -> inference.Scorer:
-    return inference.Scorer(inference.builtin_bytes())
+def every_feature_model() -> bytes:
+    """A logistic regression reading every feature of the module, each with a non-zero weight.
+
+    The built-in model reads only some features; this one makes the cut tests below
+    cover every feature the operator can compute (issue 15: each new feature group).
+    """
+    from sklearn.linear_model import LogisticRegression
+
+    from model import export
+    from vigil.features import contract
+
+    names = features.FEATURE_NAMES
+    clf = LogisticRegression()
+    clf.classes_ = np.array([False, True])
+    clf.coef_ = np.linspace(0.2, 1.0, len(names))[None, :]
+    clf.intercept_ = np.array([-6.0])
+    clf.n_features_in_ = len(names)
+    return export.to_onnx(clf, len(names), {
+        contract.META_MODEL_NAME: "every-feature", contract.META_FEATURE_VERSION: features.FEATURE_VERSION,
+        contract.META_FEATURE_NAMES: ",".join(names), contract.META_WINDOW: str(features.WINDOW),
+        contract.META_MIN_POINTS: str(features.MIN_POINTS), contract.META_RECOMMENDED_THRESHOLD: "0.5",
+    })
+
+
+@pytest.fixture(scope="module", params=["builtin", "every-feature"])
+def scorer(request: pytest.FixtureRequest) -> inference.Scorer:
+    data = inference.builtin_bytes() if request.param == "builtin" else every_feature_model()
+    return inference.Scorer(data)
 
 
 @pytest.mark.parametrize("path", SERIES, ids=lambda p: p.stem)

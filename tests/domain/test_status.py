@@ -128,3 +128,12 @@ def test_merge_patch_nulls_cleared_fields() -> None:
     assert patch["anomalousSince"] is None and patch["anomalous"] is False  # null deletes the old value
     assert set(patch) == set(AnomalyDetectorStatus().model_dump(by_alias=True))  # every field, camelCase
     assert all(v is not None for s in patch["series"] for k, v in s.items())  # nested objects stay compact
+
+
+def test_why_is_listed_only_for_pending_or_anomalous_series_and_bounded() -> None:
+    """Issue 15: the evidence goes to status for series above threshold only, at most MAX_WHY reasons."""
+    verdicts = {KEY_A: anomalous(0.9, 100), KEY_B: normal(0.3)}
+    why = {KEY_A: ("a1", "a2", "a3", "a4"), KEY_B: ("stale reason",)}
+    top = statuses.top_series(verdicts, {}, 10, why)
+    assert [(s.labels["instance"], s.why) for s in top] == [("a", ["a1", "a2", "a3"]), ("b", [])]
+    assert statuses.top_series(verdicts, {}, 10)[0].why == []
