@@ -297,10 +297,11 @@ def event_threshold(data: Path, scores: Sequence[npt.NDArray[np.float64]], serie
 SENSITIVITY_LEVELS: tuple[tuple[float, float], ...] = ((0.0, 0.25), (0.25, 0.5), (0.5, 1.0), (0.75, 2.0), (1.0, 4.0))
 
 SENSITIVITY_RULE = (
-    "sensitivity 0.5 (medium) = the recommended threshold; for the other levels, the highest candidate threshold "
+    "sensitivity 0.5 (medium) = the recommended threshold; for each other level, the lowest candidate threshold "
     "(same candidates as the recommended one) whose pooled false alerts per series-week over every training "
     "series, scored by the shipped model, stay within 1/4 (0), 1/2 (0.25, low), 2x (0.75, high) or 4x (1) of "
-    "medium's; thresholds are kept non-increasing in sensitivity"
+    "medium's, never above medium's threshold for the higher levels nor below it for the lower ones; "
+    "thresholds are kept non-increasing in sensitivity"
 )
 
 
@@ -323,8 +324,7 @@ def sensitivity_table(data: Path, scores: Sequence[npt.NDArray[np.float64]], ser
         else:
             budget = base * multiple
             within = [(c, f) for c, f in measured if float(f["false_alerts_per_series_week"] or 0.0) <= budget]
-            # Fewest alerts side: the highest threshold within budget would be the top candidate; the budget
-            # is an upper bound, so take the lowest threshold (most recall) that stays within it.
+            # The budget is an upper bound on alerts: the lowest threshold (most recall) that stays within it.
             threshold, figures = min(within, key=lambda p: p[0]) if within else measured[0]
             if level < 0.5:
                 threshold, figures = (threshold, figures) if threshold >= recommended else (recommended, medium)
