@@ -135,5 +135,6 @@ def test_why_is_listed_only_for_pending_or_anomalous_series_and_bounded() -> Non
     verdicts = {KEY_A: anomalous(0.9, 100), KEY_B: normal(0.3)}
     why = {KEY_A: ("a1", "a2", "a3", "a4"), KEY_B: ("stale reason",)}
     top = statuses.top_series(verdicts, {}, 10, why)
-    assert [(s.labels["instance"], s.why) for s in top] == [("a", ["a1", "a2", "a3"]), ("b", [])]
-    assert statuses.top_series(verdicts, {}, 10)[0].why == []
+    assert [(s.labels["instance"], s.why) for s in top] == [("a", ["a1", "a2", "a3"]), ("b", None)]
+    assert statuses.top_series(verdicts, {}, 10)[0].why is None
+    assert "why" not in top[1].to_wire() and top[0].to_wire()["why"] == ["a1", "a2", "a3"]

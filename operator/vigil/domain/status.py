@@ -155,6 +155,11 @@ def _anomalous_reason(outcome: Outcome) -> tuple[Reason, str]:
 _EXPLAINED = (SeriesState.PENDING, SeriesState.ANOMALOUS)
 
 
+def _why(state: SeriesState, reasons: tuple[str, ...]) -> list[str] | None:
+    """The reasons to list for a series in ``state``; None (left out of status) when there are none."""
+    return list(reasons[:MAX_WHY]) if state in _EXPLAINED and reasons else None
+
+
 def top_series(
     verdicts: Mapping[SeriesKey, detection.SeriesVerdict],
     labels: Mapping[SeriesKey, Mapping[str, str]],
@@ -178,7 +183,7 @@ def top_series(
             anomalous=verdicts[key].anomalous,
             state=verdicts[key].state,
             since=_ts(verdicts[key].since),
-            why=list((explanations or {}).get(key, ()))[:MAX_WHY] if verdicts[key].state in _EXPLAINED else [],
+            why=_why(verdicts[key].state, (explanations or {}).get(key, ())),
         )
         for key in chosen
     ]

@@ -232,8 +232,8 @@ class SeriesStatus(Model):
     state: SeriesState = Field(description="Normal, Pending (above threshold, waiting 'for'), "
                                "Anomalous, Missing or WarmingUp.")
     since: datetime.datetime | None = Field(default=None, description="When the current state began.")
-    why: list[Annotated[str, Field(max_length=MAX_WHY_LENGTH)]] = Field(
-        default_factory=list, max_length=MAX_WHY,
+    why: list[Annotated[str, Field(max_length=MAX_WHY_LENGTH)]] | None = Field(
+        default=None, max_length=MAX_WHY,
         description=f"For an anomalous or pending series scored by a model that explains itself (the "
         f"built-in one): up to {MAX_WHY} pieces of evidence that raised its score most, largest first, "
         "e.g. 'level 4.1 robust SDs below the same time on previous days'.",
