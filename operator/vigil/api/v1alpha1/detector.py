@@ -236,7 +236,7 @@ class SeriesStatus(Model):
         default=None, max_length=MAX_WHY,
         description=f"For an anomalous or pending series scored by a model that explains itself (the "
         f"built-in one): up to {MAX_WHY} pieces of evidence that raised its score most, largest first, "
-        "e.g. 'level 4.1 robust SDs below the same time on previous days'.",
+        "e.g. 'change point 12 min ago (downward shift against the daily pattern)'.",
     )
 
 
