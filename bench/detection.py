@@ -65,9 +65,10 @@ from vigil.features import contract
 ROOT = Path(__file__).resolve().parents[1]
 SEED = train.SEED
 ANCHOR_FOLDERS = ("realAWSCloudwatch", "realKnownCause", "realTraffic")
-DETECTORS = ("model", "zscore", "iforest")
+DETECTORS = ("model", "v3", "zscore", "iforest")
 TITLES = {
-    "model": "Vigil model (vigil backtest path)",
+    "model": "Vigil shipped model, v2 (vigil backtest path)",
+    "v3": "Vigil v3 candidate (vigil backtest path)",
     "zscore": "Rolling z-score rule (24 h, PromQL)",
     "iforest": "IsolationForest (same features)",
 }
@@ -155,9 +156,9 @@ def predict(clf: Any, item: Item) -> Floats:
 class ModelFolds:
     """The model's recipe per fold: fit on the training groups, threshold from the fit's scores on them."""
 
-    def __init__(self, series: Sequence[dataset.Series], params: dict[str, Any]) -> None:
+    def __init__(self, series: Sequence[dataset.Series], params: dict[str, Any], feats: train.Features) -> None:
         self.params = params
-        self.feats = train.featurise(series)
+        self.feats = feats
         self.labels = [dataset.training_labels(s, train.HORIZON) for s in series]
 
     def fit(self, members: Sequence[int]) -> Any:
@@ -166,24 +167,25 @@ class ModelFolds:
     def threshold(self, clf: Any, items: Sequence[Item], members: Sequence[int]) -> float:
         """Best pooled event F1 over the training groups' series, scored by the model fitted on them.
 
-        In-sample on the training groups: a 3-coefficient logistic regression barely overfits. An
-        inner grouped CV (tried first) pooled the scores of differently calibrated inner models and
-        chose thresholds that cost much recall on the held-out groups.
+        In-sample on the training groups: a logistic regression on a few features barely overfits. An
+        inner grouped CV (tried first for v2) pooled the scores of differently calibrated inner models
+        and chose thresholds that cost much recall on the held-out groups.
         """
         chosen = [predict(clf, items[i]) for i in members]
         return events.best_threshold(candidates(chosen), triples([items[i] for i in members], chosen))
 
 
-def scorer_for(clf: Any) -> inference.Scorer:
+def scorer_for(clf: Any, names: Sequence[str]) -> inference.Scorer:
+    """The fold's model as the operator would load it: ONNX over ``names`` only (what ships)."""
     metadata = {
         contract.META_MODEL_NAME: "bench-fold",
         contract.META_FEATURE_VERSION: features.FEATURE_VERSION,
-        contract.META_FEATURE_NAMES: ",".join(features.FEATURE_NAMES),
+        contract.META_FEATURE_NAMES: ",".join(names),
         contract.META_WINDOW: str(features.WINDOW),
         contract.META_MIN_POINTS: str(features.MIN_POINTS),
         contract.META_RECOMMENDED_THRESHOLD: "0.5",
     }
-    return inference.Scorer(export.to_onnx(clf, len(features.FEATURE_NAMES), metadata))
+    return inference.Scorer(export.to_onnx(train.narrowed(clf, names), len(names), metadata))
 
 
 @dataclasses.dataclass
@@ -192,31 +194,40 @@ class Outcome:
 
     detections: dict[str, dict[str, npt.NDArray[np.bool_]]]
     settings: dict[str, dict[str, float]]
-    backtest_points: int = 0
-    backtest_seconds: float = 0.0
+    backtest_points: dict[str, int] = dataclasses.field(default_factory=dict)
+    backtest_seconds: dict[str, float] = dataclasses.field(default_factory=dict)
+    scorers: dict[str, inference.Scorer] = dataclasses.field(default_factory=dict)  # the last fold's, for costs
+    scores: dict[str, dict[str, Floats]] = dataclasses.field(default_factory=dict)  # out-of-fold, per series
+    thresholds: dict[str, dict[str, float]] = dataclasses.field(default_factory=dict)  # per series
 
 
 def cross_validate(items: Sequence[Item], series: Sequence[dataset.Series], params: dict[str, Any],
                    log: Callable[[str], None]) -> Outcome:
     out = Outcome({d: {} for d in DETECTORS}, {d: {} for d in DETECTORS})
-    model = ModelFolds(series, params)
+    feats = train.featurise(series)
+    recipes = {"model": ModelFolds(series, params, feats), "v3": ModelFolds(series, train.V3_PARAMS, feats)}
     zscores = [zscore_scores(i.timestamps, i.values) for i in items]
     for group in sorted({i.group for i in items}):
         started = time.perf_counter()
         test = [k for k, i in enumerate(items) if i.group == group]
         fit_on = [k for k, i in enumerate(items) if i.group != group]
 
-        # Model: fitted on the training groups, threshold from its scores there, scored by vigil backtest.
-        clf = model.fit(fit_on)
-        threshold = model.threshold(clf, items, fit_on)
-        scorer = scorer_for(clf)
-        out.settings["model"][group] = threshold
-        for k in test:
-            t0 = time.perf_counter()
-            result = backtest.run(items[k].timestamps, items[k].values, scorer, threshold)
-            out.backtest_seconds += time.perf_counter() - t0
-            out.backtest_points += len(items[k].values)
-            out.detections["model"][items[k].name] = result.anomalous
+        # Model (the shipped recipe and the v3 candidate): fitted on the training groups, threshold from
+        # its scores there, scored by vigil backtest.
+        for who, model in recipes.items():
+            clf = model.fit(fit_on)
+            threshold = model.threshold(clf, items, fit_on)
+            scorer = scorer_for(clf, recipes[who].params["features"])
+            out.scorers[who] = scorer
+            out.settings[who][group] = threshold
+            for k in test:
+                t0 = time.perf_counter()
+                result = backtest.run(items[k].timestamps, items[k].values, scorer, threshold)
+                out.backtest_seconds[who] = out.backtest_seconds.get(who, 0.0) + time.perf_counter() - t0
+                out.backtest_points[who] = out.backtest_points.get(who, 0) + len(items[k].values)
+                out.detections[who][items[k].name] = result.anomalous
+                out.scores.setdefault(who, {})[items[k].name] = result.scores
+                out.thresholds.setdefault(who, {})[items[k].name] = threshold
 
         # z-score rule: k maximising pooled F1 over the training groups.
         k_best = events.best_threshold(Z_KS, triples([items[k] for k in fit_on], [zscores[k] for k in fit_on]))
@@ -239,7 +250,8 @@ def cross_validate(items: Sequence[Item], series: Sequence[dataset.Series], para
         out.settings["iforest"][group] = cut
         for k in test:
             out.detections["iforest"][items[k].name] = iscore(items[k]) >= cut
-        log(f"  fold {group}: {len(test)} series, model threshold {threshold:.4f}, z k={k_best:g}, "
+        log(f"  fold {group}: {len(test)} series, model threshold {out.settings['model'][group]:.4f}, "
+            f"v3 {out.settings['v3'][group]:.4f}, z k={k_best:g}, "
             f"{time.perf_counter() - started:.1f} s")
     return out
 
@@ -251,9 +263,8 @@ def figures(items: Sequence[Item], detections: dict[str, npt.NDArray[np.bool_]],
     return {"series": len(chosen), **events.scores(total)}
 
 
-def per_point_cost(model: Path, repeat: int = 20) -> dict[str, float]:
-    """µs per point of features + inference of ``model``, one detector's 5 series and 10,000 windows."""
-    scorer = inference.Scorer(model.read_bytes())
+def per_point_cost(scorer: inference.Scorer, repeat: int = 20) -> dict[str, float]:
+    """µs per point of features + inference of ``scorer``, one detector's 5 series and 10,000 windows."""
     rng = np.random.default_rng(SEED)
     walk = np.cumsum(rng.normal(size=(10_000, features.WINDOW)), axis=1) + 100.0
     out: dict[str, float] = {}
@@ -269,7 +280,10 @@ def per_point_cost(model: Path, repeat: int = 20) -> dict[str, float]:
     return out
 
 
-def run(data: Path, quick: bool, model: Path, log: Callable[[str], None] = print) -> dict[str, Any]:
+MISS_PLOT = ROOT / "docs" / "bench" / "img" / "detection-v3-miss.png"
+
+
+def run(data: Path, quick: bool, model: Path, log: Callable[[str], None] = print, plot: bool = True) -> dict[str, Any]:
     started = time.perf_counter()
     series = dataset.load_nab(data)
     groups = dataset.cv_groups(series)
@@ -293,15 +307,78 @@ def run(data: Path, quick: bool, model: Path, log: Callable[[str], None] = print
         result["all"][d] = figures(items, det, lambda i: True)
         result["folders"][d] = {f: figures(items, det, lambda i, f=f: i.folder == f) for f in folders}
     result["cost"] = {
-        **per_point_cost(model),
-        "backtest_points_per_second": outcome.backtest_points / outcome.backtest_seconds,
+        **per_point_cost(inference.Scorer(model.read_bytes())),
+        "backtest_points_per_second": outcome.backtest_points["model"] / outcome.backtest_seconds["model"],
+        "v3": {
+            **per_point_cost(outcome.scorers["v3"]),
+            "backtest_points_per_second": outcome.backtest_points["v3"] / outcome.backtest_seconds["v3"],
+        },
         "machine": f"{platform.machine()}, {os.cpu_count()} CPUs, Python {platform.python_version()}",
+        "load_average_1m_at_end": os.getloadavg()[0],
     }
+    result["misses"] = {d: misses(items, outcome.detections[d]) for d in ("model", "v3")}
+    result["miss_plot"] = plot_miss(items, outcome, "v3", result["misses"]["v3"], MISS_PLOT) if plot else None
     result["model_params"] = params
+    result["v3_params"] = train.V3_PARAMS
     result["iforest_params"] = IFOREST_PARAMS
     result["quick"] = quick
     result["seconds"] = time.perf_counter() - started
     return result
+
+
+def misses(items: Sequence[Item], detections: dict[str, npt.NDArray[np.bool_]]) -> dict[str, list[dict[str, Any]]]:
+    """Per folder, the label windows (after probation) with no detection: what the detector still misses."""
+    out: dict[str, list[dict[str, Any]]] = {}
+    for item in items:
+        d = detections[item.name].copy()
+        d[: events.probation(len(d))] = False
+        for i0, i1 in events.window_ranges(item.timestamps, item.windows):
+            if not d[i0 : i1 + 1].any():
+                out.setdefault(item.folder, []).append({
+                    "series": item.name, "start": _iso(item.timestamps[i0]), "end": _iso(item.timestamps[i1]),
+                    "first": int(i0), "last": int(i1),
+                })
+    return out
+
+
+def _iso(t: float) -> str:
+    return time.strftime("%Y-%m-%d %H:%M", time.gmtime(t))
+
+
+def plot_miss(items: Sequence[Item], outcome: Outcome, who: str, missed: dict[str, list[dict[str, Any]]],
+              path: Path) -> dict[str, Any] | None:
+    """Plot the first missed window of ``who`` in the anchor folders (by folder, series, time): values, window,
+    the out-of-fold score and the fold's threshold. Returns what was plotted (None if nothing was missed)."""
+    chosen = next((m for f in ANCHOR_FOLDERS for m in missed.get(f, [])), None)
+    if chosen is None:
+        return None
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    item = next(i for i in items if i.name == chosen["series"])
+    span = chosen["last"] - chosen["first"]
+    lo, hi = max(0, chosen["first"] - 2 * span), min(len(item.values), chosen["last"] + span)
+    t = (item.timestamps[lo:hi] - item.timestamps[chosen["first"]]) / 3600.0
+    fig, ax = plt.subplots(figsize=(10, 4))
+    ax.plot(t, item.values[lo:hi], lw=0.8, color="tab:blue", label="value")
+    ax.axvspan(0, (item.timestamps[chosen["last"]] - item.timestamps[chosen["first"]]) / 3600.0,
+               color="tab:red", alpha=0.15, label="labelled window (missed)")
+    ax.set_xlabel(f"hours from the window start ({chosen['start']} UTC)")
+    ax.set_ylabel("value")
+    score_ax = ax.twinx()
+    score_ax.plot(t, outcome.scores[who][item.name][lo:hi], lw=0.8, color="tab:green", label=f"{who} score")
+    score_ax.axhline(outcome.thresholds[who][item.name], color="tab:green", ls="--", lw=0.8, label="threshold")
+    score_ax.set_ylabel("score")
+    ax.set_title(f"{TITLES[who]} misses {item.name}")
+    handles = ax.get_legend_handles_labels()[0] + score_ax.get_legend_handles_labels()[0]
+    ax.legend(handles, [h.get_label() for h in handles], loc="upper left", fontsize=8)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+    return {**chosen, "image": path.name}
 
 
 ROW_KEYS = (("f1", "event F1"), ("precision", "precision"), ("recall", "recall"), ("tp_windows", "TPw"),
@@ -335,7 +412,10 @@ def markdown(result: dict[str, Any]) -> str:
         "no later than the labelled anomaly point (NAB windows are centred on it, so about half the window "
         "length; the last column measures it directly, negative = before the anomaly point). "
         "Published anchors under the same definitions: contextOSE 0.64 F1 / 0.33 false alerts, "
-        "Numenta HTM 0.57 / 0.52.",
+        "Numenta HTM 0.57 / 0.52. Goals of issue 15 (detection v3) on these folders: event F1 >= 0.68 at <= 0.3 "
+        "false alerts per series-week, every folder at least as good as v2; features + inference < 50 µs per "
+        "point for one detector's 5 series; backtest >= 200k points/s (see Cost below). The v3 candidate ships "
+        "as the built-in model only if it beats the shipped model here.",
         "",
         "## All folders, pooled",
         "",
@@ -346,22 +426,43 @@ def markdown(result: dict[str, Any]) -> str:
     ]
     for folder in sorted(next(iter(result["folders"].values()))):
         lines += [f"### {folder}", "", *block({d: result["folders"][d][folder] for d in DETECTORS}), ""]
+    lines += ["## What the v3 candidate still misses", "",
+              "Label windows (after probation) with no detection, per folder, out of fold; the shipped model's "
+              "count beside it.", ""]
+    lines += card.table(["folder", "v3 missed", "shipped model missed", "v3 missed windows"], [
+        [f, len(result["misses"]["v3"].get(f, [])), len(result["misses"]["model"].get(f, [])),
+         "; ".join(f"{m['series'].split('/')[-1].removesuffix('.csv')} {m['start']}"
+                   for m in result["misses"]["v3"].get(f, []))]
+        for f in sorted(next(iter(result["folders"].values())))
+    ])
+    if result.get("miss_plot"):
+        m = result["miss_plot"]
+        lines += ["", f"One miss, plotted (the first in the anchor folders): `{m['series']}`, window {m['start']} .. "
+                  f"{m['end']} UTC, with the out-of-fold v3 score and its fold's threshold.", "",
+                  f"![v3 miss](img/{m['image']})", ""]
     lines += [
+        "",
         "## Cost",
         "",
         f"Features + ONNX inference of the shipped model, single thread: "
         f"{cost['batch_5_us_per_point']:.1f} µs/point when one detector's 5 series are batched, "
         f"{cost['batch_10000_us_per_point']:.1f} µs/point in batches of 10,000 windows (goal: < 50 µs). "
         f"`vigil backtest` path in this run: {cost['backtest_points_per_second']:,.0f} points/s "
-        f"(per-fold models, includes the verdict state machine). Machine: {cost['machine']}.",
+        f"(per-fold models, includes the verdict state machine). The v3 candidate (long + context features): "
+        f"{cost['v3']['batch_5_us_per_point']:.1f} µs/point batched by 5, "
+        f"{cost['v3']['batch_10000_us_per_point']:.1f} µs/point by 10,000, backtest "
+        f"{cost['v3']['backtest_points_per_second']:,.0f} points/s. Machine: {cost['machine']}; 1-minute load "
+        f"average at the end of the run {cost['load_average_1m_at_end']:.1f} (the machine is shared: timings "
+        "under load are upper bounds).",
         "",
         "## Cross-validation groups",
         "",
         result["cv_groups_rule"],
         "",
-        *card.table(["group", "series", "model threshold", "z-score k", "IsolationForest threshold"], [
+        *card.table(["group", "series", "model threshold", "v3 threshold", "z-score k", "IsolationForest threshold"], [
             [g, ", ".join(n.split("/")[-1].removesuffix(".csv") for n in names),
-             result["settings"]["model"][g], result["settings"]["zscore"][g], result["settings"]["iforest"][g]]
+             result["settings"]["model"][g], result["settings"]["v3"][g], result["settings"]["zscore"][g],
+             result["settings"]["iforest"][g]]
             for g, names in result["groups"].items()
         ]),
         "",
@@ -383,7 +484,9 @@ def print_summary(result: dict[str, Any]) -> None:
     c = result["cost"]
     print(f"\nfeatures + inference: {c['batch_5_us_per_point']:.1f} us/point (batch of 5), "
           f"{c['batch_10000_us_per_point']:.1f} us/point (batch of 10,000); backtest "
-          f"{c['backtest_points_per_second']:,.0f} points/s; {result['seconds']:.0f} s")
+          f"{c['backtest_points_per_second']:,.0f} points/s; v3 candidate {c['v3']['batch_5_us_per_point']:.1f} / "
+          f"{c['v3']['batch_10000_us_per_point']:.1f} us/point, backtest {c['v3']['backtest_points_per_second']:,.0f} "
+          f"points/s; {result['seconds']:.0f} s")
 
 
 def write(result: dict[str, Any], docs: Path, models: Path) -> None:
@@ -404,7 +507,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--docs", type=Path, default=ROOT / "docs" / "bench" / "detection.md")
     parser.add_argument("--models", type=Path, default=ROOT / "operator" / "vigil" / "models")
     args = parser.parse_args(argv)
-    result = run(args.data, args.quick, args.models / "default.onnx")
+    result = run(args.data, args.quick, args.models / "default.onnx", plot=not args.no_write)
     print_summary(result)
     if not args.no_write:
         write(result, args.docs, args.models)

@@ -63,12 +63,18 @@ def limitations(card: dict[str, Any]) -> list[str]:
         "- Point ROC-AUC is a poor guide for this model: it flags the onset of a new extreme, and most points "
         "of a NAB window (which runs 50-500 points past the anomaly point) are not new extremes any more; "
         "the event figures of the benchmark section are the ones that matter.",
-        f"- The model flags values beyond the range of the last {card['window']} points (a week at 5-minute "
-        "steps). An incident that stays within that range, or a drop to a familiar level, is missed. "
+        f"- The novelty features flag values beyond the range of the last {card['window']} points (a week at "
+        "5-minute steps); the context features (feature-v3) add the same time on previous days, a CUSUM of "
+        "the seasonal residuals and a volatility shift. Their period is a fixed number of points (a day at "
+        "5-minute steps): at other steps the 'day' is a different length of time. "
         "99th percentile of out-of-fold scores on the series without anomalies: "
         + ", ".join(f"{s['series'].split('/')[1]} {fmt(s['oof_p99_outside_windows'])}" for s in flat) + ".",
-        "- Scores are P(anomaly) of a class-balanced model, not calibrated probabilities: use the "
-        "recommended threshold, not 0.5.",
+        ("- Scores are calibrated (Platt scaling on the unweighted training rows): they estimate the share of "
+         "points with these features that lie in a labelled anomaly's span after its anomaly point, not the "
+         "chance of an incident; use the recommended threshold or spec.sensitivity, not 0.5."
+         if card["model"]["params"].get("calibrate") else
+         "- Scores are P(anomaly) of a class-balanced model, not calibrated probabilities: use the "
+         "recommended threshold, not 0.5."),
         "- The features, the model's inputs, the window width and the 1% flagged-share cap were chosen "
         "while looking at grouped-CV event figures on these same series, so the figures are somewhat "
         "optimistic; the series the project holds back are the real test.",
@@ -144,6 +150,24 @@ def render(card: dict[str, Any]) -> str:
     if card["model"]["quick"]:
         out += ["", "**Quick smoke run (`--quick`): small ensemble, no window study. Not the shipped model.**"]
 
+    if card.get("sensitivity_table"):
+        out += ["", "## Sensitivity (calibration table)", "",
+                "`spec.sensitivity` (low = 0.25, medium = 0.5, high = 0.75, or a number in [0, 1]) maps to a "
+                "threshold through this table, shipped in the ONNX metadata (`vigil.sensitivity_table`); between "
+                f"rows the threshold is interpolated linearly. Rule: {card['sensitivity_rule']}. The figures are "
+                "in-sample (every series, the shipped model): they show the relative alert volume of each level, "
+                "not held-out quality (see the benchmark for that).", ""]
+        out += table(["sensitivity", "threshold", "false alerts / series-week", "event recall", "event F1"],
+                     [[r["sensitivity"], r["threshold"], r["false_alerts_per_series_week"], r["recall"], r["f1"]]
+                      for r in card["sensitivity_table"]])
+        out += ["", "## Explanations", "",
+                "The ONNX metadata also carries the logit coefficients (`vigil.logit_coefficients`) and the mean "
+                "feature values of the training negatives (`vigil.typical_features`). For a series at or above "
+                "its threshold the operator ranks coefficient x (value - typical), which is exactly each "
+                "feature's share of the logit above a typical point's, and writes the top 3 in words to "
+                "`status.series[].why` (see docs/detection.md).", ""]
+        out += table(["feature", "logit coefficient", "typical value"],
+                     [[n, card["model"]["coefficients"].get(n, 0.0), v] for n, v in card["typical_features"].items()])
     out += ["", "## Grouped cross-validation", "", f"Scheme: {cv['scheme']}.", ""]
     for who in ("model", "baseline"):
         block = cv[who]

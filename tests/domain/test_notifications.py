@@ -314,9 +314,23 @@ def test_webhook_body_schema_v1() -> None:
         "reason": {
             "source": "detector", "detector": "web-p99", "alert": None,
             "series": [{"__name__": "http_p99", "instance": "i-0abc"}],
-            "score": 0.97, "threshold": 0.8, "anomalousSince": None, "time": "2024-05-01T12:00:00Z",
+            "score": 0.97, "threshold": 0.8, "anomalousSince": None, "why": [], "time": "2024-05-01T12:00:00Z",
         },
     }
+
+
+def test_the_detectors_evidence_is_in_every_channel() -> None:
+    """Issue 15: the top evidence of the detector reaches Slack, Discord and the webhook, escaped."""
+    why = ["change point 12 min ago (downward shift against the daily pattern)", "level *4.1* SDs below <!channel>"]
+    reason = Reason(source="detector", detector="web-p99", series=[{"instance": "i-0abc"}], score=0.9,
+                    threshold=0.5, why=why, time=datetime.datetime(2024, 5, 1, 12, tzinfo=datetime.UTC))
+    e = event(reason=reason)
+    assert notifications.webhook_body(e)["reason"]["why"] == why
+    slack = "\n".join(mrkdwn_texts(notifications.slack_message(e)))
+    assert ("*Why:* change point 12 min ago (downward shift against the daily pattern); level *4.1* SDs below "
+            "&lt;!channel&gt;") in slack and "<!channel>" not in slack
+    discord = notifications.discord_message(e)["embeds"][0]["description"]
+    assert "**Why:** change point 12 min ago" in discord and "\\*4.1\\*" in discord
 
 
 def test_webhook_body_keeps_every_key_when_values_are_unknown() -> None:

@@ -303,3 +303,13 @@ def test_command_deadline_covers_delivery_and_execution() -> None:
 ])
 def test_command_output_excerpt(text: str | None, kept: str | None, cut: bool) -> None:
     assert commands.excerpt(text) == (kept, cut)
+
+
+def test_firing_evidence_carries_the_detectors_reasons_deduplicated() -> None:
+    """Issue 15: each anomalous series' why, once each, in order, for the notifications (Reason.why)."""
+    a = SeriesSignal({"instance_id": "i-1"}, 0.9, True, SeriesState.ANOMALOUS, ("change point 5 min ago", "x"))
+    b = SeriesSignal({"instance_id": "i-2"}, 0.8, True, SeriesState.ANOMALOUS, ("x", "y"))
+    quiet = SeriesSignal({"instance_id": "i-3"}, 0.1, False, SeriesState.NORMAL, ("not anomalous",))
+    result = fire(signal(series=(a, b, quiet)))
+    assert result.state == TriggerState.FIRING and result.evidence is not None
+    assert result.evidence.why == ("change point 5 min ago", "x", "y")

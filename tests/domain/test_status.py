@@ -147,3 +147,13 @@ def test_score_history_keeps_the_last_points_oldest_first_and_survives_failures(
                                                 normal(0.0)), 10)
     assert len(again.score_history) == SCORE_HISTORY_POINTS and again.score_history[-1].score == 0.9
     assert again.score_history[:-1] == history[:-1]  # the same second: the later score replaces the point
+
+
+def test_why_is_listed_only_for_pending_or_anomalous_series_and_bounded() -> None:
+    """Issue 15: the evidence goes to status for series above threshold only, at most MAX_WHY reasons."""
+    verdicts = {KEY_A: anomalous(0.9, 100), KEY_B: normal(0.3)}
+    why = {KEY_A: ("a1", "a2", "a3", "a4"), KEY_B: ("stale reason",)}
+    top = statuses.top_series(verdicts, {}, 10, why)
+    assert [(s.labels["instance"], s.why) for s in top] == [("a", ["a1", "a2", "a3"]), ("b", None)]
+    assert statuses.top_series(verdicts, {}, 10)[0].why is None
+    assert "why" not in top[1].to_wire() and top[0].to_wire()["why"] == ["a1", "a2", "a3"]

@@ -37,7 +37,7 @@ SERIES = {**{name.split("/")[1]: v for name, v in nab_series().items()}, "walk":
 
 def test_public_api() -> None:
     assert isinstance(features.FEATURE_VERSION, str) and features.FEATURE_VERSION
-    assert 8 <= F <= 16 and len(set(features.FEATURE_NAMES)) == F
+    assert 8 <= F <= 24 and len(set(features.FEATURE_NAMES)) == F
     assert all("," not in name for name in features.FEATURE_NAMES)  # joined with commas in the ONNX metadata
     assert window.RECENT < features.MIN_POINTS <= features.WINDOW
     assert set(window.FEATURE_DESCRIPTIONS) == set(features.FEATURE_NAMES)
@@ -223,3 +223,81 @@ def test_a_subset_of_names_gives_exactly_those_columns() -> None:
 def test_unknown_repeated_or_no_names_are_refused(names: tuple[str, ...]) -> None:
     with pytest.raises(ValueError, match="feature names"):
         features.columns(names)
+
+
+def daily(days: int, seed: int, noise: float = 0.05) -> npt.NDArray[np.float64]:
+    """A clean daily cycle (PERIOD points a day) between 0 and 2, with a little noise."""
+    t = np.arange(days * window.PERIOD)
+    rng = np.random.default_rng(seed)
+    return 1.0 + np.sin(2 * np.pi * t / window.PERIOD) + rng.normal(scale=noise, size=len(t))
+
+
+def column(X: npt.NDArray[np.float32], name: str) -> npt.NDArray[np.float32]:
+    return X[:, features.FEATURE_NAMES.index(name)]
+
+
+def test_seasonal_residual_catches_a_level_normal_at_another_time_of_day() -> None:
+    """Night-time values jumping to the daytime peak stay inside the week's range but not inside the hour's."""
+    values = daily(8, 1)
+    t0 = 7 * window.PERIOD + window.PERIOD * 3 // 4  # the trough of the eighth day
+    values[t0 : t0 + window.RECENT] = 1.9  # normal at the peak, 6 h earlier
+    X, valid = features.extract_series(values)
+    now = t0 + window.RECENT - 1
+    assert valid[now]
+    assert column(X, "long_range_pos")[now] < np.log(2)  # no new extreme of the week
+    for name in ("season_absz", "season_absz_recent"):  # far beyond any residual of the last 12 h
+        assert column(X, name)[now] > 1.0 and column(X, name)[t0 - 1] == 0.0
+    assert column(X, "season_cusum")[now] > 3 * max(column(X, "season_cusum")[t0 - 1], 1.0)
+
+
+def test_one_spike_is_not_a_sustained_seasonal_excursion() -> None:
+    values = daily(8, 5)
+    t0 = 7 * window.PERIOD + 10
+    values[t0] += 1.5
+    X, _ = features.extract_series(values)
+    assert column(X, "season_absz")[t0] > 1.0
+    assert column(X, "season_absz_recent")[t0] == 0.0
+
+
+def test_cusum_accumulates_a_small_sustained_shift() -> None:
+    """A shift of 3 residual standard deviations: small per point, large once it has lasted an hour."""
+    values = daily(8, 2, noise=0.1)
+    t0 = 7 * window.PERIOD + 100
+    values[t0:] += 0.3
+    X, _ = features.extract_series(values)
+    cusum = column(X, "season_cusum")
+    assert cusum[t0 + 12] > cusum[t0 + 2] > cusum[t0 - 1]
+    assert cusum[t0 + 12] > 2 * np.percentile(cusum[6 * window.PERIOD : t0], 99)
+
+
+def test_vol_shift_sees_a_burst_of_noise() -> None:
+    values = daily(8, 3, noise=0.01)
+    t0 = 7 * window.PERIOD + 50
+    values[t0 : t0 + window.VOL_RECENT] += np.random.default_rng(0).normal(scale=0.5, size=window.VOL_RECENT)
+    X, _ = features.extract_series(values)
+    vol = column(X, "vol_shift")
+    assert vol[t0 + window.VOL_RECENT - 1] > 2.0 > vol[t0 - 1]
+
+
+def test_context_is_zero_before_the_first_seasonal_lag() -> None:
+    """Less than a day of history: no seasonal baseline, so no seasonal evidence (not an invented one)."""
+    X, valid = features.extract_series(daily(1, 4))
+    assert valid[window.PERIOD - 1]
+    for name in ("season_absz", "season_absz_recent", "season_cusum"):
+        assert not column(X, name)[: window.PERIOD].any()
+
+
+def test_seasonal_residuals_median_network() -> None:
+    rng = np.random.default_rng(9)
+    lags = [rng.normal(size=500) for _ in range(window.SEASON_LAGS)]
+    np.testing.assert_array_equal(window.seasonal_residuals(np.zeros(500), lags), -np.median(np.stack(lags), axis=0))
+    lags[1][:10] = np.nan  # one missing lag: a middle value of the other four
+    got = -window.seasonal_residuals(np.zeros(500), lags)[:10]
+    four = np.sort(np.stack([lags[j][:10] for j in (0, 2, 3, 4)]), axis=0)
+    assert np.all((got == four[1]) | (got == four[2]))
+    for j in (0, 2, 3):  # four missing: the one that is there
+        lags[j][:10] = np.nan
+    np.testing.assert_array_equal(-window.seasonal_residuals(np.zeros(500), lags)[:10], lags[4][:10])
+    lags[4][:10] = np.nan  # none: no residual
+    assert np.isnan(window.seasonal_residuals(np.zeros(500), lags)[:10]).all()
+    assert np.isfinite(window.seasonal_residuals(np.zeros(500), lags)[10:]).all()

@@ -73,6 +73,10 @@ def test_incident_is_detected_with_the_backtest_score(kubeapi: KubeAPIServer, op
     series = status["series"]
     assert isinstance(series, list) and series[0]["labels"]["scenario"] == "incident"
     assert series[0]["state"] == "Anomalous"
+    # Issue 15: the anomalous series says why, in words, from the built-in model's exact contributions.
+    why = series[0]["why"]
+    assert isinstance(why, list) and 1 <= len(why) <= 3 and all(0 < len(w) <= 120 for w in why), why
+    assert "of the last 7 days" in why[0], why
     # The live score is the backtest's score at the grid point the operator evaluated.
     evaluated_at = datetime.datetime.fromisoformat(str(status["lastEvaluationTime"]).replace("Z", "+00:00"))
     evaluated = scenario.STEP * (int(evaluated_at.timestamp()) // int(scenario.STEP))
@@ -104,9 +108,13 @@ def test_incident_is_detected_with_the_backtest_score(kubeapi: KubeAPIServer, op
 
 def test_normal_period_is_not_anomalous(kubeapi: KubeAPIServer, operator: OperatorProcess,
                                         scenarios: dict[str, scenario.Scenario]) -> None:
-    kubeapi.create(detector("cpu-normal", 'nab_cpu{scenario="normal"}', interval="1s", step="5m"))
+    kubeapi.create(detector("cpu-normal", 'nab_cpu{scenario="normal"}', interval="1s", step="5m", sensitivity="low"))
     status = wait_for(lambda: ready(kubeapi, "cpu-normal"), timeout=30, what="Ready")
     assert status["anomalous"] is False
+    # spec.sensitivity: low maps through the built-in model's calibration table (issue 15).
+    table = inference.Scorer(inference.builtin_bytes()).info.sensitivity_table
+    assert table is not None and status["threshold"] == pytest.approx(dict(table)[0.25])
+    assert status["threshold"] > status["model"]["recommendedThreshold"]  # type: ignore[index]
     assert conditions_of({"status": status})["Anomalous"]["reason"] == "Normal"
     assert not [e for e in kubeapi.events_for("AnomalyDetector", "default", "cpu-normal")
                 if e["reason"] == "AnomalyDetected"]

@@ -24,6 +24,7 @@ from vigil import features
 from vigil.adapters import model_guard
 from vigil.adapters.model_guard import Limits as Limits
 from vigil.api.v1alpha1.detector import BUILTIN_MODEL, Reason
+from vigil.domain import sensitivity
 from vigil.features import contract
 
 
@@ -48,6 +49,10 @@ class ModelInfo:
     recommended_threshold: float
     score_output: str
     score_column: int | None  # None for a [N] output
+    #: (sensitivity, threshold) rows measured in training; None = the model ships none.
+    sensitivity_table: sensitivity.Table | None = None
+    #: Per feature name, (logit coefficient, typical value): linear models that explain themselves.
+    contributions: tuple[tuple[str, float, float], ...] | None = None
 
 
 def digest(data: bytes) -> str:
@@ -83,14 +88,17 @@ def _verify(session: onnxruntime.InferenceSession, sha: str) -> ModelInfo:
     model_input = inputs[0]
     version = meta[contract.META_FEATURE_VERSION]
     names = tuple(meta[contract.META_FEATURE_NAMES].split(","))
-    if version != features.FEATURE_VERSION:
+    if version not in features.COMPATIBLE_VERSIONS:
         raise ModelError(
             Reason.MODEL_SIGNATURE_MISMATCH,
             f"model was trained on features v{version} ({len(names)} features); this operator computes "
             f"v{features.FEATURE_VERSION}",
         )
     try:
-        features.columns(names)
+        index = features.columns(names)
+        if max(index) >= features.COMPATIBLE_VERSIONS[version]:
+            # An older version's columns are a prefix of the newer list, defined unchanged.
+            raise ValueError(f"{version} has no feature {features.FEATURE_NAMES[max(index)]}")
     except ValueError as exc:
         raise ModelError(Reason.MODEL_SIGNATURE_MISMATCH,
                          f"model metadata {contract.META_FEATURE_NAMES}: {exc}") from exc
@@ -131,6 +139,13 @@ def _verify(session: onnxruntime.InferenceSession, sha: str) -> ModelInfo:
         )
     out_shape = outputs[output_name].shape
     column: int | None = int(column_text) if len(out_shape) == 2 else None
+    table = None
+    if contract.META_SENSITIVITY_TABLE in meta:
+        try:
+            table = sensitivity.parse_table(meta[contract.META_SENSITIVITY_TABLE])
+        except ValueError as exc:
+            raise ModelError(Reason.MODEL_INVALID, f"bad model metadata {contract.META_SENSITIVITY_TABLE}: {exc}") \
+                from exc
     return ModelInfo(
         name=meta.get(contract.META_MODEL_NAME, f"sha256:{sha[:12]}"),
         sha256=sha,
@@ -142,7 +157,38 @@ def _verify(session: onnxruntime.InferenceSession, sha: str) -> ModelInfo:
         recommended_threshold=threshold,
         score_output=output_name,
         score_column=column,
+        sensitivity_table=table,
+        contributions=_contributions(meta, names),
     )
+
+
+def _contributions(meta: dict[str, str], names: tuple[str, ...]) -> tuple[tuple[str, float, float], ...] | None:
+    """The linear explanation metadata, checked against the model's feature names; None if absent.
+
+    Malformed explanation metadata is ignored (the model still scores; verdicts just come
+    without reasons) rather than refused: it cannot change a score.
+    """
+    if contract.META_COEFFICIENTS not in meta or contract.META_TYPICAL not in meta:
+        return None
+    try:
+        coef = _pairs(meta[contract.META_COEFFICIENTS])
+        typical = _pairs(meta[contract.META_TYPICAL])
+    except ValueError:
+        return None
+    if set(coef) - set(names) or set(typical) - set(names) or not coef:
+        return None
+    return tuple((n, coef[n], typical.get(n, 0.0)) for n in names if n in coef)
+
+
+def _pairs(text: str) -> dict[str, float]:
+    out: dict[str, float] = {}
+    for part in text.split(",")[: len(features.FEATURE_NAMES)]:
+        name, _, value = part.partition(":")
+        number = float(value)
+        if not np.isfinite(number):
+            raise ValueError(f"{name}: not finite")
+        out[name] = number
+    return out
 
 
 def check(data: bytes, limits: Limits | None = None) -> None:

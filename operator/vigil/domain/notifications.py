@@ -170,6 +170,7 @@ class DiscordLimits:
 # How many items of a list are spelled out before "and N more".
 MAX_LISTED_TARGETS = 10
 MAX_LISTED_SERIES = 5
+MAX_LISTED_WHY = 3
 
 
 @dataclasses.dataclass(frozen=True)
@@ -385,6 +386,8 @@ def _slack_summary(event: NotificationEvent) -> str:
         if event.reason.series:
             shown = [_slack_code(series_text(s)) for s in event.reason.series[:MAX_LISTED_SERIES]]
             lines.append("*Anomalous series:* " + ", ".join(shown + _more(MAX_LISTED_SERIES, len(event.reason.series))))
+        if event.reason.why:
+            lines.append("*Why:* " + escape_mrkdwn("; ".join(event.reason.why[:MAX_LISTED_WHY])))
     return clip_mrkdwn("\n".join(lines), SlackLimits.SECTION_TEXT)
 
 
@@ -507,6 +510,8 @@ def _discord_description(event: NotificationEvent) -> str:
             shown = [_discord_code(series_text(s)) for s in event.reason.series[:MAX_LISTED_SERIES]]
             lines.append("**Anomalous series:** " + ", ".join(
                 shown + _more(MAX_LISTED_SERIES, len(event.reason.series))))
+        if event.reason.why:
+            lines.append("**Why:** " + escape_markdown("; ".join(event.reason.why[:MAX_LISTED_WHY])))
     return clip("\n".join(lines), DiscordLimits.DESCRIPTION)
 
 
@@ -571,6 +576,7 @@ def _reason(reason: Reason | None) -> dict[str, Any] | None:
         "score": reason.score,
         "threshold": reason.threshold,
         "anomalousSince": iso(reason.anomalous_since) if reason.anomalous_since else None,
+        "why": list(reason.why),
         "time": iso(reason.time),
     }
 

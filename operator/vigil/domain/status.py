@@ -16,6 +16,7 @@ from collections.abc import Mapping
 
 from vigil.api.v1alpha1.common import Condition, ConditionStatus
 from vigil.api.v1alpha1.detector import (
+    MAX_WHY,
     SCORE_HISTORY_POINTS,
     AnomalyDetectorStatus,
     ConditionType,
@@ -52,6 +53,8 @@ class Outcome:
     model: ModelStatus | None = None
     threshold: float | None = None
     for_seconds: float = 0.0
+    #: Evidence per series above the threshold (issue 15), for SeriesStatus.why; empty = none.
+    explanations: Mapping[SeriesKey, tuple[str, ...]] = dataclasses.field(default_factory=dict)
 
 
 def _ts(epoch: float) -> datetime.datetime:
@@ -88,7 +91,7 @@ def compose(previous: AnomalyDetectorStatus, outcome: Outcome, top_k: int) -> An
         status.series_count = len(outcome.series)
         status.anomalous_series = verdict.anomalous_series
         status.missing_series = verdict.missing_series
-        status.series = top_series(outcome.series, outcome.labels, top_k)
+        status.series = top_series(outcome.series, outcome.labels, top_k, outcome.explanations)
         status.model = outcome.model
         status.threshold = outcome.threshold
         status.observed_generation = gen
@@ -153,10 +156,20 @@ def _anomalous_reason(outcome: Outcome) -> tuple[Reason, str]:
     return Reason.NORMAL, f"no series anomalous ({verdict.scored_series} of {total} scored)"
 
 
+#: States whose series carry their evidence in status (the others' reasons would be noise).
+_EXPLAINED = (SeriesState.PENDING, SeriesState.ANOMALOUS)
+
+
+def _why(state: SeriesState, reasons: tuple[str, ...]) -> list[str] | None:
+    """The reasons to list for a series in ``state``; None (left out of status) when there are none."""
+    return list(reasons[:MAX_WHY]) if state in _EXPLAINED and reasons else None
+
+
 def top_series(
     verdicts: Mapping[SeriesKey, detection.SeriesVerdict],
     labels: Mapping[SeriesKey, Mapping[str, str]],
     top_k: int,
+    explanations: Mapping[SeriesKey, tuple[str, ...]] | None = None,
 ) -> list[SeriesStatus]:
     """The ``top_k`` series to list: anomalous first, then by score, then by labels (stable).
 
@@ -175,6 +188,7 @@ def top_series(
             anomalous=verdicts[key].anomalous,
             state=verdicts[key].state,
             since=_ts(verdicts[key].since),
+            why=_why(verdicts[key].state, (explanations or {}).get(key, ())),
         )
         for key in chosen
     ]

@@ -22,13 +22,14 @@ from vigil import features
 from vigil.adapters import inference, prometheus
 from vigil.adapters.metrics import OperatorMetrics
 from vigil.api.v1alpha1.detector import MAX_STEP, AnomalyDetectorSpec, MissingDataPolicy, ModelStatus, Reason
-from vigil.domain import detection, durations, history
+from vigil.domain import detection, durations, history, sensitivity
 from vigil.domain.allowlist import AllowList
 from vigil.domain.detection import Availability
 from vigil.domain.history import GridHistory, SeriesKey
 from vigil.domain.status import Outcome, OutcomeKind
 from vigil.engine import models, scoring
 from vigil.engine.registry import DetectorEntry
+from vigil.features import evidence
 
 logger = logging.getLogger(__name__)
 
@@ -122,7 +123,11 @@ async def _plan(entry: DetectorEntry, now: float, settings: EngineSettings,
         scorer = await resolver.resolve(entry.namespace, spec.model, now)
     except inference.ModelError as exc:
         return _config_error(entry, now, exc.reason, exc.message)
-    threshold = spec.threshold if spec.threshold is not None else scorer.info.recommended_threshold
+    try:
+        threshold = sensitivity.resolve(spec.threshold, spec.sensitivity, scorer.info.sensitivity_table,
+                                        scorer.info.recommended_threshold)
+    except ValueError as exc:
+        return _config_error(entry, now, Reason.INVALID_SPEC, str(exc)[:1000])
     rule = detection.Rule(threshold=threshold, for_seconds=shape.for_seconds, missing=spec.missing_data)
 
     identity = (spec.query, shape.step, shape.capacity, shape.url)
@@ -231,6 +236,7 @@ async def evaluate(
 
     # 3. One batched feature extraction and one onnxruntime run per model.
     scores: dict[tuple[int, SeriesKey], float] = {}
+    explanations: dict[tuple[int, SeriesKey], tuple[str, ...]] = {}
     failed_models: dict[str, inference.ModelError] = {}
     loop = asyncio.get_running_loop()
     for sha, rows in by_model.items():
@@ -238,15 +244,19 @@ async def evaluate(
         windows = np.stack([p.entry.grid.window(k, features.WINDOW) for p, k in rows])  # type: ignore[union-attr]
         started = time.perf_counter()
         try:
-            values = await loop.run_in_executor(None, _score, scorer, windows)
+            X, values = await loop.run_in_executor(None, _score, scorer, windows)
         except inference.ModelError as exc:
             failed_models[sha] = exc
             metrics.model_load_errors.labels(exc.reason.value).inc()
             continue
         metrics.inference_duration.observe(time.perf_counter() - started)
         metrics.inference_rows.inc(len(rows))
-        for (plan, key), value in zip(rows, values.tolist(), strict=True):
+        for i, ((plan, key), value) in enumerate(zip(rows, values.tolist(), strict=True)):
             scores[(id(plan), key)] = value
+            if scorer.info.contributions and value >= plan.rule.threshold:
+                # Only series at or above their threshold: the cost stays off the per-point path.
+                explanations[(id(plan), key)] = evidence.explain(
+                    windows[i], X[i].tolist(), scorer.info.feature_names, scorer.info.contributions, plan.step)
 
     # 4. Decide.
     for plan in plans:
@@ -273,6 +283,7 @@ async def evaluate(
             OutcomeKind.EVALUATED, Reason.EVALUATING, message, now, entry.generation,
             verdict=summary, series=verdicts, labels=entry.labels, model=plan.model,
             threshold=plan.rule.threshold, for_seconds=plan.rule.for_seconds,
+            explanations={k: explanations[(id(plan), k)] for k in verdicts if (id(plan), k) in explanations},
         )))
     return results
 
@@ -282,5 +293,7 @@ def _previous_since(entry: DetectorEntry) -> float | None:
     return since.timestamp() if since is not None and entry.current.anomalous else None
 
 
-def _score(scorer: inference.Scorer, windows: Any) -> Any:
-    return scorer.score(features.extract_batch(windows, scorer.info.feature_names))
+def _score(scorer: inference.Scorer, windows: Any) -> tuple[Any, Any]:
+    """(features, scores) of a batch of windows; the features feed the explanations."""
+    X = features.extract_batch(windows, scorer.info.feature_names)
+    return X, scorer.score(X)

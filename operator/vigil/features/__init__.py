@@ -5,6 +5,7 @@ serving (the engine) both call this package, so they cannot disagree.
 """
 
 from vigil.features.window import (
+    COMPATIBLE_VERSIONS,
     FEATURE_NAMES,
     FEATURE_VERSION,
     MIN_POINTS,
@@ -17,6 +18,7 @@ from vigil.features.window import (
 )
 
 __all__ = [
+    "COMPATIBLE_VERSIONS",
     "FEATURE_NAMES",
     "FEATURE_VERSION",
     "MIN_POINTS",

@@ -24,6 +24,13 @@ META_FEATURE_NAMES = "vigil.feature_names"  # comma-separated subset of FEATURE_
 META_WINDOW = "vigil.window"  # points of history one score needs (int)
 META_MIN_POINTS = "vigil.min_points"  # fewest non-missing points in the window to score (int)
 META_RECOMMENDED_THRESHOLD = "vigil.recommended_threshold"  # float in [0, 1]
+#: Optional: "sensitivity:threshold,..." measured in training (see vigil.domain.sensitivity).
+META_SENSITIVITY_TABLE = "vigil.sensitivity_table"
+#: Optional, linear models only: "name:coefficient,..." of the score's logit and "name:value,..." of the
+#: typical feature values (training negatives' mean). Contribution of a feature to a verdict =
+#: coefficient * (value - typical): exact for a logistic regression; the operator explains with them.
+META_COEFFICIENTS = "vigil.logit_coefficients"
+META_TYPICAL = "vigil.typical_features"
 META_SCORE_OUTPUT = "vigil.score_output"  # output name; defaults to DEFAULT_SCORE_OUTPUT
 META_SCORE_COLUMN = "vigil.score_column"  # column of the score output; defaults to 1
 

@@ -31,6 +31,8 @@ inf or NaN.
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import numpy.typing as npt
 
@@ -39,7 +41,11 @@ F32 = npt.NDArray[np.float32]
 Bool = npt.NDArray[np.bool_]
 
 #: Bumped whenever a feature's definition changes; the ONNX metadata must match.
-FEATURE_VERSION = "window-v2"
+FEATURE_VERSION = "window-v3"
+
+#: Earlier versions whose features this module still computes unchanged: v3 only added the
+#: context group, so a model trained on v2 features (the v2 built-in, custom models) still serves.
+COMPATIBLE_VERSIONS: dict[str, int] = {"window-v2": 13, "window-v3": 17}
 
 #: Points of history one score reads, including the current point: one week of
 #: 5-minute samples. Fewer are fine (missing = NaN) once MIN_POINTS are there.
@@ -54,6 +60,21 @@ LONG_RECENT = (3, 6)
 
 #: The newest points, compared with the rest of the window (30 minutes at 5 min).
 RECENT = 6
+
+#: The context group (feature-v3). A day in points at 5-minute steps: the seasonal period.
+PERIOD = 288
+#: Seasonal baseline = median of the same time on this many previous periods (robust to one odd day).
+SEASON_LAGS = 5
+#: Points whose seasonal residuals the context features read (12 h at 5 min): the residuals' robust
+#: scale and the CUSUM horizon. SEASON_LAGS * PERIOD + SEASON_SPAN must fit in WINDOW.
+SEASON_SPAN = 144
+#: CUSUM drift, in robust standard deviations: a shift smaller than this never accumulates.
+CUSUM_DRIFT = 1.0
+#: Steps of the "recent" volatility in vol_shift (1 h at 5 min).
+VOL_RECENT = 12
+
+#: Points of history the context group reads (the rest of a wider window is ignored).
+CONTEXT_WIDTH = SEASON_LAGS * PERIOD + SEASON_SPAN
 
 #: Fewest non-missing points in the window needed to score; fewer = warming up.
 MIN_POINTS = SHORT // 2
@@ -86,6 +107,10 @@ FEATURE_NAMES: tuple[str, ...] = (
     "long_excess_3",
     "long_excess_6",
     "long_range_pos",
+    "season_absz",
+    "season_absz_recent",
+    "season_cusum",
+    "vol_shift",
 )
 
 #: One line per feature, for the model card and the docs.
@@ -106,8 +131,18 @@ FEATURE_DESCRIPTIONS: dict[str, str] = {
                      f"window minus those points, over that range)",
     "long_range_pos": f"log1p(|current point - mid-range| over half the range of the long window minus its last "
                       f"{LONG_RECENT[0]} points); > log(2) = new extreme of the week",
+    "season_absz": f"log1p(how far |seasonal residual| of the current point lies beyond the largest |residual| "
+                   f"of the last {SEASON_SPAN} points before the recent {RECENT}, over that largest); the residual "
+                   f"is the value minus the median of the same time on the previous {SEASON_LAGS} days",
+    "season_absz_recent": f"the same for the smallest |residual| of the last {RECENT} points: a sustained "
+                          f"level that is new for this time of day, not one spike",
+    "season_cusum": f"log1p of a two-sided CUSUM (drift {CUSUM_DRIFT}) of the robust-standardised seasonal "
+                    f"residuals over the last {SEASON_SPAN} points: evidence of a shift inside the range",
+    "vol_shift": f"|log ratio| of mean |first difference| over the last {VOL_RECENT} steps to that over the "
+                 f"{SEASON_SPAN - VOL_RECENT} steps before (variance / shape change)",
 }
-SHORT_FEATURES = len(FEATURE_NAMES) - 3
+SHORT_FEATURES = 10
+LONG_END = 13  # columns [SHORT_FEATURES, LONG_END) are the long group, [LONG_END, ...) the context group
 
 
 def extract_batch(windows: npt.ArrayLike, names: tuple[str, ...] = FEATURE_NAMES) -> F32:
@@ -135,9 +170,14 @@ def columns(names: tuple[str, ...]) -> tuple[int, ...]:
     return tuple(FEATURE_NAMES.index(n) for n in names)
 
 
-def _groups(index: tuple[int, ...]) -> tuple[bool, bool]:
-    """Whether the short and the long feature groups are needed for these columns."""
-    return any(i < SHORT_FEATURES for i in index), any(i >= SHORT_FEATURES for i in index)
+Groups = tuple[bool, bool, bool]
+ALL_GROUPS: Groups = (True, True, True)
+
+
+def _groups(index: tuple[int, ...]) -> Groups:
+    """Whether the short, the long and the context feature groups are needed for these columns."""
+    return (any(i < SHORT_FEATURES for i in index), any(SHORT_FEATURES <= i < LONG_END for i in index),
+            any(i >= LONG_END for i in index))
 
 
 def _select(out: F32, index: tuple[int, ...]) -> F32:
@@ -146,7 +186,7 @@ def _select(out: F32, index: tuple[int, ...]) -> F32:
     return np.ascontiguousarray(out[:, index])
 
 
-def compute(x: F64, recent: int, short: int = SHORT, groups: tuple[bool, bool] = (True, True)) -> F32:
+def compute(x: F64, recent: int, short: int = SHORT, groups: Groups = ALL_GROUPS) -> F32:
     """Features of windows of any width > ``short`` > 2 * ``recent``; :func:`extract_batch` fixes the width.
 
     Kept separate so the training pipeline can study other window widths with the
@@ -160,7 +200,154 @@ def compute(x: F64, recent: int, short: int = SHORT, groups: tuple[bool, bool] =
         if groups[0]:
             out[:, :SHORT_FEATURES] = _compute(np.ascontiguousarray(x[:, -short:]), recent)
         if groups[1]:
-            out[:, SHORT_FEATURES:] = _long(x)
+            out[:, SHORT_FEATURES:LONG_END] = _long(x)
+        if groups[2] and x.shape[1] >= CONTEXT_WIDTH:
+            out[:, LONG_END:] = _context_window(x)
+    return out
+
+
+def seasonal_residuals(cur: F64, lags: list[F64]) -> F64:
+    """``cur`` minus the median of the SEASON_LAGS ``lags`` (same shape), elementwise; NaN = no residual.
+
+    The median of five by a min/max network (elementwise, no sort: a few passes per point).
+    Missing lags count as -inf, +inf, -inf, ... in turn, so the result is a middle value
+    of the lags that are there (the lower one of an even count); with no lag at all
+    there is no residual.
+    """
+    if len(lags) != 5:
+        raise ValueError("the median network is written for five lags")
+    missing = [np.isnan(lag) for lag in lags]
+    rank = np.zeros(missing[0].shape, dtype=np.int8)
+    filled = []
+    for lag, gone in zip(lags, missing, strict=True):
+        filled.append(np.where(gone, np.where(rank % 2 == 0, -np.inf, np.inf), lag))
+        rank = rank + gone
+    a, b, c, d, e = filled
+    # Of the four values a..d, the smallest and the largest cannot be the median of five; the
+    # median of five is then the median of the two middle ones and e.
+    low_ab, high_ab = np.minimum(a, b), np.maximum(a, b)
+    low_cd, high_cd = np.minimum(c, d), np.maximum(c, d)
+    u, w = np.maximum(low_ab, low_cd), np.minimum(high_ab, high_cd)
+    med = np.maximum(np.minimum(u, w), np.minimum(np.maximum(u, w), e))
+    out: F64 = np.where(np.isfinite(med), cur - med, np.nan)
+    return out
+
+
+def _context(resid: F64, steps: F64) -> F32:
+    """The context group from the seasonal residuals of the last SEASON_SPAN points and the steps between them.
+
+    ``resid`` [n, SEASON_SPAN] (see :func:`seasonal_residuals`, NaN = none) and
+    ``steps`` [n, SEASON_SPAN - 1] (|first differences| of the same points). Rows
+    are independent and go through the same operations whatever the batch, so the
+    series path (:func:`_context_series`, which gathers the same spans from
+    sliding views of residual and step series computed once) gives the same bits.
+    Residuals are centred by construction (the baseline is a median), so the scale
+    is the mean |residual| before the recent part: one pass, no sort.
+    """
+    n_rows, span = resid.shape
+    out = np.zeros((n_rows, 4), dtype=np.float64)
+    if n_rows == 0:
+        return out.astype(np.float32)
+    finite = np.isfinite(resid)
+    ref_abs = np.abs(resid[:, : span - RECENT])
+    n_ref = finite[:, : span - RECENT].sum(axis=1)
+    scale = _MEAN_AD_TO_SD * _nanmean(ref_abs)
+    have = n_ref >= RECENT  # too few residuals: no seasonal evidence (those features stay 0)
+
+    # Novelty of the residual, like the long features' novelty of the value: how far the current
+    # residual, and the smallest of the recent ones (a sustained excursion, not one spike), lie beyond
+    # the largest |residual| of the reference part, over that largest.
+    ref_max = _nanmax_rows(np.where(np.isfinite(ref_abs), ref_abs, np.nan))
+    rec_abs = np.abs(resid[:, span - RECENT :])
+    last_abs = rec_abs[:, -1]
+    out[:, 0] = _safe_ratio(np.maximum(np.where(np.isfinite(last_abs), last_abs, 0.0) - ref_max, 0.0), ref_max,
+                            Z_CLIP)
+    sustained = _nanmin_rows(np.where(np.isfinite(rec_abs), rec_abs, np.nan))
+    out[:, 1] = _safe_ratio(np.maximum(np.where(np.isfinite(sustained), sustained, 0.0) - ref_max, 0.0), ref_max,
+                            Z_CLIP)
+    out[:, :2] = np.log1p(np.where(np.isfinite(ref_max)[:, None], out[:, :2], 0.0))
+
+    # Two-sided CUSUM over the span, restarted at its start: S = C_end - min(0, min C) with C the
+    # running sum of (|z| - drift) on each side; missing points add nothing. Equals Page's recursion
+    # S_t = max(0, S_t-1 + z_t - drift) run over the span.
+    z = _safe_ratio(np.where(finite, resid, 0.0), scale[:, None], Z_CLIP)
+    best = np.zeros(n_rows)
+    for sign in (1.0, -1.0):
+        c = np.cumsum(np.where(finite, sign * z - CUSUM_DRIFT, 0.0), axis=1)
+        best = np.maximum(best, c[:, -1] - np.minimum(c.min(axis=1), 0.0))
+    out[:, 2] = np.log1p(best)
+    out[:, :3] = np.where(have[:, None], out[:, :3], 0.0)
+
+    # Variance / shape: recent mean |first difference| against the rest of the span.
+    out[:, 3] = np.abs(_safe_log_ratio(_nanmean(steps[:, -VOL_RECENT:]), _nanmean(steps[:, :-VOL_RECENT]), LOG_CLIP))
+    np.nan_to_num(out, copy=False, nan=0.0, posinf=Z_CLIP, neginf=0.0)
+    return out.astype(np.float32)
+
+
+@dataclasses.dataclass(frozen=True)
+class ContextDetail:
+    """The signed, human-sized quantities behind the context features of one window (for explanations)."""
+
+    z_last: float | None  # seasonal residual of the current point, in robust SDs (signed)
+    z_recent: float | None  # mean residual of the last RECENT points, in robust SDs (signed)
+    change_age: int | None  # points since the CUSUM's current run began (the change point)
+    change_up: bool  # direction of that run
+    vol_ratio: float | None  # recent over older mean |first difference|
+
+
+def context_detail(row: F64) -> ContextDetail:
+    """:class:`ContextDetail` of one window [width >= CONTEXT_WIDTH], same definitions as :func:`_context`."""
+    x = np.asarray(row, dtype=np.float64)[None, :]
+    if x.shape[1] < CONTEXT_WIDTH:
+        return ContextDetail(None, None, None, False, None)
+    width = x.shape[1]
+    cur = x[:, -SEASON_SPAN:]
+    lags = [x[:, width - j * PERIOD - SEASON_SPAN : width - j * PERIOD] for j in range(1, SEASON_LAGS + 1)]
+    resid = seasonal_residuals(cur, lags)[0]
+    finite = np.isfinite(resid)
+    ref = np.abs(resid[: SEASON_SPAN - RECENT])
+    scale = float(_MEAN_AD_TO_SD * _nanmean(ref[None, :])[0])
+    steps = np.abs(np.diff(cur[0]))
+    recent_vol, older_vol = _nanmean(steps[None, -VOL_RECENT:])[0], _nanmean(steps[None, :-VOL_RECENT])[0]
+    vol = float(recent_vol / older_vol) if older_vol > 0 and recent_vol > 0 else None
+    if not (np.isfinite(scale) and scale > 0) or finite[: SEASON_SPAN - RECENT].sum() < RECENT:
+        return ContextDetail(None, None, None, False, vol)
+    z = np.clip(np.where(finite, resid, 0.0) / scale, -Z_CLIP, Z_CLIP)
+    z_last = float(z[-1]) if finite[-1] else None
+    recent = resid[-RECENT:][finite[-RECENT:]]
+    z_recent = float(np.clip(recent.mean() / scale, -Z_CLIP, Z_CLIP)) if recent.size else None
+    best: tuple[float, int, bool] = (0.0, 0, True)
+    for sign in (1.0, -1.0):
+        c = np.concatenate([[0.0], np.cumsum(np.where(finite, sign * z - CUSUM_DRIFT, 0.0))])
+        start = int(np.argmin(c))
+        if c[-1] - c[start] > best[0]:
+            best = (float(c[-1] - c[start]), len(c) - 1 - start, sign > 0)
+    return ContextDetail(z_last, z_recent, best[1] if best[0] > 0 else None, best[2], vol)
+
+
+def _context_window(x: F64) -> F32:
+    """:func:`_context` of windows [n, width >= CONTEXT_WIDTH]."""
+    width = x.shape[1]
+    cur = x[:, -SEASON_SPAN:]
+    lags = [x[:, width - j * PERIOD - SEASON_SPAN : width - j * PERIOD] for j in range(1, SEASON_LAGS + 1)]
+    return _context(seasonal_residuals(cur, lags), np.abs(np.diff(cur, axis=1)))
+
+
+def _context_series(v: F64, width: int, rows: npt.NDArray[np.intp]) -> F32:
+    """:func:`_context` of the windows ending at ``rows`` of series ``v``: residuals and steps computed once."""
+    if width < CONTEXT_WIDTH:
+        return np.zeros((len(rows), 4), dtype=np.float32)
+    padded = np.concatenate([np.full(SEASON_LAGS * PERIOD, np.nan), v])
+    n = len(v)
+    lags = [padded[SEASON_LAGS * PERIOD - j * PERIOD : SEASON_LAGS * PERIOD - j * PERIOD + n]
+            for j in range(1, SEASON_LAGS + 1)]
+    resid_spans = windows_of(seasonal_residuals(v, lags), SEASON_SPAN)
+    step_spans = windows_of(np.abs(np.diff(np.concatenate([[np.nan], v]))), SEASON_SPAN - 1)
+    out = np.empty((len(rows), 4), dtype=np.float32)
+    for start in range(0, len(rows), _CONTEXT_CHUNK):
+        idx = rows[start : start + _CONTEXT_CHUNK]
+        out[start : start + len(idx)] = _context(np.ascontiguousarray(resid_spans[idx]),
+                                                 np.ascontiguousarray(step_spans[idx]))
     return out
 
 
@@ -311,7 +498,7 @@ def extract_series(values: npt.ArrayLike, names: tuple[str, ...] = FEATURE_NAMES
 
 
 def series_features(values: npt.ArrayLike, width: int, recent: int, min_points: int,
-                    groups: tuple[bool, bool] = (True, True)) -> tuple[F32, Bool]:
+                    groups: Groups = ALL_GROUPS) -> tuple[F32, Bool]:
     """:func:`extract_series` for any window geometry (used by the window study in training).
 
     Row t equals ``compute(windows_of(values, width)[t], recent)``, but cheaper: the
@@ -332,7 +519,9 @@ def series_features(values: npt.ArrayLike, width: int, recent: int, min_points: 
                 idx = rows[start : start + _CHUNK]
                 out[idx, :SHORT_FEATURES] = _compute(np.ascontiguousarray(short_windows[idx]), recent)
         if groups[1]:
-            out[rows, SHORT_FEATURES:] = _long_series(v, width, rows)
+            out[rows, SHORT_FEATURES:LONG_END] = _long_series(v, width, rows)
+        if groups[2]:
+            out[rows, LONG_END:] = _context_series(v, width, rows)
     return out, valid
 
 
@@ -378,6 +567,8 @@ def _sliding_nan_extremes(p: F64, length: int) -> tuple[F64, F64]:
 
 #: Rows per batch of short windows in :func:`series_features` (bounds its working memory).
 _CHUNK = 8192
+#: Rows per batch of the context group: its [rows, SEASON_SPAN] temporaries stay in cache (measured ~2x faster).
+_CONTEXT_CHUNK = 512
 
 
 def _row_median(a: F64, n: npt.NDArray[np.int64]) -> F64:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import datetime
 import enum
-from typing import Any
+from typing import Annotated, Any
 
 from pydantic import Field
 
@@ -105,6 +105,11 @@ class Reason(Model):
     score: float | None = Field(default=None, ge=0.0, le=1.0)
     threshold: float | None = Field(default=None, ge=0.0, le=1.0)
     anomalous_since: datetime.datetime | None = None
+    why: list[Annotated[str, Field(max_length=120)]] = Field(
+        default_factory=list, max_length=9,
+        description="The detector's evidence for its anomalous series (status.series[].why), deduplicated, "
+        "largest first: e.g. 'change point 12 min ago (downward shift against the daily pattern)'.",
+    )
     time: datetime.datetime = Field(description="When the decision was taken.")
 
 

@@ -46,6 +46,9 @@ For = Annotated[str, duration_field(MAX_FOR, False), duration_bound(MAX_FOR, Fal
 
 #: The only built-in model shipped in the package (``vigil/models/default.onnx``).
 BUILTIN_MODEL = "default"
+#: Bounds of SeriesStatus.why: reasons per series and characters per reason.
+MAX_WHY = 3
+MAX_WHY_LENGTH = 120
 
 
 class MissingDataPolicy(enum.StrEnum):
@@ -172,6 +175,16 @@ class AnomalyDetectorSpec(Model):
         description="A series is anomalous when its score (0..1) is at or above this. Defaults to "
         "the model's recommended threshold (see status.model).",
     )
+    sensitivity: str | None = Field(
+        default=None,
+        pattern=r"^(low|medium|high|0(\.[0-9]{1,6})?|1(\.0{1,6})?)$",
+        max_length=8,
+        description="Alert volume without choosing a threshold: low, medium or high, or a number from 0 "
+        "(fewest alerts) to 1 (most); medium = 0.5 = the model's recommended threshold, and each 0.25 step "
+        "roughly halves or doubles the false alerts measured in training. Mapped to a threshold by the "
+        "calibration table the model ships (see its model card); status.threshold shows the result. "
+        "Ignored when threshold is set. A model without a table accepts only medium.",
+    )
     for_: For = Field(
         default="0s",
         alias="for",
@@ -219,6 +232,12 @@ class SeriesStatus(Model):
     state: SeriesState = Field(description="Normal, Pending (above threshold, waiting 'for'), "
                                "Anomalous, Missing or WarmingUp.")
     since: datetime.datetime | None = Field(default=None, description="When the current state began.")
+    why: list[Annotated[str, Field(max_length=MAX_WHY_LENGTH)]] | None = Field(
+        default=None, max_length=MAX_WHY,
+        description=f"For an anomalous or pending series scored by a model that explains itself (the "
+        f"built-in one): up to {MAX_WHY} pieces of evidence that raised its score most, largest first, "
+        "e.g. 'change point 12 min ago (downward shift against the daily pattern)'.",
+    )
 
 
 #: Points kept in ``status.scoreHistory``: a sparkline's worth (at a 30s interval, the last 24 minutes),

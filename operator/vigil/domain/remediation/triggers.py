@@ -22,6 +22,8 @@ class SeriesSignal:
     score: float | None
     anomalous: bool
     state: SeriesState
+    #: The detector's evidence for this series (SeriesStatus.why, issue 15); empty if it gave none.
+    why: tuple[str, ...] = ()
 
 
 @dataclasses.dataclass(frozen=True)
@@ -68,6 +70,8 @@ class Evidence:
     since: float | None
     #: True when every series of the detector had data at its last evaluation.
     complete: bool
+    #: The evidence of those series, deduplicated, in order: what notifications quote (Reason.why).
+    why: tuple[str, ...] = ()
 
 
 @dataclasses.dataclass(frozen=True)
@@ -137,6 +141,7 @@ def evaluate(
             source="detector", detector=signal.name, alert=None,
             series=tuple(dict(s.labels) for s in scored), score=signal.score, threshold=signal.threshold,
             since=signal.anomalous_since, complete=signal.missing_series == 0,
+            why=tuple(dict.fromkeys(w for s in scored for w in s.why))[:9],
         ))
     for alert in alerts:
         if alert.ends_at is not None and alert.ends_at <= now:
