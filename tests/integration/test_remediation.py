@@ -144,6 +144,8 @@ def test_scale_out_within_bounds(kubeapi: KubeAPIServer, operator: OperatorProce
     assert status["awsRequestIds"] and "desiredCapacity 2 → 4" in status["message"]
     spec = done["spec"]
     assert spec["reason"]["detector"] == "cpu" and spec["reason"]["score"] >= spec["reason"]["threshold"]
+    # Issue 15: the detector's evidence for the series travels with the decision (and its notifications).
+    assert spec["reason"]["why"] and all(isinstance(w, str) and 0 < len(w) <= 120 for w in spec["reason"]["why"])
     assert spec["targets"] == [{"kind": "AutoScalingGroup", "id": "web"}]
     owner = done["metadata"]["ownerReferences"][0]
     assert owner["kind"] == "RemediationPolicy" and owner["controller"] is True

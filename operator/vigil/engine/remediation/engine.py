@@ -366,7 +366,8 @@ class RemediationEngine:
             threshold=status.threshold,
             last_evaluation=status.last_evaluation_time.timestamp() if status.last_evaluation_time else None,
             interval=interval,
-            series=tuple(triggers.SeriesSignal(s.labels, s.score, s.anomalous, s.state) for s in status.series),
+            series=tuple(triggers.SeriesSignal(s.labels, s.score, s.anomalous, s.state, tuple(s.why or ()))
+                         for s in status.series),
             missing_series=status.missing_series or 0,
             # Another shard evaluates it: we only see what it wrote (on a change, else per heartbeat).
             lag=0.0 if detector.owned else self.remote_lag,
@@ -617,6 +618,7 @@ class RemediationEngine:
             alert=dict(evidence.alert) if evidence.alert else None,
             series=[dict(s) for s in evidence.series][:50], score=evidence.score, threshold=evidence.threshold,
             anomalous_since=_utc(evidence.since) if evidence.since else None, time=_utc(now),
+            why=list(evidence.why),
         )
 
     async def _record_skip(self, entry: PolicyEntry, spec: RemediationPolicySpec, incident: str, index: int,
