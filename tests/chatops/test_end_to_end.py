@@ -75,6 +75,8 @@ def test_why_explains_what_the_operator_did(kubeapi: KubeAPIServer, run_operator
     text = answer.text
     assert f"**RemediationAction default/{name}**: Succeeded (policy `web`" in text
     assert "Why: detector `cpu` scored" in text
+    why = done["spec"]["reason"]["why"]  # type: ignore[index]
+    assert why and f"The detector's evidence: `{why[0]}`" in text  # issue 15's explanation, quoted
     assert f'note="{HOSTILE}"' in text  # the flagged series, quoted as data
     assert "Step 0 `scale-web` (scaleAutoScalingGroup) on AutoScalingGroup `web`" in text
     assert "Guard rails: none refused it" in text

@@ -118,6 +118,8 @@ def action_fact(obj: Mapping[str, Any]) -> dict[str, Any]:
             "series": [_labels(s) for s in (reason.get("series") or [])[:MAX_SERIES]],
             "score": reason.get("score"), "threshold": reason.get("threshold"),
             "anomalousSince": reason.get("anomalousSince"), "decidedAt": reason.get("time"),
+            # The detector's explanation of its verdict (issue 15), e.g. "change point 12 min ago".
+            "why": [text(w, 120) for w in (reason.get("why") or [])[:9] if isinstance(w, str)],
         },
         "phase": phase,
         "message": text(status.get("message") or ""),

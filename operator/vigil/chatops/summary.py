@@ -137,6 +137,8 @@ def evidence_lines(action: Mapping[str, Any]) -> list[str]:
     else:
         lines.append(f"Why: source {quote(evidence.get('source') or 'unknown')}; "
                      f"decided at {evidence.get('decidedAt')}.")
+    if evidence.get("why"):
+        lines.append("The detector's evidence: " + "; ".join(quote(w) for w in evidence["why"]) + ".")
     if evidence.get("series"):
         lines.append("Series flagged at that moment: " + ", ".join(series_text(s) for s in evidence["series"][:5])
                      + (f" and {len(evidence['series']) - 5} more" if len(evidence["series"]) > 5 else ""))
