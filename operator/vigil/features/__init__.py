@@ -12,6 +12,8 @@ from vigil.features.window import (
     columns,
     extract_batch,
     extract_series,
+    extract_summaries,
+    tail_points,
     valid_mask,
     windows_of,
 )
@@ -24,6 +26,8 @@ __all__ = [
     "columns",
     "extract_batch",
     "extract_series",
+    "extract_summaries",
+    "tail_points",
     "valid_mask",
     "windows_of",
 ]
