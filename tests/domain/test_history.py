@@ -79,7 +79,7 @@ def test_a_rising_series_keeps_every_older_point_as_a_candidate_minimum_and_one_
     grid = small(50, tail=5, min_points=10)
     grid.merge(grid.next_fetch(100 * 60), [samples({}, [60.0 * t for t in range(51, 101)], list(range(50)))])
     summary = grid.series[()]
-    assert summary.lows.shape[1] == 45 and summary.highs.shape[1] == 1 and summary.runs.shape[1] == 1
+    assert len(summary.lows) == 45 and len(summary.highs) == 1 and len(summary.runs) == 2
     assert grid.older_extremes(()) == (0, 44)
 
 

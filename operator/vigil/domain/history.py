@@ -11,6 +11,8 @@ adapter does the I/O.
 
 from __future__ import annotations
 
+import array
+import bisect
 import dataclasses
 import math
 from collections.abc import Mapping
@@ -35,6 +37,16 @@ def format_key(key: SeriesKey) -> str:
     return "{" + ",".join(f'{name}="{value}"' for name, value in key) + "}"
 
 
+def _runs(at: FloatArray) -> list[tuple[float, float]]:
+    """[first, last] of each run of consecutive grid indices in the sorted ``at``."""
+    if at.size == 0:
+        return []
+    breaks = np.flatnonzero(np.diff(at) != 1) + 1
+    starts = np.concatenate([[0], breaks])
+    ends = np.concatenate([breaks - 1, [at.size - 1]])
+    return list(zip(at[starts].tolist(), at[ends].tolist(), strict=True))
+
+
 def align(t: float, step: float) -> float:
     """The newest grid point at or before ``t``."""
     return math.floor(t / step) * step
@@ -56,79 +68,103 @@ class Samples:
     values: FloatArray
 
 
-@dataclasses.dataclass(slots=True)
-class SeriesSummary:
-    """What one series keeps: the newest points as they are, and the extremes of the older ones.
+class Extremes:
+    """The older points of a window that can still become its minimum (a monotonic deque).
 
-    The model reads every point of its window only near the present; of the rest it reads
-    the minimum and the maximum (:func:`vigil.features.tail_points`). ``lows`` holds, for
-    the points older than the tail and inside the window, the increasing run of suffix
-    minima: each entry is smaller than every later point, so the first entry is the
-    window's minimum and, when it leaves the window, the next is the minimum of what is
-    left (a monotonic deque, kept as a numpy array: row 0 the grid index, row 1 the value).
-    ``highs`` is the same for maxima. Both are exact; their length is the number of points
-    that can still become the extreme, a few dozen for metrics that go up and down, and at
-    most the window for a series that only rises or only falls.
+    Each entry is strictly smaller than every later point, so the values rise from front
+    to back: the first is the minimum of the points held, and when it leaves the window
+    the next one is the minimum of what is left. Exact, and O(1) amortised per point.
+    Kept as two ``array('d')`` (8 bytes an entry, no Python object per point); maxima use
+    the same structure on negated values. Its length is the number of points that can
+    still become the extreme: a few dozen for metrics that go up and down, the whole
+    window for one that only rises.
     """
 
-    tail: FloatArray  # the newest ``tail`` grid points, [-1] at the grid's end; NaN = missing
-    lows: FloatArray  # [2, k]: grid index, value of the older points that can still be the minimum
-    highs: FloatArray  # [2, k]: the same for the maximum
-    runs: FloatArray  # [2, r]: first and last grid index of each run of finite points older than the tail
+    __slots__ = ("at", "values")
+
+    def __init__(self) -> None:
+        self.at = array.array("d")  # grid indices, increasing
+        self.values = array.array("d")  # strictly increasing
+
+    def push(self, at: float, value: float) -> None:
+        """Add a point newer than every point held."""
+        keep = bisect.bisect_left(self.values, value)
+        if keep < len(self.values):
+            del self.values[keep:]
+            del self.at[keep:]
+        self.values.append(value)
+        self.at.append(at)
+
+    def fill(self, at: FloatArray, values: FloatArray) -> None:
+        """Hold exactly the suffix minima of ``values`` (at grid indices ``at``): a whole window at once."""
+        if values.size == 0:
+            return
+        ahead = np.minimum.accumulate(values[::-1])[::-1]
+        keep = values < np.append(ahead[1:], np.inf)
+        self.at.frombytes(np.ascontiguousarray(at[keep]).tobytes())
+        self.values.frombytes(np.ascontiguousarray(values[keep]).tobytes())
+
+    def expire(self, oldest: float) -> None:
+        """Drop the points older than grid index ``oldest``."""
+        if self.at and self.at[0] < oldest:
+            gone = bisect.bisect_left(self.at, oldest)
+            del self.at[:gone]
+            del self.values[:gone]
+
+    def first(self) -> float:
+        return self.values[0] if self.values else math.nan
+
+    def __len__(self) -> int:
+        return len(self.values)
+
+
+class SeriesSummary:
+    """What one series keeps: its newest points as they are, and the extremes of the older ones.
+
+    The model reads every point of its window only near the present; of the rest it reads
+    the minimum and the maximum (:func:`vigil.features.tail_points`). ``lows`` and ``highs``
+    (on negated values) hold the older window points that can still become those.
+    ``runs`` says which older points are present, as [first, last] grid indices of runs of
+    consecutive points, only as far back as it takes to count ``min_points`` of them (one
+    run for a series without gaps): enough to tell warming up from scored exactly.
+    """
+
+    __slots__ = ("highs", "lows", "runs", "tail")
+
+    def __init__(self, tail: int) -> None:
+        self.tail = array.array("d", [math.nan]) * tail  # the newest grid points, [-1] at the grid's end
+        self.lows = Extremes()
+        self.highs = Extremes()  # on negated values
+        self.runs = array.array("d")  # first0, last0, first1, last1, ... oldest first
+
+    def add_present(self, at: float, enough: int) -> None:
+        """Record that grid index ``at`` (newer than any recorded) has a value; keep ``enough`` points."""
+        runs = self.runs
+        if runs and runs[-1] + 1 == at:
+            runs[-1] = at
+        else:
+            runs.append(at)
+            runs.append(at)
+        if len(runs) > 2:  # drop whole runs the newer ones make unnecessary for counting to ``enough``
+            total, i = 0.0, len(runs)
+            while i > 0 and total < enough:
+                i -= 2
+                total += runs[i + 1] - runs[i] + 1
+            if i > 0:
+                del runs[:i]
+
+    def count_present(self, oldest: float) -> int:
+        """Recorded present points at grid index ``oldest`` or later."""
+        runs, count = self.runs, 0
+        for i in range(len(runs) - 2, -1, -2):
+            if runs[i + 1] < oldest:
+                break
+            count += int(runs[i + 1] - max(runs[i], oldest) + 1)
+        return count
 
     def nbytes(self) -> int:
         """Bytes of the arrays' data (what grows with the history; object headers excluded)."""
-        return self.tail.nbytes + self.lows.nbytes + self.highs.nbytes + self.runs.nbytes
-
-
-_EMPTY_RUN = np.empty((2, 0))
-
-
-def _add_runs(runs: FloatArray, index: FloatArray, enough: int) -> FloatArray:
-    """``runs`` with the newer grid indices ``index`` (sorted) added, trimmed to the newest ``enough`` points."""
-    if index.size == 0:
-        return runs
-    breaks = np.flatnonzero(np.diff(index) != 1) + 1
-    new = np.stack([index[np.concatenate([[0], breaks])], index[np.concatenate([breaks - 1, [index.size - 1]])]])
-    if runs.shape[1] and runs[1, -1] + 1 == new[0, 0]:
-        new[0, 0] = runs[0, -1]
-        runs = runs[:, :-1]
-    both = np.concatenate([runs, new], axis=1)
-    # Keep the newest runs that hold ``enough`` points: older ones cannot change a count capped at it.
-    newest_first = np.cumsum((both[1] - both[0] + 1)[::-1])
-    keep = int(np.searchsorted(newest_first, enough)) + 1
-    return both[:, max(0, both.shape[1] - keep):]
-
-
-def _count_runs(runs: FloatArray, oldest: float) -> int:
-    """Points of ``runs`` at or after grid index ``oldest``."""
-    if runs.shape[1] == 0:
-        return 0
-    return int(np.maximum(runs[1] - np.maximum(runs[0], oldest) + 1, 0).sum())
-
-
-def _extend(run: FloatArray, index: FloatArray, value: FloatArray, lowest: bool) -> FloatArray:
-    """``run`` with newer points (index, value) appended, keeping only the suffix extremes.
-
-    A point stays when it is strictly below (above, for maxima) every later point: of equal
-    values the newest stays, since it leaves the window last. Vectorised: one reversed
-    running extreme over the old run and the new points.
-    """
-    if index.size == 0:
-        return run
-    both = np.concatenate([run, np.stack([index, value])], axis=1)
-    values = both[1]
-    ahead = (np.minimum if lowest else np.maximum).accumulate(values[::-1])[::-1]
-    later = np.append(ahead[1:], np.inf if lowest else -np.inf)
-    keep = values < later if lowest else values > later
-    return both[:, keep] if not keep.all() else both
-
-
-def _expire(run: FloatArray, oldest: float) -> FloatArray:
-    """``run`` without the entries older than grid index ``oldest``."""
-    if run.shape[1] == 0 or run[0, 0] >= oldest:
-        return run
-    return run[:, int(np.searchsorted(run[0], oldest)):]
+        return 8 * (len(self.tail) + 2 * len(self.lows) + 2 * len(self.highs) + len(self.runs))
 
 
 @dataclasses.dataclass
@@ -174,67 +210,95 @@ class GridHistory:
         can no longer change, and only then is it folded into the extremes.
         """
         if fetched.full or self.end is None:
-            self.series = {}
-            self.labels = {}
-            self.end = fetched.end
-            span = self.capacity
+            self._merge_full(fetched.end, samples)
         else:
-            shift = max(0, round((fetched.end - self.end) / self.step))
-            self.end += shift * self.step
-            span = self.tail + shift
-        # A buffer of ``span`` points ending at ``end``: the old tail, then the new points.
+            self._merge_step(fetched.end, samples)
+        newest = round(self.end / self.step)  # type: ignore[operator]
+        window_start = newest - self.window + 1
+        capacity_start = newest - self.capacity + 1
+        for key in list(self.series):
+            summary = self.series[key]
+            summary.lows.expire(window_start)
+            summary.highs.expire(window_start)
+            runs = summary.runs
+            while runs and runs[1] < capacity_start:
+                del runs[:2]
+            if not runs and not any(v == v for v in summary.tail):  # absent for the whole capacity
+                del self.series[key]
+                del self.labels[key]
+
+    def _merge_full(self, end: float, samples: list[Samples]) -> None:
+        """The whole lookback: build each series' summary from a dense buffer, vectorised."""
+        self.series = {}
+        self.labels = {}
+        self.end = end
+        span = self.capacity
+        start_time = end - (span - 1) * self.step
+        first = round(end / self.step) - span + 1
+        window_start = round(end / self.step) - self.window + 1
         buffers: dict[SeriesKey, FloatArray] = {}
-        for key, summary in self.series.items():
-            buffer = np.full(span, np.nan)
-            buffer[: self.tail] = summary.tail
-            buffers[key] = buffer
-        start_time = self.end - (span - 1) * self.step
         for sample in samples:
             key = series_key(sample.labels)
             if key not in buffers:
                 buffers[key] = np.full(span, np.nan)
-                self.series[key] = SeriesSummary(np.full(self.tail, np.nan), _EMPTY_RUN, _EMPTY_RUN, _EMPTY_RUN)
                 self.labels[key] = dict(sample.labels)
-            buffer = buffers[key]
             index = np.rint((sample.timestamps - start_time) / self.step).astype(np.int64)
             keep = (index >= 0) & (index < span) & np.isfinite(sample.values)
-            buffer[index[keep]] = sample.values[keep]
-        newest = round(self.end / self.step)
-        first = newest - span + 1
-        window_start = newest - self.window + 1
-        capacity_start = newest - self.capacity + 1
+            buffers[key][index[keep]] = sample.values[keep]
+        for key, buffer in buffers.items():
+            summary = self.series[key] = SeriesSummary(self.tail)
+            summary.tail = array.array("d", buffer[span - self.tail :].tobytes())
+            present = np.flatnonzero(np.isfinite(buffer[: span - self.tail]))
+            at = (first + present).astype(np.float64)
+            values = buffer[present]
+            inside = at >= window_start
+            summary.lows.fill(at[inside], values[inside])
+            summary.highs.fill(at[inside], -values[inside])
+            for run_first, run_last in _runs(at[-self.min_points :]):
+                summary.runs.append(run_first)
+                summary.runs.append(run_last)
+
+    def _merge_step(self, end: float, samples: list[Samples]) -> None:
+        """A few new points: per point, in plain Python (a handful of numpy calls would cost more)."""
+        assert self.end is not None
+        shift = max(0, round((end - self.end) / self.step))
+        self.end += shift * self.step
+        span = self.tail + shift
+        start_time = self.end - (span - 1) * self.step
+        first = round(self.end / self.step) - span + 1
+        nan = math.nan
+        buffers = {key: summary.tail.tolist() + [nan] * shift for key, summary in self.series.items()}
+        for sample in samples:
+            key = series_key(sample.labels)
+            buffer = buffers.get(key)
+            if buffer is None:
+                buffer = buffers[key] = [nan] * span
+                self.series[key] = SeriesSummary(self.tail)
+                self.labels[key] = dict(sample.labels)
+            for t, value in zip(sample.timestamps.tolist(), sample.values.tolist(), strict=True):
+                position = round((t - start_time) / self.step)
+                if 0 <= position < span and math.isfinite(value):
+                    buffer[position] = value
         for key, buffer in buffers.items():
             summary = self.series[key]
-            spill = buffer[: span - self.tail]
-            summary.tail = buffer[span - self.tail :].copy()
-            present = np.flatnonzero(np.isfinite(spill))
-            if present.size:
-                at: FloatArray = (first + present).astype(np.float64)
-                value = spill[present]
-                summary.lows = _extend(summary.lows, at, value, lowest=True)
-                summary.highs = _extend(summary.highs, at, value, lowest=False)
-                summary.runs = _add_runs(summary.runs, at, self.min_points)
-            summary.lows = _expire(summary.lows, window_start)
-            summary.highs = _expire(summary.highs, window_start)
-            runs = summary.runs
-            if runs.shape[1] and runs[1, 0] < capacity_start:
-                summary.runs = runs = runs[:, runs[1] >= capacity_start]
-            if not runs.shape[1] and not np.isfinite(summary.tail).any():
-                del self.series[key]
-                del self.labels[key]
+            for j in range(shift):
+                value = buffer[j]
+                if value == value:
+                    summary.lows.push(first + j, value)
+                    summary.highs.push(first + j, -value)
+                    summary.add_present(first + j, self.min_points)
+            summary.tail = array.array("d", buffer[shift:])
 
     def present(self, key: SeriesKey) -> int:
         """Finite points in the window of ``key``: exact below ``min_points``, at least that otherwise."""
         summary = self.series[key]
         window_start = round(self.end / self.step) - self.window + 1 if self.end is not None else 0
-        return _count_runs(summary.runs, window_start) + int(np.count_nonzero(np.isfinite(summary.tail)))
+        return summary.count_present(window_start) + sum(1 for v in summary.tail if v == v)
 
     def older_extremes(self, key: SeriesKey) -> tuple[float, float]:
         """(min, max) of the finite window points older than the tail; NaN when there are none."""
         summary = self.series[key]
-        lows, highs = summary.lows, summary.highs
-        return (float(lows[1, 0]) if lows.shape[1] else math.nan,
-                float(highs[1, 0]) if highs.shape[1] else math.nan)
+        return summary.lows.first(), -summary.highs.first()
 
     def nbytes(self) -> int:
         """Bytes of every series' arrays (labels and object headers excluded)."""

@@ -8,6 +8,8 @@ operator would have said live at every point.
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import numpy.typing as npt
 
@@ -34,7 +36,7 @@ def assess(window: FloatArray, min_points: int = features.MIN_POINTS) -> Availab
 
 def assess_kept(grid: GridHistory, key: SeriesKey, min_points: int = features.MIN_POINTS) -> Availability:
     """:func:`assess` of the window ``grid`` keeps for ``key`` (its newest point and its count)."""
-    if not np.isfinite(grid.series[key].tail[-1]):
+    if not math.isfinite(grid.series[key].tail[-1]):
         return Availability.MISSING
     if grid.present(key) < min_points:
         return Availability.WARMING_UP
@@ -56,7 +58,7 @@ def kept_inputs(rows: list[tuple[GridHistory, SeriesKey]], names: tuple[str, ...
     lows = np.empty(len(rows))
     highs = np.empty(len(rows))
     for i, (grid, key) in enumerate(rows):
-        tail = grid.series[key].tail
+        tail = np.frombuffer(grid.series[key].tail)
         lo, hi = grid.older_extremes(key)
         head = tail[: tail.size - need]
         if head.size and np.isfinite(head).any():
