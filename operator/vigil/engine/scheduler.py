@@ -14,6 +14,7 @@ per second and lets detectors due close together share one batch.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import time
 from collections.abc import Callable
@@ -24,7 +25,7 @@ from vigil.adapters.metrics import OperatorMetrics
 from vigil.api.v1alpha1 import detector as api
 from vigil.api.v1alpha1.common import API_VERSION
 from vigil.api.v1alpha1.detector import AnomalyDetectorStatus, ConditionType
-from vigil.domain import conditions, history, labels
+from vigil.domain import backoff, conditions, durations, history, labels
 from vigil.domain import status as statuses
 from vigil.domain.status import Outcome, OutcomeKind
 from vigil.engine import evaluation, models
@@ -162,17 +163,17 @@ class Engine:
         if self.registry.entries.get(entry.id) is not entry:
             return  # deleted while being evaluated
         self.metrics.evaluation_lag.observe(max(0.0, self.clock() - entry.next_due))
-        self._reschedule(entry, now)
+        outcome = self._reschedule(entry, outcome, now)
         spec = entry.spec
         top_k = spec.top_k if spec is not None else 10
         new = statuses.compose(entry.current, outcome, top_k)
-        changed = statuses.significant(entry.current) != statuses.significant(new)
+        changed = entry.significant(entry.current) != entry.significant(new)
         entry.current = new
         if changed and self.on_change is not None:
             self.on_change()
         self.metrics.evaluations.labels(outcome.kind.value).inc()
         self._publish(entry, outcome, new)
-        if not statuses.needs_write(entry.written, new, entry.last_write, now, self.heartbeat):
+        if not statuses.needs_write(entry.written, new, entry.last_write, now, self.heartbeat, entry.significant):
             return
         events = statuses.events_between(entry.written, new)
         async with self._writes:
@@ -205,14 +206,25 @@ class Engine:
         except Exception as exc:  # an Event is best effort: the status already says it
             logger.warning("event %s for %s/%s not posted: %r", event.reason, *entry.id, exc)
 
-    def _reschedule(self, entry: DetectorEntry, now: float) -> None:
+    def _reschedule(self, entry: DetectorEntry, outcome: Outcome, now: float) -> Outcome:
+        """Schedule the next evaluation; an oversized answer backs off, and its outcome says until when."""
         interval = _CONFIG_RETRY
         if entry.spec is not None:
             try:
                 interval = max(self.settings.min_interval, evaluation.intervals(entry.spec)[0])
             except ValueError:
                 pass
-        entry.schedule_after(now, interval)
+        if outcome.kind != OutcomeKind.CONFIG_ERROR or outcome.reason not in backoff.OVERSIZED:
+            entry.refused = 0
+            entry.schedule_after(now, interval)
+            return outcome
+        entry.refused += 1
+        wait = backoff.delay(interval, entry.refused)
+        entry.schedule_after(now + wait - interval, interval)
+        again = utc(entry.next_due).strftime("%Y-%m-%dT%H:%M:%SZ")
+        return dataclasses.replace(outcome, message=(
+            f"{outcome.message[:800]}; refused {entry.refused} time(s) in a row: next attempt at {again} "
+            f"(back-off up to {durations.format(backoff.MAX_DELAY)}; editing the spec retries at once)"))
 
     def _publish(self, entry: DetectorEntry, outcome: Outcome, new: AnomalyDetectorStatus) -> None:
         ns, name = entry.id
