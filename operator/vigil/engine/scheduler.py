@@ -25,7 +25,7 @@ from vigil.adapters.metrics import OperatorMetrics
 from vigil.api.v1alpha1 import detector as api
 from vigil.api.v1alpha1.common import API_VERSION
 from vigil.api.v1alpha1.detector import AnomalyDetectorStatus, ConditionType
-from vigil.domain import backoff, conditions, durations, history, labels
+from vigil.domain import backoff, conditions, durations, freshness, history, labels
 from vigil.domain import status as statuses
 from vigil.domain.status import Outcome, OutcomeKind
 from vigil.engine import evaluation, models
@@ -65,7 +65,7 @@ class Engine:
         max_sleep: float = 1.0,
         batch_window: float = 0.5,
         batch_limit: int = 1000,
-        heartbeat: float = 300.0,
+        heartbeat: float = 1200.0,
         write_concurrency: int = 8,
         owns: Owns | None = None,
     ) -> None:
@@ -81,6 +81,8 @@ class Engine:
         self.heartbeat = heartbeat
         self.registry = Registry(owns)
         self.last_loop = clock()
+        #: When the newest evaluation ran (the shard's freshness on its Lease), None before the first.
+        self.last_evaluation: float | None = None
         #: Set while this replica may act (always, unless leader election holds it back).
         self.active = asyncio.Event()
         self.active.set()
@@ -111,6 +113,11 @@ class Engine:
         for entry in self.registry.entries.values():
             entry.next_due = now
         self._wake.set()
+
+    def shard_freshness(self) -> freshness.ShardFreshness:
+        """This shard's freshness now: its newest evaluation and how many of its detectors are overdue."""
+        due = (e.next_due for e in self.registry.entries.values() if e.owned)
+        return freshness.assess(due, self.last_evaluation, self.clock())
 
     def remove(self, namespace: str, name: str) -> None:
         if self.registry.remove(namespace, name) is not None:
@@ -156,6 +163,7 @@ class Engine:
         started = time.perf_counter()
         results = await evaluation.evaluate(due, now, self.settings, self.source, self.resolver, self.metrics)
         await asyncio.gather(*(self._apply(entry, outcome, now) for entry, outcome in results))
+        self.last_evaluation = now
         self.metrics.evaluation_duration.observe(time.perf_counter() - started)
         return len(due)
 
