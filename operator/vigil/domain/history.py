@@ -236,16 +236,17 @@ class GridHistory:
         start_time = end - (span - 1) * self.step
         first = round(end / self.step) - span + 1
         window_start = round(end / self.step) - self.window + 1
-        buffers: dict[SeriesKey, FloatArray] = {}
+        grouped: dict[SeriesKey, list[Samples]] = {}
         for sample in samples:
-            key = series_key(sample.labels)
-            if key not in buffers:
-                buffers[key] = np.full(span, np.nan)
-                self.labels[key] = dict(sample.labels)
-            index = np.rint((sample.timestamps - start_time) / self.step).astype(np.int64)
-            keep = (index >= 0) & (index < span) & np.isfinite(sample.values)
-            buffers[key][index[keep]] = sample.values[keep]
-        for key, buffer in buffers.items():
+            grouped.setdefault(series_key(sample.labels), []).append(sample)
+        for key, parts in grouped.items():
+            # One dense buffer at a time: a 2,000-series answer never holds 2,000 of them at once.
+            buffer = np.full(span, np.nan)
+            for sample in parts:
+                index = np.rint((sample.timestamps - start_time) / self.step).astype(np.int64)
+                keep = (index >= 0) & (index < span) & np.isfinite(sample.values)
+                buffer[index[keep]] = sample.values[keep]
+            self.labels[key] = dict(parts[0].labels)
             summary = self.series[key] = SeriesSummary(self.tail)
             summary.tail = array.array("d", buffer[span - self.tail :].tobytes())
             present = np.flatnonzero(np.isfinite(buffer[: span - self.tail]))
