@@ -7,6 +7,12 @@ known grid point (re-reading it, because the sample for the newest point may
 have landed after it was first read) and fetches the whole lookback only on
 start or after a gap longer than the buffer. Pure state; the Prometheus
 adapter does the I/O.
+
+Memory (issue 16): a detector may have thousands of series and a replica ten
+thousand detectors, while the model reads of each window only its newest points
+and the extremes of the rest. So each series keeps exactly that (exact, not an
+approximation): about 1.7 KiB per series on real metrics where every grid point
+took 16 KiB (``docs/bench/history.md``).
 """
 
 from __future__ import annotations
