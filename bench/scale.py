@@ -649,9 +649,9 @@ def goals(results: Sequence[Result], config: Config) -> list[str]:
                      f"(status + Events) per detector per hour (N={worst.n}; {within} 4), measured over a "
                      f"{worst.window:.0f} s window, heartbeat {config.heartbeat:g} s; verdict changes "
                      "of the synthetic incidents and flapping come on top of the heartbeat")
-    others = [r.n for r in results if not steady(r, config)]
+    others = [f"{r.n} ({r.window:.0f} s)" for r in results if not steady(r, config)]
     if others:
-        lines.append(f"- writes per detector per hour not judged at N={', '.join(map(str, others))}: the window "
+        lines.append(f"- writes per detector per hour not judged at N={', '.join(others)}: the window "
                      f"was shorter than one heartbeat ({config.heartbeat:g} s), so it holds none or all of the "
                      "heartbeat writes")
     if big is not None:
