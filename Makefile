@@ -19,7 +19,7 @@ help:
 	@echo "make train     - alias of make model"
 	@echo "make bench-detection - detection benchmark only (needs ../shared/data/nab)"
 	@echo "make bench     - benchmarks (detection quality needs ../shared/data/nab)"
-	@echo "make bench-scale - scale sweep N=100..5000 detectors (~35 min): docs/bench/scale.{md,png,json}, README"
+	@echo "make bench-scale - scale sweep N=1000, 2000, 10000 detectors (~90 min): docs/bench/scale.{md,png,json}, README"
 	@echo "make bench-series-cap - RSS of one 20,000-series detector, capped and uncapped (~2 min): docs/security.md"
 	@echo "make bench-shards - one replica vs 2 shards + standbys, N=1000 (~6 min): docs/bench/shards.md"
 	@echo "make bench-models - hostile custom models vs vigil run, and the code before the guard (~4 min): docs/bench/models.md"

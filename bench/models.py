@@ -43,7 +43,6 @@ import multiprocessing.connection
 import os
 import pathlib
 import platform
-import subprocess
 import sys
 import tempfile
 import threading
@@ -57,6 +56,7 @@ ROOT = pathlib.Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:  # `python bench/models.py` as well as `python -m bench.models`
     sys.path.insert(0, str(ROOT))
 
+from bench import procstat  # noqa: E402
 from tests import hostile_models  # noqa: E402
 from tests.harness import OperatorProcess, wait_for  # noqa: E402
 from vigil.api import crdgen  # noqa: E402
@@ -130,21 +130,6 @@ class Result:
 
 # ---- measurement helpers -------------------------------------------------------------------------
 
-def _status_kib(pid: int) -> dict[str, int]:
-    out = {}
-    for line in pathlib.Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith(("VmRSS:", "VmHWM:")):
-            key, value = line.split(":", 1)
-            out[key] = int(value.split()[0])
-    return out
-
-
-def memory_mib(pid: int) -> tuple[float, float]:
-    """(VmRSS, VmHWM) of a process in MiB."""
-    fields = _status_kib(pid)
-    return fields["VmRSS"] / 1024, fields["VmHWM"] / 1024
-
-
 def reset_peak(pid: int) -> bool:
     """Reset the process' VmHWM to its current RSS (Linux: write 5 to clear_refs)."""
     try:
@@ -181,13 +166,13 @@ class Sampler(threading.Thread):
     def run(self) -> None:
         while not self.stop.is_set():
             try:
-                self.rss_max = max(self.rss_max, _status_kib(self.pid)["VmRSS"] / 1024)
+                self.rss_max = max(self.rss_max, procstat.status_kib(self.pid)["VmRSS"] / 1024)
             except (OSError, KeyError):
                 return
             total = 0
             for child in children(self.pid):
                 try:
-                    total += _status_kib(child).get("VmRSS", 0)
+                    total += procstat.status_kib(child).get("VmRSS", 0)
                 except OSError:
                     continue
             self.child_peak = max(self.child_peak, total / 1024)
@@ -276,7 +261,7 @@ def run_scenario(kubeapi: KubeAPIServer, operator: OperatorProcess, poller: Poll
                         "binaryData": {"model.onnx": base64.b64encode(data).decode()}})
     time.sleep(1.0)  # let the write's echo pass before the baseline reading
     result.peak_reset = reset_peak(pid)
-    result.rss0, _ = memory_mib(pid)
+    result.rss0, _ = procstat.memory_mib(pid)
     sampler = Sampler(pid)
     sampler.start()
     poller.start()
@@ -306,7 +291,7 @@ def run_scenario(kubeapi: KubeAPIServer, operator: OperatorProcess, poller: Poll
     result.latencies, result.failures = poller.finish()
     sampler.stop.set()
     sampler.join()
-    result.rss_end, result.hwm = memory_mib(pid)
+    result.rss_end, result.hwm = procstat.memory_mib(pid)
     result.rss_max, result.child_peak, result.samples = sampler.rss_max, sampler.child_peak, sampler.samples
     if data is not None:
         kubeapi.delete(*AD, "default", name)
@@ -341,7 +326,7 @@ def measure(args: argparse.Namespace, scenarios: list[Scenario],
             wait_for(lambda: ready(kubeapi, "warmup")["status"] == "True", timeout=120, what="warm-up Ready")
             time.sleep(2)
             assert operator.proc is not None
-            rss_warm, _ = memory_mib(operator.proc.pid)
+            rss_warm, _ = procstat.memory_mib(operator.proc.pid)
             print(f"operator pid {operator.proc.pid} warmed up: RSS {rss_warm:.0f} MiB", flush=True)
             poller = Poller(operator.port)
             for scenario in scenarios:
@@ -361,17 +346,6 @@ def measure(args: argparse.Namespace, scenarios: list[Scenario],
 
 
 # ---- report --------------------------------------------------------------------------------------
-
-def _commit() -> str:
-    try:
-        out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True,
-                             check=True).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=ROOT,
-                               capture_output=True, text=True, check=True).stdout.strip()
-    except (OSError, subprocess.CalledProcessError):
-        return "unknown"
-    return out + (" (with uncommitted changes)" if dirty else "")
-
 
 def _ms(seconds: float) -> str:
     return f"{seconds * 1000:,.1f}"
@@ -420,7 +394,7 @@ def report(results: list[Result], context: dict[str, Any], command: str, load: t
         f"Written by `make bench-models` (`bench/models.py`); measured, not typed in. "
         f"{datetime.datetime.now(datetime.UTC):%Y-%m-%d %H:%M} UTC, {os.cpu_count()} CPUs ({cpu}, shared with "
         f"other jobs; load average {load[0]:.2f} / {load[1]:.2f} / {load[2]:.2f} at the start), "
-        f"Python {platform.python_version()}, commit {_commit()}. Command: `{command}`.",
+        f"Python {platform.python_version()}, commit {(procstat.commit(ROOT) or 'unknown')}. Command: `{command}`.",
         "",
         "One `vigil run` (default model limits: 1 MiB, trial with 1 GiB of address space and 10 s) against the "
         "API emulator and the real Prometheus, warmed up with a detector on the built-in model "

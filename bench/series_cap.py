@@ -35,6 +35,7 @@ ROOT = pathlib.Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:  # `python bench/series_cap.py` as well as `python -m bench.series_cap`
     sys.path.insert(0, str(ROOT))
 
+from bench import procstat  # noqa: E402
 from tests.harness import OperatorProcess, wait_for  # noqa: E402
 from vigil.api import crdgen  # noqa: E402
 from vigil_sandbox.kubeapi import KubeAPIServer  # noqa: E402
@@ -45,12 +46,6 @@ STEP = 300.0
 WINDOW_POINTS = 2016  # what the operator asks for on a detector's first (full) fetch
 GOAL_MIB = 50.0
 AD = ("vigil.dev/v1alpha1", "anomalydetectors")
-
-
-def memory_mib(pid: int) -> tuple[float, float]:
-    """(VmRSS, VmHWM) of a process in MiB."""
-    fields = dict(line.split(":", 1) for line in pathlib.Path(f"/proc/{pid}/status").read_text().splitlines())
-    return int(fields["VmRSS"].split()[0]) / 1024, int(fields["VmHWM"].split()[0]) / 1024
 
 
 def answer_bytes(url: str, now: float) -> int:
@@ -87,7 +82,7 @@ def measure(kubeapi: KubeAPIServer, workdir: pathlib.Path, prometheus_url: str, 
         kubeapi.create(detector(f"{name}-warmup", f'{METRIC}{{i="0"}}'))
         wait_for(lambda: ready(kubeapi, f"{name}-warmup")["status"] == "True", timeout=120, what="warm-up Ready")
         time.sleep(2)
-        rss0, peak0 = memory_mib(pid)
+        rss0, peak0 = procstat.memory_mib(pid)
         started = time.monotonic()
         kubeapi.create(detector(f"{name}-wide", METRIC))
 
@@ -99,7 +94,7 @@ def measure(kubeapi: KubeAPIServer, workdir: pathlib.Path, prometheus_url: str, 
         condition = wait_for(verdict, timeout=600, interval=0.5, what="the wide detector's verdict")
         took = time.monotonic() - started
         time.sleep(6)  # a few more evaluations at the 5 s interval: steady state, not only the first pass
-        rss1, peak1 = memory_mib(pid)
+        rss1, peak1 = procstat.memory_mib(pid)
         kubeapi.delete(*AD, "default", f"{name}-warmup")
         kubeapi.delete(*AD, "default", f"{name}-wide")
         return {"name": name, "args": " ".join(args) or "(defaults)", "ready": condition["status"],

@@ -105,8 +105,9 @@ def _add_run(sub: argparse._SubParsersAction[Parser]) -> None:
                         "[env VIGIL_MAX_RESPONSE_BYTES] (default 268435456: 256 MiB)")
     p.add_argument("--min-interval", type=float, default=1.0,
                    help="smallest spec.interval accepted, in seconds (default 1)")
-    p.add_argument("--heartbeat", type=float, default=300.0,
-                   help="seconds between status writes when only scores changed (default 300)")
+    p.add_argument("--heartbeat", type=float, default=1200.0,
+                   help="seconds between status writes when only scores changed (default 1200: 3 writes per "
+                        "quiet detector per hour; the shard's Lease shows its freshness every few seconds)")
     p.add_argument("--model-refresh", type=float, default=60.0,
                    help="seconds between re-reads of model ConfigMaps (default 60)")
     p.add_argument("--max-model-bytes", type=int, default=int(_env("VIGIL_MAX_MODEL_BYTES", "1048576") or 1 << 20),

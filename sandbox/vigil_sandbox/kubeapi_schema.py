@@ -569,6 +569,10 @@ def _append_field_path(path: str, field_path: str) -> str:
 # --------------------------------------------------------------------------------------------------
 
 
+#: Most (rule, value) passes :class:`CompiledSchema` remembers before it starts over.
+_PASSED_MAX = 50_000
+
+
 @dataclass
 class CompiledSchema:
     """One version's ``openAPIV3Schema`` with its CEL rules and regexes compiled up front.
@@ -582,6 +586,10 @@ class CompiledSchema:
     patterns: dict[int, re.Pattern[str]] = field(default_factory=dict)
     has_defaults: bool = False
     has_cel: bool = False
+    #: (rule, value) pairs already seen to pass, for rules that do not read ``oldSelf``: a CEL rule is a
+    #: pure function of ``self``, and cel-python takes tens of milliseconds per evaluation, which made
+    #: creating 10,000 alike objects take half an hour (bench/scale.py). Bounded by _PASSED_MAX.
+    passed: set[tuple[int, str]] = field(default_factory=set)
 
     @classmethod
     def compile(cls, raw: Node, where: str = "openAPIV3Schema") -> CompiledSchema:
@@ -839,6 +847,10 @@ class CompiledSchema:
     def _cel(self, value: Json, old: Json, node: Node, path: str, errors: list[FieldError]) -> None:
         if value is None:
             return
+        if old is not None and value == old:
+            # Validation ratcheting (CRDValidationRatcheting, on by default since Kubernetes 1.30): an
+            # unchanged value is not validated again, e.g. the spec on every status write.
+            return
         for rule in self.rules.get(id(node), []):
             if rule.transition and old is None:
                 continue
@@ -858,6 +870,11 @@ class CompiledSchema:
                 self._cel(item, olds[i], items, index(path, i), errors)
 
     def _run_rule(self, rule: CelRule, value: Json, old: Json, node: Node, path: str, errors: list[FieldError]) -> None:
+        seen: tuple[int, str] | None = None
+        if not rule.transition:
+            seen = (id(rule), json.dumps(value, sort_keys=True, default=str))
+            if seen in self.passed:
+                return
         activation: dict[str, Any] = {"self": to_cel(value, node)}
         if old is not None:
             activation["oldSelf"] = to_cel(old, node)
@@ -882,6 +899,10 @@ class CompiledSchema:
                                      f"{result.args[0]} evaluating rule: {rule.rule.strip()}", shown))
             return
         if result is True or (isinstance(result, celtypes.BoolType) and bool(result)):
+            if seen is not None:
+                if len(self.passed) >= _PASSED_MAX:
+                    self.passed.clear()
+                self.passed.add(seen)
             return
         message = rule.default_message()
         if rule.message_program is not None:

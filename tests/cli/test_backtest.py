@@ -55,17 +55,19 @@ def test_backtest_equals_the_operator_scoring_path(tmp_path: pathlib.Path) -> No
     scorer = inference.Scorer(inference.builtin_bytes())
     values = np.array([float(r["value"]) if r["value"] else np.nan for r in rows])
     stamps = np.arange(values.size, dtype=float) * 300.0 + 1_000_000_200.0
-    grid = history.GridHistory(step=300.0, capacity=features.WINDOW)
+    names = scorer.info.feature_names
+    grid = history.GridHistory(step=300.0, capacity=features.WINDOW, window=features.WINDOW,
+                               tail=features.tail_points(names), min_points=scorer.info.min_points)
+    key = history.series_key({"a": "b"})
     for index in (features.MIN_POINTS * 4, 1500, 2500, 3000, values.size - 1):
         fetch = grid.next_fetch(stamps[index] + 1)
         lo = int(np.searchsorted(stamps, fetch.start))
         part = slice(lo, index + 1)
         present = np.isfinite(values[part])  # Prometheus returns no sample for a gap
         grid.merge(fetch, [history.Samples({"a": "b"}, stamps[part][present], values[part][present])])
-        window = grid.window(history.series_key({"a": "b"}), features.WINDOW)
         assert rows[index]["score"], "pick points the backtest scored"
-        assert scoring.assess(window) == detection.Availability.SCORED
-        live = float(scorer.score(features.extract_batch(window[np.newaxis, :], scorer.info.feature_names))[0])
+        assert scoring.assess_kept(grid, key) == detection.Availability.SCORED
+        live = float(scorer.score(scoring.kept_features(scoring.kept_inputs([(grid, key)], names), names))[0])
         assert float(rows[index]["score"]) == round(live, 6)
 
 

@@ -6,6 +6,7 @@ import base64
 import datetime
 import hashlib
 import pathlib
+import time
 from collections.abc import Iterator
 
 import pytest
@@ -215,3 +216,29 @@ def test_paused_detector(kubeapi: KubeAPIServer, operator: OperatorProcess) -> N
     kubeapi.create(detector("paused", "nab_cpu", interval="1s", step="5m", paused=True))
     got = wait_for(lambda: _ready_reason(kubeapi, "paused"), timeout=30, what="Paused")
     assert got[1] == "Paused"
+
+
+def test_a_query_over_the_series_cap_backs_off_and_an_edit_retries_at_once(
+        kubeapi: KubeAPIServer, run_operator: OperatorFactory, prometheus: PrometheusServer) -> None:
+    """TooManySeries every interval would make Prometheus evaluate the over-broad query forever: the waits
+    double (2, 4, 8... intervals) and Ready's message says when the next attempt comes."""
+    operator = run_operator("--prometheus-url", prometheus.url, "--max-series", "1", "--heartbeat", "3",
+                            name="capped")
+    kubeapi.create(detector("too-broad", "nab_cpu", interval="1s", step="5m"))  # 2 series > 1
+
+    def refused(times: int) -> str | None:
+        got = _ready_reason(kubeapi, "too-broad")
+        return got[2] if got and got[1] == "TooManySeries" and f"refused {times} time(s)" in got[2] else None
+
+    first = wait_for(lambda: refused(1), timeout=30, what="the first refusal")
+    assert "next attempt at" in first and "editing the spec retries at once" in first
+    seen_first = time.monotonic()
+    wait_for(lambda: refused(3), timeout=30, what="the third refusal")
+    # Attempts 2 and 3 came after waits of about 2 and 4 intervals, not 1 and 1.
+    assert time.monotonic() - seen_first >= 3.0  # at least 2 + 4 intervals minus polling slack (2 without back-off)
+    attempts = operator.value("vigil_prometheus_errors_total", kind="too-many-series") or 0
+    assert 3 <= attempts <= 4, attempts
+    # An edit (a new generation) is tried at once and starts the count over.
+    kubeapi.patch(*AD, "default", "too-broad", {"spec": {"interval": "2s"}})
+    wait_for(lambda: refused(1), timeout=15, what="a retry right after the edit")
+    assert not operator.errors()

@@ -18,6 +18,7 @@ import pytest
 from tests.conftest import OperatorFactory, conditions_of, detector
 from tests.harness import OperatorProcess, steady, wait_for
 from tests.integration import scenario
+from vigil.domain import freshness
 from vigil.domain.sharding import selector_digest, shard_of
 from vigil_sandbox.kubeapi import KubeAPIServer
 from vigil_sandbox.prometheus import PrometheusServer
@@ -70,6 +71,11 @@ def holder(kubeapi: KubeAPIServer, lease: str) -> str:
     return str((obj.get("spec") or {}).get("holderIdentity") or "")
 
 
+def lease_notes(kubeapi: KubeAPIServer, lease: str) -> dict[str, str]:
+    obj: dict[str, Any] = kubeapi.get(*LEASES, "default", lease) or {}
+    return dict((obj.get("metadata") or {}).get("annotations") or {})
+
+
 def test_every_detector_is_evaluated_by_exactly_one_shard(kubeapi: KubeAPIServer, run_operator: OperatorFactory,
                                                           prometheus: PrometheusServer) -> None:
     owner = {name: shard_of("default", name, 2) for name in NAMES}
@@ -88,6 +94,14 @@ def test_every_detector_is_evaluated_by_exactly_one_shard(kubeapi: KubeAPIServer
     steady(lambda: [evaluated(zero), evaluated(one)] == expected, lambda: min(zero.evaluations(), one.evaluations()))
     for name, shard in owner.items():
         assert reporters(kubeapi, "AnomalyDetector", name) == {("zero", "one")[shard]}, name
+    # Each shard's Lease says, with every renewal, how fresh the shard is (issue 16): `kubectl get lease`.
+    for shard in (0, 1):
+        lease = f"vigil-leader-shard-{shard}-of-2"
+        notes = wait_for(lambda lease=lease, shard=shard: (a := lease_notes(kubeapi, lease)).get(
+            freshness.DETECTORS) == str(len(expected[shard])) and a, what=f"{lease} annotated")
+        assert notes[freshness.OVERDUE] == "0"
+        last = datetime.datetime.fromisoformat(notes[freshness.LAST_EVALUATION].replace("Z", "+00:00"))
+        assert time.time() - last.timestamp() < 10, notes
     for process in (zero, one):
         assert (process.value("vigil_evaluations_total", result="evaluated") or 0) > 0
         assert process.errors() == []

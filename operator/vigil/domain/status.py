@@ -12,7 +12,7 @@ from __future__ import annotations
 import dataclasses
 import datetime
 import enum
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 
 from vigil.api.v1alpha1.common import Condition, ConditionStatus
 from vigil.api.v1alpha1.detector import (
@@ -222,11 +222,15 @@ def needs_write(
     last_write: float | None,
     now: float,
     heartbeat: float,
+    summary: Callable[[AnomalyDetectorStatus], object] = significant,
 ) -> bool:
-    """Write when something significant changed, or when the heartbeat is due."""
+    """Write when something significant changed, or when the heartbeat is due.
+
+    ``summary`` is :func:`significant` or a memo of it (the engine's: each status is summarised once).
+    """
     if written is None or last_write is None:
         return True
-    if significant(written) != significant(new):
+    if summary(written) != summary(new):
         return True
     return now - last_write >= heartbeat
 

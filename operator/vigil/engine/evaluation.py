@@ -16,8 +16,6 @@ import math
 import time
 from typing import Any
 
-import numpy as np
-
 from vigil import features
 from vigil.adapters import inference, prometheus
 from vigil.adapters.metrics import OperatorMetrics
@@ -130,11 +128,14 @@ async def _plan(entry: DetectorEntry, now: float, settings: EngineSettings,
         return _config_error(entry, now, Reason.INVALID_SPEC, str(exc)[:1000])
     rule = detection.Rule(threshold=threshold, for_seconds=shape.for_seconds, missing=spec.missing_data)
 
-    identity = (spec.query, shape.step, shape.capacity, shape.url)
+    # What the grid keeps depends on the model: how many points it reads one by one, how many it needs.
+    tail = features.tail_points(scorer.info.feature_names)
+    identity = (spec.query, shape.step, shape.capacity, shape.url, tail, scorer.info.min_points)
     if entry.grid is None or entry.grid_identity != identity:
         if entry.grid_identity is not None and entry.grid_identity[0] != spec.query:
             entry.verdicts = {}  # a different query means different series
-        entry.grid = GridHistory(step=shape.step, capacity=shape.capacity)
+        entry.grid = GridHistory(step=shape.step, capacity=shape.capacity, window=features.WINDOW, tail=tail,
+                                 min_points=scorer.info.min_points)
         entry.grid_identity = identity
     return _Plan(entry=entry, spec=spec, url=shape.url, step=shape.step, scorer=scorer,
                  model=models.model_status(scorer, spec.model), rule=rule)
@@ -226,9 +227,8 @@ async def evaluate(
             continue
         grid.merge(plan.fetch, answer)
         entry.labels = dict(grid.labels)
-        for key in grid.values:
-            window = grid.window(key, features.WINDOW)
-            state = scoring.assess(window, plan.scorer.info.min_points)
+        for key in grid.series:
+            state = scoring.assess_kept(grid, key, plan.scorer.info.min_points)
             plan.availability[key] = state
             if state == Availability.SCORED:
                 plan.scorable.append(key)
@@ -241,10 +241,11 @@ async def evaluate(
     loop = asyncio.get_running_loop()
     for sha, rows in by_model.items():
         scorer = rows[0][0].scorer
-        windows = np.stack([p.entry.grid.window(k, features.WINDOW) for p, k in rows])  # type: ignore[union-attr]
+        kept = scoring.kept_inputs([(p.entry.grid, k) for p, k in rows],  # type: ignore[misc]
+                                   scorer.info.feature_names)
         started = time.perf_counter()
         try:
-            X, values = await loop.run_in_executor(None, _score, scorer, windows)
+            X, values = await loop.run_in_executor(None, _score, scorer, kept)
         except inference.ModelError as exc:
             failed_models[sha] = exc
             metrics.model_load_errors.labels(exc.reason.value).inc()
@@ -256,7 +257,8 @@ async def evaluate(
             if scorer.info.contributions and value >= plan.rule.threshold:
                 # Only series at or above their threshold: the cost stays off the per-point path.
                 explanations[(id(plan), key)] = evidence.explain(
-                    windows[i], X[i].tolist(), scorer.info.feature_names, scorer.info.contributions, plan.step)
+                    scoring.kept_row(kept, i), X[i].tolist(), scorer.info.feature_names,
+                    scorer.info.contributions, plan.step)
 
     # 4. Decide.
     for plan in plans:
@@ -293,7 +295,7 @@ def _previous_since(entry: DetectorEntry) -> float | None:
     return since.timestamp() if since is not None and entry.current.anomalous else None
 
 
-def _score(scorer: inference.Scorer, windows: Any) -> tuple[Any, Any]:
-    """(features, scores) of a batch of windows; the features feed the explanations."""
-    X = features.extract_batch(windows, scorer.info.feature_names)
+def _score(scorer: inference.Scorer, kept: scoring.KeptInputs) -> tuple[Any, Any]:
+    """(features, scores) of what the history kept; the features feed the explanations."""
+    X = scoring.kept_features(kept, scorer.info.feature_names)
     return X, scorer.score(X)

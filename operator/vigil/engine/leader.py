@@ -107,8 +107,11 @@ class LeaderElector:
         retry_period: float = 2.0,
         clock: Callable[[], float] = time.monotonic,
         fence: Callable[[], Awaitable[str | None]] | None = None,
+        annotations: Callable[[], dict[str, str]] | None = None,
     ) -> None:
         self._kube = kube_client
+        #: Written on the Lease with every renewal (the shard's freshness: :mod:`vigil.domain.freshness`).
+        self._annotations = annotations
         self._fence = fence
         self._fenced: str | None = None
         self._path = f"/apis/coordination.k8s.io/v1/namespaces/{namespace}/leases"
@@ -138,6 +141,8 @@ class LeaderElector:
         acquire = (current or {}).get("spec", {}).get("acquireTime") if self.leader else None
         spec["acquireTime"] = acquire or _micro(now_wall)
         meta: dict[str, Any] = {"name": self.name}
+        if self._annotations is not None:
+            meta["annotations"] = self._annotations()
         if current is not None:
             meta["resourceVersion"] = current["metadata"]["resourceVersion"]
         return {"apiVersion": "coordination.k8s.io/v1", "kind": "Lease", "metadata": meta, "spec": spec}

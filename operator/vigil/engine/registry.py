@@ -13,6 +13,7 @@ import pydantic
 
 from vigil.api.v1alpha1.detector import AnomalyDetectorSpec, AnomalyDetectorStatus, SeriesState
 from vigil.domain import detection, durations, history
+from vigil.domain import status as statuses
 from vigil.domain.history import GridHistory, SeriesKey
 
 DetectorId = tuple[str, str]  # (namespace, name)
@@ -44,6 +45,23 @@ class DetectorEntry:
     resource_version: int = 0
     #: Whether this replica's shard evaluates it; other shards' detectors are only read (policies).
     owned: bool = True
+    #: Consecutive evaluations refused for the size of Prometheus' answer (the back-off's count).
+    refused: int = 0
+    #: ``statuses.significant`` of the statuses last asked about (current and written are often one object).
+    _significant: list[tuple[AnomalyDetectorStatus, object]] = dataclasses.field(default_factory=list, repr=False)
+
+    def significant(self, status: AnomalyDetectorStatus) -> object:
+        """``statuses.significant(status)``, computed once per status object (two remembered).
+
+        The engine compares the newest status with the current one and with the written one on
+        every evaluation; both were the newest once, so each status is summarised once, not three times.
+        """
+        for known, value in self._significant:
+            if known is status:
+                return value
+        value = statuses.significant(status)
+        self._significant = [*self._significant[-1:], (status, value)]
+        return value
 
     @property
     def id(self) -> DetectorId:
@@ -179,6 +197,7 @@ class Registry:
             entry.generation = generation
             entry.spec = spec
             entry.spec_error = error
+            entry.refused = 0  # an edited spec is tried at once, without the back-off
         self._own(entry)
         entry.next_due = now  # evaluate new and changed detectors right away
         return entry

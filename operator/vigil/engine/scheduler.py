@@ -14,6 +14,7 @@ per second and lets detectors due close together share one batch.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import time
 from collections.abc import Callable
@@ -24,7 +25,7 @@ from vigil.adapters.metrics import OperatorMetrics
 from vigil.api.v1alpha1 import detector as api
 from vigil.api.v1alpha1.common import API_VERSION
 from vigil.api.v1alpha1.detector import AnomalyDetectorStatus, ConditionType
-from vigil.domain import conditions, history, labels
+from vigil.domain import backoff, conditions, durations, freshness, history, labels
 from vigil.domain import status as statuses
 from vigil.domain.status import Outcome, OutcomeKind
 from vigil.engine import evaluation, models
@@ -64,7 +65,7 @@ class Engine:
         max_sleep: float = 1.0,
         batch_window: float = 0.5,
         batch_limit: int = 1000,
-        heartbeat: float = 300.0,
+        heartbeat: float = 1200.0,
         write_concurrency: int = 8,
         owns: Owns | None = None,
     ) -> None:
@@ -80,6 +81,8 @@ class Engine:
         self.heartbeat = heartbeat
         self.registry = Registry(owns)
         self.last_loop = clock()
+        #: When the newest evaluation ran (the shard's freshness on its Lease), None before the first.
+        self.last_evaluation: float | None = None
         #: Set while this replica may act (always, unless leader election holds it back).
         self.active = asyncio.Event()
         self.active.set()
@@ -110,6 +113,11 @@ class Engine:
         for entry in self.registry.entries.values():
             entry.next_due = now
         self._wake.set()
+
+    def shard_freshness(self) -> freshness.ShardFreshness:
+        """This shard's freshness now: its newest evaluation and how many of its detectors are overdue."""
+        due = (e.next_due for e in self.registry.entries.values() if e.owned)
+        return freshness.assess(due, self.last_evaluation, self.clock())
 
     def remove(self, namespace: str, name: str) -> None:
         if self.registry.remove(namespace, name) is not None:
@@ -155,6 +163,7 @@ class Engine:
         started = time.perf_counter()
         results = await evaluation.evaluate(due, now, self.settings, self.source, self.resolver, self.metrics)
         await asyncio.gather(*(self._apply(entry, outcome, now) for entry, outcome in results))
+        self.last_evaluation = now
         self.metrics.evaluation_duration.observe(time.perf_counter() - started)
         return len(due)
 
@@ -162,17 +171,17 @@ class Engine:
         if self.registry.entries.get(entry.id) is not entry:
             return  # deleted while being evaluated
         self.metrics.evaluation_lag.observe(max(0.0, self.clock() - entry.next_due))
-        self._reschedule(entry, now)
+        outcome = self._reschedule(entry, outcome, now)
         spec = entry.spec
         top_k = spec.top_k if spec is not None else 10
         new = statuses.compose(entry.current, outcome, top_k)
-        changed = statuses.significant(entry.current) != statuses.significant(new)
+        changed = entry.significant(entry.current) != entry.significant(new)
         entry.current = new
         if changed and self.on_change is not None:
             self.on_change()
         self.metrics.evaluations.labels(outcome.kind.value).inc()
         self._publish(entry, outcome, new)
-        if not statuses.needs_write(entry.written, new, entry.last_write, now, self.heartbeat):
+        if not statuses.needs_write(entry.written, new, entry.last_write, now, self.heartbeat, entry.significant):
             return
         events = statuses.events_between(entry.written, new)
         async with self._writes:
@@ -205,14 +214,25 @@ class Engine:
         except Exception as exc:  # an Event is best effort: the status already says it
             logger.warning("event %s for %s/%s not posted: %r", event.reason, *entry.id, exc)
 
-    def _reschedule(self, entry: DetectorEntry, now: float) -> None:
+    def _reschedule(self, entry: DetectorEntry, outcome: Outcome, now: float) -> Outcome:
+        """Schedule the next evaluation; an oversized answer backs off, and its outcome says until when."""
         interval = _CONFIG_RETRY
         if entry.spec is not None:
             try:
                 interval = max(self.settings.min_interval, evaluation.intervals(entry.spec)[0])
             except ValueError:
                 pass
-        entry.schedule_after(now, interval)
+        if outcome.kind != OutcomeKind.CONFIG_ERROR or outcome.reason not in backoff.OVERSIZED:
+            entry.refused = 0
+            entry.schedule_after(now, interval)
+            return outcome
+        entry.refused += 1
+        wait = backoff.delay(interval, entry.refused)
+        entry.schedule_after(now + wait - interval, interval)
+        again = utc(entry.next_due).strftime("%Y-%m-%dT%H:%M:%SZ")
+        return dataclasses.replace(outcome, message=(
+            f"{outcome.message[:800]}; refused {entry.refused} time(s) in a row: next attempt at {again} "
+            f"(back-off up to {durations.format(backoff.MAX_DELAY)}; editing the spec retries at once)"))
 
     def _publish(self, entry: DetectorEntry, outcome: Outcome, new: AnomalyDetectorStatus) -> None:
         ns, name = entry.id

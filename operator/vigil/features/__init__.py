@@ -13,6 +13,8 @@ from vigil.features.window import (
     columns,
     extract_batch,
     extract_series,
+    extract_summaries,
+    tail_points,
     valid_mask,
     windows_of,
 )
@@ -26,6 +28,8 @@ __all__ = [
     "columns",
     "extract_batch",
     "extract_series",
+    "extract_summaries",
+    "tail_points",
     "valid_mask",
     "windows_of",
 ]

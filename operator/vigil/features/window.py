@@ -161,6 +161,59 @@ def extract_batch(windows: npt.ArrayLike, names: tuple[str, ...] = FEATURE_NAMES
     return _select(compute(x, RECENT, groups=_groups(index)), index)
 
 
+def tail_points(names: tuple[str, ...] = FEATURE_NAMES) -> int:
+    """How many of the newest points the features ``names`` read one by one.
+
+    The short features read only the last ``SHORT`` points; the long ones read the last
+    ``LONG_RECENT[1]`` points and, of everything older in the window, only its minimum and
+    maximum. So a history that keeps this many points as they are, plus the extremes of
+    the rest (:func:`extract_summaries`), gives the same features as the whole window.
+    """
+    short, _, context = _groups(columns(names))
+    if context:
+        # The context group (feature-v3) reads its last CONTEXT_WIDTH points one by one.
+        return CONTEXT_WIDTH
+    return SHORT if short else LONG_RECENT[1]
+
+
+def extract_summaries(tails: npt.ArrayLike, older_lo: npt.ArrayLike, older_hi: npt.ArrayLike,
+                      names: tuple[str, ...] = FEATURE_NAMES) -> F32:
+    """:func:`extract_batch` from a bounded history instead of whole windows.
+
+    ``tails`` is float [N, T] with ``tail_points(names) <= T <= WINDOW``: the newest T points of
+    each window; ``older_lo``/``older_hi`` [N] are the minimum and maximum of the window's finite
+    points older than the tail (NaN when there are none). With ``tails = windows[:, -T:]`` and the
+    extremes taken over ``windows[:, :-T]``, the result equals ``extract_batch(windows, names)``
+    bit for bit: the short features read the same last ``SHORT`` points, and the long ones take
+    the same minima and maxima (min and max are exact, whatever the order they are taken in).
+    """
+    x = np.asarray(tails, dtype=np.float64)
+    index = columns(names)
+    short, long_, context = _groups(index)
+    need = tail_points(names)
+    if x.ndim != 2 or not need <= x.shape[1] <= WINDOW:
+        raise ValueError(f"expected tails of shape [N, {need}..{WINDOW}], got {x.shape}")
+    lo = np.asarray(older_lo, dtype=np.float64)
+    hi = np.asarray(older_hi, dtype=np.float64)
+    if lo.shape != (x.shape[0],) or hi.shape != (x.shape[0],):
+        raise ValueError(f"expected {x.shape[0]} older extremes, got {lo.shape} and {hi.shape}")
+    out = np.zeros((x.shape[0], len(FEATURE_NAMES)), dtype=np.float32)
+    with np.errstate(over="ignore", invalid="ignore"):
+        if short:
+            out[:, :SHORT_FEATURES] = _compute(np.ascontiguousarray(x[:, -SHORT:]), RECENT)
+        if long_ and x.shape[0]:
+            a, b = LONG_RECENT
+            head, gap = x[:, : x.shape[1] - b], x[:, x.shape[1] - b : x.shape[1] - a]
+            lo_b = np.fmin(lo, _nanmin_rows(head))
+            hi_b = np.fmax(hi, _nanmax_rows(head))
+            out[:, SHORT_FEATURES:LONG_END] = _long_from(x[:, -b:], lo_b, hi_b, _nanmin_rows(gap),
+                                                         _nanmax_rows(gap))
+        if context and x.shape[0]:
+            # Reads only the last CONTEXT_WIDTH points, which the tail holds (tail_points).
+            out[:, LONG_END:] = _context_window(np.ascontiguousarray(x))
+    return _select(out, index)
+
+
 def columns(names: tuple[str, ...]) -> tuple[int, ...]:
     """Column indices of ``names`` in ``FEATURE_NAMES``; ValueError for an unknown or repeated name."""
     unknown = [n for n in names if n not in FEATURE_NAMES]

@@ -12,7 +12,7 @@ import kopf
 
 from vigil.adapters import alertmanager, aws, inference, kube, notify, prometheus, web
 from vigil.adapters.metrics import OperatorMetrics
-from vigil.domain import sharding
+from vigil.domain import freshness, sharding
 from vigil.domain.allowlist import AllowList
 from vigil.engine import evaluation, models
 from vigil.engine.leader import LayoutFence, LeaderElector
@@ -122,6 +122,7 @@ def register(registry: kopf.OperatorRegistry, config: OperatorConfig) -> None:
             elector = LeaderElector(
                 kube_client, config.leader_election_namespace, lease, identity, lead,
                 lease_duration=config.lease_duration, fence=fence,
+                annotations=lambda: freshness.lease_annotations(engine.shard_freshness()),
             )
             lead(False)
         else:
