@@ -108,6 +108,10 @@ def _add_run(sub: argparse._SubParsersAction[Parser]) -> None:
     p.add_argument("--heartbeat", type=float, default=1200.0,
                    help="seconds between status writes when only scores changed (default 1200: 3 writes per "
                         "quiet detector per hour; the shard's Lease shows its freshness every few seconds)")
+    p.add_argument("--anomalous-heartbeat", type=float, default=300.0,
+                   help="seconds between status writes of a detector whose verdict is anomalous (default 300; "
+                        "at most --heartbeat): another shard's policy refuses to act on an anomalous status "
+                        "older than 3 intervals plus this, so a dead shard's verdict is not acted on for long")
     p.add_argument("--model-refresh", type=float, default=60.0,
                    help="seconds between re-reads of model ConfigMaps (default 60)")
     p.add_argument("--max-model-bytes", type=int, default=int(_env("VIGIL_MAX_MODEL_BYTES", "1048576") or 1 << 20),
@@ -321,6 +325,8 @@ def _run(args: argparse.Namespace) -> int:
             raise ValueError("--remediation-resync must be more than 0 and at most 3600 seconds")
         if not 0 < args.command_poll_interval <= 3600:
             raise ValueError("--command-poll-interval must be more than 0 and at most 3600 seconds")
+        if not 0 < args.anomalous_heartbeat <= 86400 or not 0 < args.heartbeat <= 86400:
+            raise ValueError("--heartbeat and --anomalous-heartbeat must be more than 0 and at most 86400 seconds")
         if args.provenance_key_file:
             try:
                 key = pathlib.Path(args.provenance_key_file).read_bytes().strip()
@@ -360,6 +366,7 @@ def _run(args: argparse.Namespace) -> int:
         max_response_bytes=args.max_response_bytes,
         min_interval=args.min_interval,
         heartbeat=args.heartbeat,
+        anomalous_heartbeat=args.anomalous_heartbeat,
         model_refresh=args.model_refresh,
         max_model_bytes=args.max_model_bytes,
         batch_limit=args.batch_limit,

@@ -74,6 +74,19 @@ def test_anomalous_transition_time_is_kept_while_anomalous() -> None:
     assert not statuses.needs_write(s1, s2, 160, 220, 300)
 
 
+def test_an_anomalous_status_is_rewritten_at_the_shorter_anomalous_heartbeat() -> None:
+    """Other shards act on an anomalous verdict only while it is fresh: it must be rewritten sooner than a
+    quiet one, so a dead shard's verdict goes stale (issue 16 made the quiet heartbeat 20 min)."""
+    s1 = statuses.compose(AnomalyDetectorStatus(), evaluated(160, anomalous(0.9, 160), normal(0.3)), 10)
+    s2 = statuses.compose(s1, evaluated(500, anomalous(0.95, 160), normal(0.3), prev_since=160), 10)
+    assert not statuses.needs_write(s1, s2, 160, 400, 1200, anomalous_heartbeat=300)
+    assert statuses.needs_write(s1, s2, 160, 460, 1200, anomalous_heartbeat=300)
+    quiet1 = statuses.compose(AnomalyDetectorStatus(), evaluated(160, normal(0.1), normal(0.3)), 10)
+    quiet2 = statuses.compose(quiet1, evaluated(500, normal(0.2), normal(0.3)), 10)
+    assert not statuses.needs_write(quiet1, quiet2, 160, 1000, 1200, anomalous_heartbeat=300)
+    assert statuses.needs_write(quiet1, quiet2, 160, 1360, 1200, anomalous_heartbeat=300)
+
+
 def test_source_failure_keeps_the_verdict_and_marks_degraded() -> None:
     s1 = statuses.compose(AnomalyDetectorStatus(), evaluated(160, anomalous(0.9, 160), normal(0.3)), 10)
     failure = Outcome(OutcomeKind.SOURCE_FAILURE, Reason.PROMETHEUS_UNAVAILABLE, "refused", 220, 1)

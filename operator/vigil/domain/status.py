@@ -223,15 +223,20 @@ def needs_write(
     now: float,
     heartbeat: float,
     summary: Callable[[AnomalyDetectorStatus], object] = significant,
+    anomalous_heartbeat: float | None = None,
 ) -> bool:
     """Write when something significant changed, or when the heartbeat is due.
 
     ``summary`` is :func:`significant` or a memo of it (the engine's: each status is summarised once).
+    While the verdict is anomalous the heartbeat is ``anomalous_heartbeat`` (when shorter): other shards'
+    policies act on it, and must see it go stale soon if this replica stops writing it.
     """
     if written is None or last_write is None:
         return True
     if summary(written) != summary(new):
         return True
+    if new.anomalous and anomalous_heartbeat is not None:
+        heartbeat = min(heartbeat, anomalous_heartbeat)
     return now - last_write >= heartbeat
 
 

@@ -66,6 +66,7 @@ class Engine:
         batch_window: float = 0.5,
         batch_limit: int = 1000,
         heartbeat: float = 1200.0,
+        anomalous_heartbeat: float = 300.0,
         write_concurrency: int = 8,
         owns: Owns | None = None,
     ) -> None:
@@ -79,6 +80,7 @@ class Engine:
         self.batch_window = batch_window
         self.batch_limit = batch_limit
         self.heartbeat = heartbeat
+        self.anomalous_heartbeat = anomalous_heartbeat
         self.registry = Registry(owns)
         self.last_loop = clock()
         #: When the newest evaluation ran (the shard's freshness on its Lease), None before the first.
@@ -181,7 +183,8 @@ class Engine:
             self.on_change()
         self.metrics.evaluations.labels(outcome.kind.value).inc()
         self._publish(entry, outcome, new)
-        if not statuses.needs_write(entry.written, new, entry.last_write, now, self.heartbeat, entry.significant):
+        if not statuses.needs_write(entry.written, new, entry.last_write, now, self.heartbeat, entry.significant,
+                                    self.anomalous_heartbeat):
             return
         events = statuses.events_between(entry.written, new)
         async with self._writes:

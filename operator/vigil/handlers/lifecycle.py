@@ -82,13 +82,15 @@ def register(registry: kopf.OperatorRegistry, config: OperatorConfig) -> None:
             evaluation.EngineSettings(config.prometheus_url, config.min_interval,
                                       AllowList(config.prometheus_allowed_urls, config.prometheus_url)),
             source, resolver, kube_client, metrics,
-            batch_limit=config.batch_limit, heartbeat=config.heartbeat, owns=owns,
+            batch_limit=config.batch_limit, heartbeat=config.heartbeat,
+            anomalous_heartbeat=min(config.anomalous_heartbeat, config.heartbeat), owns=owns,
         )
         aws_clients = aws.ClientCache(endpoint_url=config.aws_endpoint_url, max_attempts=config.aws_max_attempts)
         remediation = RemediationEngine(
             engine.registry, kube_client, aws_clients.get, notify.Notifier(kube_client), None, metrics,
             namespaces=config.namespaces if not config.all_namespaces else (), upsert_detector=engine.upsert,
-            owns=owns, remote_lag=config.heartbeat, admin=config.admin, max_sleep=config.remediation_resync,
+            owns=owns, remote_lag=config.heartbeat,
+            remote_anomalous_lag=min(config.anomalous_heartbeat, config.heartbeat), admin=config.admin, max_sleep=config.remediation_resync,
             provenance_key=_provenance_key(config.provenance_key_file),
             command_poll_interval=config.command_poll_interval,
         )

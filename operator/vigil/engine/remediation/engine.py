@@ -130,6 +130,7 @@ class RemediationEngine:
         upsert_detector: Callable[[dict[str, Any]], None] | None = None,
         owns: Owns | None = None,
         remote_lag: float = 0.0,
+        remote_anomalous_lag: float | None = None,
         admin: tenancy.Tenancy | None = None,
         provenance_key: bytes | None = None,
         pass_wait: float = 2.0,
@@ -149,6 +150,8 @@ class RemediationEngine:
         self._owns = owns
         #: How stale another shard's detector status may be on top of maxStaleness (that shard's heartbeat).
         self.remote_lag = remote_lag
+        #: The same for an anomalous status, which that shard rewrites sooner (its anomalous heartbeat).
+        self.remote_anomalous_lag = remote_lag if remote_anomalous_lag is None else remote_anomalous_lag
         self.namespaces = tuple(namespaces)
         self._upsert_detector = upsert_detector
         #: Set until a full LIST of our resources has been folded in: no decision on a partial view.
@@ -370,7 +373,9 @@ class RemediationEngine:
                          for s in status.series),
             missing_series=status.missing_series or 0,
             # Another shard evaluates it: we only see what it wrote (on a change, else per heartbeat).
-            lag=0.0 if detector.owned else self.remote_lag,
+            # An anomalous status is rewritten at the shorter anomalous heartbeat: a dead shard's last
+            # anomalous verdict goes stale within it, and is never acted on after that.
+            lag=0.0 if detector.owned else (self.remote_anomalous_lag if status.anomalous else self.remote_lag),
         )
 
     def _alerts(self, entry: PolicyEntry, spec: RemediationPolicySpec, now: float) -> list[triggers.AlertSignal]:
