@@ -46,7 +46,7 @@ class OperatorConfig:
 
     Another shard's policy acts on what this status says; a quiet (normal) verdict never triggers an
     action, so it may be 20 minutes old, but an anomalous one must stay fresh: if this shard dies, its
-    last anomalous verdict goes stale within ``3 × interval + anomalous_heartbeat`` and is not acted on."""
+    last anomalous verdict goes stale within ``3 * interval + anomalous_heartbeat`` and is not acted on."""
 
     heartbeat: float = 1200.0
     """Seconds between status writes when nothing significant changed (scores, timestamps).

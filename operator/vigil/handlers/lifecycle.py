@@ -90,7 +90,8 @@ def register(registry: kopf.OperatorRegistry, config: OperatorConfig) -> None:
             engine.registry, kube_client, aws_clients.get, notify.Notifier(kube_client), None, metrics,
             namespaces=config.namespaces if not config.all_namespaces else (), upsert_detector=engine.upsert,
             owns=owns, remote_lag=config.heartbeat,
-            remote_anomalous_lag=min(config.anomalous_heartbeat, config.heartbeat), admin=config.admin, max_sleep=config.remediation_resync,
+            remote_anomalous_lag=min(config.anomalous_heartbeat, config.heartbeat), admin=config.admin,
+            max_sleep=config.remediation_resync,
             provenance_key=_provenance_key(config.provenance_key_file),
             command_poll_interval=config.command_poll_interval,
         )
