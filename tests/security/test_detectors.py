@@ -44,11 +44,18 @@ def _now_grid() -> float:
     return float(int(time.time() // STEP) * STEP)
 
 
+#: The grid time the module's Prometheus history ends at: a query must use it, not a later `now` (on a
+#: busy machine the clock may cross a STEP between the backfill and the query, and Prometheus's 5-minute
+#: lookback then repeats the last point at the next step).
+HISTORY_END: list[float] = []
+
+
 @pytest.fixture(scope="module")
 def prometheus_server() -> Iterator[PrometheusServer]:
     """``many_series``: 2,500 series of 12 points; ``long_labels``: one series with a 5,000-character
     label value and 40 labels, 60 points (enough for the built-in model to score it)."""
     now = _now_grid()
+    HISTORY_END[:] = [now]
     rng = np.random.default_rng(6)
     short = now - STEP * np.arange(11, -1, -1)
     history = [Series("many_series", {"i": str(i)}, short, rng.normal(10, 1, short.size)) for i in range(MANY)]
@@ -107,7 +114,7 @@ def test_item6_a_query_over_max_series_is_ready_false_too_many_series(
 def test_item6_an_answer_over_max_response_bytes_is_refused_mid_stream(prometheus: PrometheusServer) -> None:
     """Item 6: past --max-response-bytes the source stops reading and says ResponseTooLarge; the
     series cap stops it even earlier, before the series over the cap is parsed."""
-    now = _now_grid()
+    now = HISTORY_END[0]
 
     async def query(source: promsource.PrometheusSource, promql: str) -> Any:
         try:

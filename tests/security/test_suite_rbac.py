@@ -56,7 +56,7 @@ OPERATOR_AGENTS = ("vigil/", "kopf/")
 def whole_suite(config: pytest.Config) -> bool:
     """Whether this session runs every test of the suite: no paths, ``-k``, ``-m`` or ``--deselect``."""
     return (config.args_source == pytest.Config.ArgsSource.TESTPATHS and not config.option.keyword
-            and not config.option.markexpr and not config.option.deselect and not config.option.lf)
+            and not config.option.markexpr and not config.option.deselect and not getattr(config.option, "lf", False))
 
 
 def operator_calls(events: list[dict[str, Any]]) -> list[dict[str, Any]]:
