@@ -63,18 +63,21 @@ fi
 # pyproject.toml or pip pin re-installs (a checkout that changes the lock leaves older mtimes too).
 pip_version=26.3
 lock=requirements/dev.lock
+# The build backends (setuptools, wheel) pip puts in its isolated build environments, pinned too.
+build_lock=requirements/build.lock
 stamp="$venv/.installed-$extras"
-want=$(cat pyproject.toml sandbox/pyproject.toml "$lock" | sha256sum | cut -d' ' -f1)
+want=$(cat pyproject.toml sandbox/pyproject.toml "$lock" "$build_lock" | sha256sum | cut -d' ' -f1)
 want="$want pip==$pip_version extras=$extras"
 if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
   say "installing vigil-operator[$extras] into $venv, versions from $lock"
   "$venv/bin/python" -m pip install -q "pip==$pip_version" >/dev/null
   # The lock as constraints: only what [$extras] needs is installed, each at its locked version,
   # and pip fails if the lock cannot satisfy pyproject.toml (run `make lock` then).
-  "$venv/bin/python" -m pip install -q -c "$lock" -e ".[$extras]"
+  "$venv/bin/python" -m pip install -q -c "$lock" --build-constraint "$build_lock" -e ".[$extras]"
   # The sandbox and test peers (sandbox/, vigil_sandbox): their own distribution, never in the operator's
   # wheel; their dependencies are the [sandbox] extra just installed.
-  case "$extras" in *dev*|*sandbox*) "$venv/bin/python" -m pip install -q --no-deps -e ./sandbox ;; esac
+  case "$extras" in *dev*|*sandbox*) "$venv/bin/python" -m pip install -q --no-deps -c "$lock" \
+    --build-constraint "$build_lock" -e ./sandbox ;; esac
   printf '%s\n' "$want" > "$stamp"
 fi
 

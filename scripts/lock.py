@@ -31,6 +31,10 @@ ROOT = pathlib.Path(__file__).resolve().parents[1]
 PYPROJECT = ROOT / "pyproject.toml"
 DEV_LOCK = ROOT / "requirements" / "dev.lock"
 RUNTIME_LOCK = ROOT / "requirements" / "runtime.lock"
+#: The build backends pip fetches into its isolated build environments (pyproject.toml's and
+#: sandbox/pyproject.toml's `build-system.requires`): without a pin they are whatever is newest that day.
+BUILD_LOCK = ROOT / "requirements" / "build.lock"
+SANDBOX_PYPROJECT = ROOT / "sandbox" / "pyproject.toml"
 #: The target the locks are resolved for: CI's and the image's interpreter and platform.
 PYTHON_VERSION = "3.11"
 PYTHON_PLATFORM = "x86_64-unknown-linux-gnu"
@@ -71,9 +75,19 @@ def _uv() -> str:
     return found
 
 
-def compile_lock(output: pathlib.Path, *args: str) -> None:
+def build_requirements() -> list[str]:
+    """Every `build-system.requires` of the repository's two distributions."""
+    found: list[str] = []
+    for path in (PYPROJECT, SANDBOX_PYPROJECT):
+        for requirement in tomllib.loads(path.read_text()).get("build-system", {}).get("requires", []):
+            if requirement not in found:
+                found.append(requirement)
+    return found
+
+
+def compile_lock(output: pathlib.Path, *args: str, source: str = "pyproject.toml") -> None:
     command = [
-        _uv(), "pip", "compile", "pyproject.toml", "--quiet",
+        _uv(), "pip", "compile", source, "--quiet",
         "--python-version", PYTHON_VERSION, "--python-platform", PYTHON_PLATFORM,
         # Debian's CA store: where PyPI is reached through a TLS-intercepting proxy, its CA is there.
         "--native-tls",
@@ -93,7 +107,14 @@ def main(argv: list[str]) -> int:
     # --upgrade would let the runtime set drift from dev.lock's; the constraint keeps them equal.
     runtime_args = [a for a in argv if a == "--quiet"]
     compile_lock(RUNTIME_LOCK, "--constraint", str(DEV_LOCK.relative_to(ROOT)), *runtime_args)
-    print(f"wrote {DEV_LOCK.relative_to(ROOT)} and {RUNTIME_LOCK.relative_to(ROOT)}")
+    # The build backends, for pip's --build-constraint (scripts/bootstrap.sh); uv keeps the pinned versions.
+    source = BUILD_LOCK.with_suffix(".in")
+    source.write_text("".join(f"{r}\n" for r in build_requirements()))
+    try:
+        compile_lock(BUILD_LOCK, *argv, source=str(source.relative_to(ROOT)))
+    finally:
+        source.unlink()
+    print(f"wrote {DEV_LOCK.relative_to(ROOT)}, {RUNTIME_LOCK.relative_to(ROOT)} and {BUILD_LOCK.relative_to(ROOT)}")
     return 0
 
 

@@ -133,3 +133,18 @@ def test_digest_ignores_formatting_and_sees_a_bound_change() -> None:
     assert LOCK.digest(reformatted) == LOCK.digest(PYPROJECT_TEXT)
     raised = PYPROJECT_TEXT.replace('"pyyaml>=6"', '"pyyaml>=7"')
     assert LOCK.digest(raised) != LOCK.digest(PYPROJECT_TEXT)
+
+
+def test_the_build_backends_are_pinned_and_bootstrap_uses_the_pins() -> None:
+    """pip builds both distributions (the operator and sandbox/) in isolated environments whose setuptools
+    and wheel would be the newest of the day: requirements/build.lock pins every `build-system.requires`
+    within its specifier, and scripts/bootstrap.sh passes it to every install as `--build-constraint`."""
+    build = _pins(LOCK.BUILD_LOCK)
+    for text in LOCK.build_requirements():
+        requirement = Requirement(text)
+        name = canonicalize_name(requirement.name)
+        assert name in build, f"{text} is not in {LOCK.BUILD_LOCK.name}: run make lock"
+        assert requirement.specifier.contains(build[name]), f"{name}=={build[name]} is outside {text}"
+    bootstrap = (ROOT / "scripts" / "bootstrap.sh").read_text()
+    editable = bootstrap.count(" -e ")
+    assert editable == 2 and bootstrap.count('--build-constraint "$build_lock"') == editable
