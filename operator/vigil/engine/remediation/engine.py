@@ -110,6 +110,18 @@ def restore_action_name(policy: str, incident: str, step: int, sequence: int) ->
     return policy[: 253 - len(suffix)] + suffix
 
 
+def wake_in(due: list[float], now: float, decided_at: float, max_sleep: float) -> float:
+    """Seconds to sleep before the next pass: until the soonest due time, at most ``max_sleep``.
+
+    A due time at or before ``decided_at`` (the ``now`` the last pass decided with) was handled by that pass,
+    or belongs to a state that no longer holds: counting it would spin the loop. A due time after it was
+    not handled, even if the clock has passed it while the pass ran (a step due at 951.001 with a pass
+    that decided at 951.000 and finished at 951.002): that one is due at once, not at the resync.
+    """
+    soonest = min((t for t in due if t > decided_at), default=now + max_sleep)
+    return min(max_sleep, max(0.05, soonest - now))
+
+
 def step_label(step: api_policy.Step, index: int) -> str:
     return step.name or f"step-{index + 1}"
 
@@ -168,6 +180,7 @@ class RemediationEngine:
         self.active = asyncio.Event()
         self.active.set()
         self._wake = asyncio.Event()
+        self._decided_at = 0.0  # the ``now`` the last tick's deciders saw
         self._pool = concurrent.futures.ThreadPoolExecutor(max_workers=aws_workers, thread_name_prefix="vigil-aws")
         self._triggers: dict[ObjectId, TriggerResult] = {}
         self._by_namespace: dict[str, list[DetectorEntry]] = {}
@@ -253,6 +266,10 @@ class RemediationEngine:
     async def run(self, stop: asyncio.Event) -> None:
         logger.info("remediation engine started")
         while not stop.is_set():
+            # Cleared before the pass, never after it: a wake that arrives while a pass runs (a watch event,
+            # or the engine's own write of an action that just finished) must cause another pass, or the
+            # next step would wait for the resync.
+            self._wake.clear()
             if self.active.is_set():
                 try:
                     if self.needs_sync:
@@ -260,10 +277,10 @@ class RemediationEngine:
                     await self.tick()
                 except Exception:
                     logger.exception("remediation tick failed")
-            self._wake.clear()
             waiters = [asyncio.ensure_future(stop.wait()), asyncio.ensure_future(self._wake.wait())]
             try:
-                await asyncio.wait(waiters, timeout=self.sleep_for(self.clock()), return_when=asyncio.FIRST_COMPLETED)
+                await asyncio.wait(waiters, timeout=self.sleep_for(self.clock(), self._decided_at),
+                                   return_when=asyncio.FIRST_COMPLETED)
             finally:
                 for waiter in waiters:
                     waiter.cancel()
@@ -274,7 +291,7 @@ class RemediationEngine:
             await asyncio.wait(passes, timeout=5)
         logger.info("remediation engine stopped")
 
-    def sleep_for(self, now: float) -> float:
+    def sleep_for(self, now: float, decided_at: float) -> float:
         """Until the soonest time a decider said something changes on its own, at most ``max_sleep`` (the
         resync, a safety net). Events (policies, actions, alerts, a detector verdict that flips) wake earlier."""
         due: list[float] = [entry.requeue_after for entry in self.policies.values()
@@ -284,10 +301,7 @@ class RemediationEngine:
             if action.phase is not None and action.phase.in_flight:
                 due += [t for t in (to_time(action.status.next_attempt_at), to_time(action.status.expires_at))
                         if t is not None]
-        # A time already past was handled by the pass that just ran (or belongs to a state that no longer
-        # holds): counting it would spin the loop.
-        soonest = min((t for t in due if t > now), default=now + self.max_sleep)
-        return min(self.max_sleep, max(0.05, soonest - now))
+        return wake_in(due, now, decided_at, self.max_sleep)
 
     async def tick(self) -> None:
         """Start one pass per owned policy that is not still busy with the previous one.
@@ -297,7 +311,7 @@ class RemediationEngine:
         actions in order and each AWS call made once (the intent CAS guards across replicas as before).
         AWS calls themselves are bounded by the thread pool (``aws_workers``).
         """
-        now = self.clock()
+        now = self._decided_at = self.clock()
         # One pass over the detectors per tick, not one per policy: policies only match in their namespace.
         by_namespace: dict[str, list[DetectorEntry]] = {}
         for detector in self.detectors.entries.values():
@@ -1161,8 +1175,13 @@ class RemediationEngine:
             logger.error("status write for action %s/%s failed: %s", *action.id, exc)
             return False
         replacement = ActionEntry.from_body(updated)
+        moved = replacement.phase != action.phase
         self.actions[action.id] = replacement
         action.__dict__.update(replacement.__dict__)
+        if moved:
+            # The watch event for this write carries a resourceVersion we already hold, so it will not wake
+            # the loop: the decider must still see the new phase (a finished step makes the next one due).
+            self.wake()
         return True
 
     def _count_terminal(self, action: ActionEntry, entry: PolicyEntry) -> None:
