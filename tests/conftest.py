@@ -6,6 +6,7 @@ Prometheus is the real binary, AWS is moto in server mode. Nothing is monkeypatc
 
 from __future__ import annotations
 
+import json
 import os
 import pathlib
 import shutil
@@ -17,6 +18,7 @@ from tests.harness import OperatorProcess
 from tests.realkube import RealKube, RealKubeAPI, binaries, install_crds
 from vigil.api import crdgen
 from vigil_sandbox import moto as sandbox_moto
+from vigil_sandbox import ports
 from vigil_sandbox.faultproxy import FaultProxy
 from vigil_sandbox.kubeapi import KubeAPIServer
 from vigil_sandbox.moto import MotoServer
@@ -30,6 +32,35 @@ from vigil_sandbox.moto import MotoServer
 PEER_FIXTURES = frozenset({"kubeapi", "kubeconfig", "real_kube", "own_real_kube", "run_operator", "moto", "moto_url",
                            "prometheus"})
 PROMETHEUS_BINARIES = ("prometheus", "promtool")
+
+
+#: Where the session's real API server writes its audit log, when set (`make test` sets it): one file per
+#: pytest-xdist worker, read after the run by tests/security/test_suite_rbac.py, with ``suite.json`` saying
+#: whether the run was the whole suite.
+AUDIT_DIR = os.environ.get("VIGIL_AUDIT_DIR", "")
+WORKER = os.environ.get("PYTEST_XDIST_WORKER", "")
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Under pytest-xdist each worker starts its own peers: give each its own slice of ports, so two
+    workers (and the processes they start, which inherit the variable) never draw the same one."""
+    if WORKER and "VIGIL_PORT_RANGE" not in os.environ:
+        count, index = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1")), int(WORKER.removeprefix("gw"))
+        low, high = ports.span()
+        width = (high - low + 1) // count
+        os.environ["VIGIL_PORT_RANGE"] = f"{low + index * width}-{low + (index + 1) * width - 1}"
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    """The controller (not an xdist worker) records what ran, for the audit-log check that runs after."""
+    if AUDIT_DIR and not hasattr(session.config, "workerinput"):
+        config = session.config
+        whole = (config.args_source == pytest.Config.ArgsSource.TESTPATHS and not config.option.keyword
+                 and config.option.markexpr in ("", "not suite_last") and not config.option.deselect
+                 and not getattr(config.option, "lf", False))
+        record = {"whole": whole, "exitstatus": int(exitstatus), "tests": session.testscollected,
+                  "markexpr": config.option.markexpr}
+        pathlib.Path(AUDIT_DIR, "suite.json").write_text(json.dumps(record))
 
 
 @pytest.hookimpl(tryfirst=True)  # before `-m` deselects: the marks must be there when it looks
@@ -120,7 +151,8 @@ def real_kube(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RealKube]:
     (a cold build takes many minutes), then cached outside the clone. Tests share it: each works in
     its own namespace or on its own object names, and cleans up what would disturb the others."""
     kube_bin, etcd_bin = binaries()
-    with RealKube(tmp_path_factory.mktemp("realkube"), kube_bin, etcd_bin) as server:
+    audit_log = pathlib.Path(AUDIT_DIR, f"{WORKER or 'main'}-{os.getpid()}.audit.log") if AUDIT_DIR else None
+    with RealKube(tmp_path_factory.mktemp("realkube"), kube_bin, etcd_bin, audit_log=audit_log) as server:
         yield server
 
 

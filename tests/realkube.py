@@ -131,13 +131,14 @@ def write_certs(directory: pathlib.Path) -> dict[str, pathlib.Path]:
 class RealKube:
     """etcd + kube-apiserver in ``workdir``; ``start()`` returns once ``/readyz`` answers ok."""
 
-    def __init__(self, workdir: pathlib.Path, kube_bin: pathlib.Path, etcd_bin: pathlib.Path) -> None:
+    def __init__(self, workdir: pathlib.Path, kube_bin: pathlib.Path, etcd_bin: pathlib.Path,
+                 audit_log: pathlib.Path | None = None) -> None:
         self.workdir = workdir
         self.kube_bin = kube_bin
         self.etcd_bin = etcd_bin
         self.admin_token = base64.b32encode(os.urandom(20)).decode().lower()
         self.user_token = base64.b32encode(os.urandom(20)).decode().lower()
-        self.audit_log = workdir / "audit.log"
+        self.audit_log = audit_log or workdir / "audit.log"
         self.kubeconfig = workdir / "admin.kubeconfig"
         self.ca_path = workdir / "ca.crt"
         self.url = ""
@@ -318,10 +319,29 @@ class RealKube:
                 error.close()
                 time.sleep(min(float(error.headers.get("Retry-After") or 1), 1.0))
 
-    def audit_events(self) -> list[dict[str, Any]]:
+    def audit_mark(self) -> int:
+        """Where the audit log's complete lines end now: ``audit_events(since=mark)`` reads only later ones.
+
+        Tests mark instead of counting events: parsing the whole log at every test's start grew with the
+        suite (tens of MB by its end)."""
+        if not self.audit_log.exists():
+            return 0
+        with self.audit_log.open("rb") as log:
+            end = log.seek(0, 2)
+            start = max(0, end - (1 << 20))
+            log.seek(start)
+            cut = log.read().rfind(b"\n")
+        return start + cut + 1 if cut >= 0 else start
+
+    def audit_events(self, since: int = 0) -> list[dict[str, Any]]:
+        """Every audit event (JSON lines) after byte offset ``since`` (an ``audit_mark()``), in order; a line
+        the server is still writing is left for the next read."""
         if not self.audit_log.exists():
             return []
-        return [json.loads(line) for line in self.audit_log.read_text().splitlines() if line.strip()]
+        with self.audit_log.open("rb") as log:
+            log.seek(since)
+            lines = log.read().split(b"\n")
+        return [json.loads(line) for line in lines[:-1] if line.strip()]
 
     # --- etcd ------------------------------------------------------------------------------------
     def _etcd(self, method: str, body: Mapping[str, Any]) -> dict[str, Any]:
@@ -423,7 +443,7 @@ class RealKubeAPI:
         self.token = kube.admin_token
         self.port = int(kube.url.rsplit(":", 1)[1])
         self._plurals: dict[tuple[str, str], tuple[str, bool]] = {}
-        self._audit_start = len(kube.audit_events())
+        self._audit_start = kube.audit_mark()
         self._namespaces: set[str] = {"default"}
 
     # --- paths and errors ------------------------------------------------------------------------
@@ -524,7 +544,7 @@ class RealKubeAPI:
         """From the audit log (so only what it records: verb, resource, name, namespace, code)."""
         wanted_verb = verb or (self._VERBS.get(method.upper()) if method else None)
         count = 0
-        for event in self.kube.audit_events()[self._audit_start:]:
+        for event in self.kube.audit_events(since=self._audit_start):
             ref = event.get("objectRef") or {}
             if ((wanted_verb is None or event["verb"] == wanted_verb)
                     and (method is None or method.upper() != "GET" or event["verb"] in ("get", "list", "watch"))

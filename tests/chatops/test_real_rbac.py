@@ -54,7 +54,7 @@ def test_an_unprivileged_user_reads_only_what_rbac_grants_and_writes_only_config
     real_kube.kubectl("apply", "-f", "-", input=yaml.safe_dump_all([ROLE, BINDING]))
     config = real_kube.write_kubeconfig(tmp_path / "user.kubeconfig", real_kube.user_token, user=TEST_USER,
                                         namespace=NAMESPACE)
-    audit_start = len(real_kube.audit_events())
+    audit_start = real_kube.audit_mark()
     transport = kubeio.Transport(kubeaccess.load(str(config), in_cluster_first=False))
     try:
         asker = ask.Asker(kubeio.ApiReader(transport), default_namespace=NAMESPACE,
@@ -71,6 +71,6 @@ def test_an_unprivileged_user_reads_only_what_rbac_grants_and_writes_only_config
     assert elsewhere.text.startswith("I could not read from Kubernetes: not allowed to read anomalydetectors in "
                                      "default: anomalydetectors.vigil.dev is forbidden: User \"vigil-user\" cannot "
                                      "list resource \"anomalydetectors\"")
-    changed = [(e["verb"], e["objectRef"]["resource"]) for e in real_kube.audit_events()[audit_start:]
+    changed = [(e["verb"], e["objectRef"]["resource"]) for e in real_kube.audit_events(since=audit_start)
                if e["user"]["username"] == TEST_USER and e["verb"] in ("create", "update", "patch", "delete")]
     assert changed and {resource for _, resource in changed} == {"configmaps"}

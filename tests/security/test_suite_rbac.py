@@ -5,7 +5,10 @@
 client, ``kopf/<version>`` for kopf's), so the audit log holds every call the operator made across the
 suite: detection, remediation, approvals, pruning, sharding, leader election, notifications, outages.
 
-This test runs last (tests/conftest.py moves it there) and, when the whole suite ran on the real server:
+``make test`` runs the suite on pytest-xdist workers, each with its own API server writing its audit log
+into ``VIGIL_AUDIT_DIR``, then runs this test alone, on every worker's log. A plain ``pytest`` session
+(no xdist) runs it last instead (tests/conftest.py moves it there) on its own server's log. Either way,
+when the whole suite ran on the real server, it:
 
 * takes every distinct call those operators made (group, resource[/subresource], verb, namespace, and
   the name for Secrets and ConfigMaps, which the chart grants by name);
@@ -32,6 +35,7 @@ from __future__ import annotations
 
 import http.client
 import json
+import pathlib
 import ssl
 from collections.abc import Iterator
 from typing import Any
@@ -41,7 +45,7 @@ import pytest
 import yaml
 
 from tests.chart.conftest import CHART_DIR, parse
-from tests.conftest import TEST_KUBE
+from tests.conftest import AUDIT_DIR, TEST_KUBE, WORKER
 from tests.realkube import RealKube, ensure_namespace
 from tests.security.test_rbac import ADMISSION_ONLY, ON_CONFLICT_ONLY, grants, roles
 
@@ -57,6 +61,23 @@ def whole_suite(config: pytest.Config) -> bool:
     """Whether this session runs every test of the suite: no paths, ``-k``, ``-m`` or ``--deselect``."""
     return (config.args_source == pytest.Config.ArgsSource.TESTPATHS and not config.option.keyword
             and not config.option.markexpr and not config.option.deselect and not getattr(config.option, "lf", False))
+
+
+def run_before() -> list[dict[str, Any]]:
+    """The operator's calls from the audit logs of the run `make test` made before this one (every xdist
+    worker's real API server wrote its own into ``VIGIL_AUDIT_DIR``); skips unless that run was whole."""
+    directory = pathlib.Path(AUDIT_DIR)
+    record = directory / "suite.json"
+    if not record.exists():
+        pytest.skip(f"no suite.json in VIGIL_AUDIT_DIR={AUDIT_DIR}: the suite did not run before this")
+    ran = json.loads(record.read_text())
+    if not ran["whole"]:
+        pytest.skip(f"the run before was not the whole suite (-m {ran['markexpr']!r}, a path or -k)")
+    logs = sorted(directory.glob("*.audit.log"))
+    events = []
+    for log in logs:
+        events += [json.loads(line) for line in log.read_bytes().splitlines() if line.strip()]
+    return operator_calls(events)
 
 
 def operator_calls(events: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -111,10 +132,15 @@ def test_the_chart_allows_every_call_the_suite_made_and_grants_nothing_unused(
         request: pytest.FixtureRequest, chart: helm.Chart) -> None:
     if TEST_KUBE != "real":
         pytest.skip("the suite ran on the emulator (VIGIL_TEST_KUBE=emulator): no audit log to read")
-    if not whole_suite(request.config):
+    if AUDIT_DIR:
+        events = run_before()
+    elif WORKER:
+        pytest.skip("under pytest-xdist the other workers may still run: `make test` runs this after the suite")
+    elif not whole_suite(request.config):
         pytest.skip("needs the whole suite (`make test`): a part of it does not use every verb the chart grants")
     kube: RealKube = request.getfixturevalue("real_kube")
-    events = operator_calls(kube.audit_events())
+    if not AUDIT_DIR:
+        events = operator_calls(kube.audit_events())
     assert len(events) > 1000, f"only {len(events)} operator requests in the audit log: did the suite run?"
     calls = {call_of(e) for e in events}
 
