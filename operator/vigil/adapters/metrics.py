@@ -88,6 +88,10 @@ class OperatorMetrics:
             "vigil_status_writes_total", "Status patches sent to the API server, by result.", ["result"],
             registry=r,
         )
+        self.status_writes_pending = Gauge(
+            "vigil_status_writes_pending", "Detector statuses queued for a write (one per detector at most).",
+            registry=r,
+        )
         self.events = Counter("vigil_events_total", "Kubernetes Events posted, by reason.", ["reason"], registry=r)
         self.scheduler_lag = Gauge(
             "vigil_scheduler_lag_seconds", "How late the newest batch started after it was due.", registry=r

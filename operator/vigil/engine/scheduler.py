@@ -9,6 +9,13 @@ phases would otherwise give one batch per detector, so ONNX would run one tiny
 batch per detector and every tick would scan the registry (ticks per second
 grow with N, so the cost per detector would too). The window bounds the ticks
 per second and lets detectors due close together share one batch.
+
+Status writes are not part of a batch. A batch queues the statuses that need a write (one pending per
+detector: a newer one replaces it) and goes on; ``write_concurrency`` writers drain the queue. Writing
+inside the batch made evaluation wait on the API server: at 10,000 detectors the first statuses, and
+every heartbeat after them (all due together), held the next batches back by minutes (p99 lag 212 s).
+Heartbeats are also spread: each detector's is up to a quarter shorter, by a stable fraction of its
+uid, so detectors that started together do not all write again in the same minute.
 """
 
 from __future__ import annotations
@@ -17,6 +24,7 @@ import asyncio
 import dataclasses
 import logging
 import time
+import zlib
 from collections.abc import Callable
 from typing import Any
 
@@ -35,6 +43,16 @@ logger = logging.getLogger(__name__)
 
 #: Retry period for detectors whose spec cannot even be parsed.
 _CONFIG_RETRY = 60.0
+#: A detector's heartbeat is shortened by up to this fraction (stable per uid), to spread the writes.
+HEARTBEAT_SPREAD = 0.25
+#: On shutdown, how long the writers may take to write what is still queued.
+_FLUSH_SECONDS = 10.0
+
+
+def spread(heartbeat: float, uid: str) -> float:
+    """``heartbeat`` shortened by a stable fraction of it in [0, HEARTBEAT_SPREAD) taken from ``uid``:
+    never longer than configured (freshness is promised within it), on average 12.5 % shorter."""
+    return heartbeat * (1.0 - HEARTBEAT_SPREAD * (zlib.crc32(uid.encode()) / 2**32))
 
 
 def sleep_for(now: float, upcoming: float | None, batch_started: float, batch_window: float, max_sleep: float,
@@ -89,7 +107,11 @@ class Engine:
         self.active = asyncio.Event()
         self.active.set()
         self._wake = asyncio.Event()
-        self._writes = asyncio.Semaphore(write_concurrency)
+        self.write_concurrency = write_concurrency
+        #: Statuses waiting for a writer, oldest first: one per detector, with the time it was evaluated.
+        self._pending: dict[tuple[str, str], tuple[DetectorEntry, AnomalyDetectorStatus, float]] = {}
+        self._writing: set[tuple[str, str]] = set()
+        self._queued = asyncio.Event()
         #: Called when a detector's verdict or conditions change (the remediation engine's wake-up).
         self.on_change: Callable[[], None] | None = None
 
@@ -130,6 +152,20 @@ class Engine:
 
     async def run(self, stop: asyncio.Event) -> None:
         logger.info("evaluation engine started")
+        writers = [asyncio.create_task(self._writer(stop), name=f"vigil-status-writer-{i}")
+                   for i in range(self.write_concurrency)]
+        try:
+            await self._loop(stop)
+        finally:
+            self._queued.set()  # writers finish what is queued (up to _FLUSH_SECONDS), then stop
+            _, late = await asyncio.wait(writers, timeout=_FLUSH_SECONDS)
+            for writer in late:
+                writer.cancel()
+            if self._pending:
+                logger.warning("stopping with %d status writes not done", len(self._pending))
+        logger.info("evaluation engine stopped")
+
+    async def _loop(self, stop: asyncio.Event) -> None:
         while not stop.is_set():
             started = self.last_loop = self.clock()
             evaluated = 0
@@ -144,7 +180,6 @@ class Engine:
             delay = sleep_for(self.clock(), upcoming, started, self.batch_window, self.max_sleep,
                               backlog=evaluated >= self.batch_limit)
             await self._sleep(stop, delay)
-        logger.info("evaluation engine stopped")
 
     async def _sleep(self, stop: asyncio.Event, delay: float) -> None:
         self._wake.clear()
@@ -183,32 +218,60 @@ class Engine:
             self.on_change()
         self.metrics.evaluations.labels(outcome.kind.value).inc()
         self._publish(entry, outcome, new)
-        if not statuses.needs_write(entry.written, new, entry.last_write, now, self.heartbeat, entry.significant,
-                                    self.anomalous_heartbeat):
+        if not statuses.needs_write(entry.written, new, entry.last_write, now, spread(self.heartbeat, entry.uid),
+                                    entry.significant, spread(self.anomalous_heartbeat, entry.uid)):
             return
-        events = statuses.events_between(entry.written, new)
-        async with self._writes:
+        self._pending.pop(entry.id, None)  # a newer status replaces one still queued (and goes last)
+        self._pending[entry.id] = (entry, new, now)
+        self.metrics.status_writes_pending.set(len(self._pending))
+        self._queued.set()
+
+    async def _writer(self, stop: asyncio.Event) -> None:
+        """Write queued statuses, oldest first, never two of one detector at once; after ``stop``, only
+        until the queue is empty."""
+        while True:
+            key = next((k for k in self._pending if k not in self._writing), None)
+            if key is None:
+                if stop.is_set():
+                    return
+                self._queued.clear()
+                await self._queued.wait()
+                continue
+            entry, new, at = self._pending.pop(key)
+            self.metrics.status_writes_pending.set(len(self._pending))
+            if not self.active.is_set() or self.registry.entries.get(key) is not entry:
+                continue  # no longer ours to write (leadership lost, or the detector deleted)
+            self._writing.add(key)
             try:
-                updated = await self.kube.patch_status(
-                    API_VERSION, api.PLURAL, entry.namespace, entry.name, new.to_merge_patch()
-                )
-            except kube.KubeError as exc:
-                self.metrics.status_writes.labels("error").inc()
-                if exc.status == 404:
-                    self.remove(entry.namespace, entry.name)
-                else:
-                    logger.error("status write for %s/%s failed: %s", entry.namespace, entry.name, exc)
-                return
-            except Exception as exc:  # network trouble: keep the old 'written', retry next tick
-                self.metrics.status_writes.labels("error").inc()
-                logger.warning("status write for %s/%s failed: %r", entry.namespace, entry.name, exc)
-                return
-            self.metrics.status_writes.labels("ok").inc()
-            entry.written = new
-            entry.resource_version = max(entry.resource_version, resource_version(updated.get("metadata", {})))
-            entry.last_write = now
-            for event in events:
-                await self._post_event(entry, event, now)
+                await self._write(entry, new, at)
+            finally:
+                self._writing.discard(key)
+                if self._pending:
+                    self._queued.set()  # a status of this detector may have waited for this write
+
+    async def _write(self, entry: DetectorEntry, new: AnomalyDetectorStatus, at: float) -> None:
+        events = statuses.events_between(entry.written, new)
+        try:
+            updated = await self.kube.patch_status(
+                API_VERSION, api.PLURAL, entry.namespace, entry.name, new.to_merge_patch()
+            )
+        except kube.KubeError as exc:
+            self.metrics.status_writes.labels("error").inc()
+            if exc.status == 404:
+                self.remove(entry.namespace, entry.name)
+            else:
+                logger.error("status write for %s/%s failed: %s", entry.namespace, entry.name, exc)
+            return
+        except Exception as exc:  # network trouble: keep the old 'written', the next evaluation queues again
+            self.metrics.status_writes.labels("error").inc()
+            logger.warning("status write for %s/%s failed: %r", entry.namespace, entry.name, exc)
+            return
+        self.metrics.status_writes.labels("ok").inc()
+        entry.written = new
+        entry.resource_version = max(entry.resource_version, resource_version(updated.get("metadata", {})))
+        entry.last_write = at
+        for event in events:
+            await self._post_event(entry, event, at)
 
     async def _post_event(self, entry: DetectorEntry, event: statuses.EventSpec, now: float) -> None:
         try:
