@@ -10,8 +10,10 @@ from __future__ import annotations
 import dataclasses
 import json
 import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from typing import Any
+
+from vigil_sandbox import httpserve
 
 
 @dataclasses.dataclass(frozen=True)
@@ -21,8 +23,7 @@ class Received:
     body: Any
 
 
-class _Server(ThreadingHTTPServer):
-    daemon_threads = True
+class _Server(httpserve.Server):
     chat: ChatCapture
 
 

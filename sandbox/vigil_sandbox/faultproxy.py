@@ -43,6 +43,8 @@ from dataclasses import dataclass, field, replace
 from types import TracebackType
 from typing import Final
 
+from vigil_sandbox import httpserve
+
 __all__ = ["Fault", "FaultProxy", "RequestInfo", "identify"]
 
 #: boto3 client names whose SigV4 signing name differs; ``add_fault(service=...)`` accepts either.
@@ -145,8 +147,7 @@ def _xml_escape(text: str) -> str:
     return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
 
 
-class _Server(http.server.ThreadingHTTPServer):
-    daemon_threads = True
+class _Server(httpserve.Server):
     block_on_close = False
     proxy: FaultProxy
 

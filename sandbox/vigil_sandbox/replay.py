@@ -23,12 +23,13 @@ import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from types import TracebackType
 
 import numpy as np
 import numpy.typing as npt
 
+from vigil_sandbox import httpserve
 from vigil_sandbox.prometheus import (
     FIRST_SCRAPE_DELAY_S,
     Series,
@@ -112,8 +113,7 @@ def seamless_start_time(spacing: float, now: float | None = None, margin: float 
     return (time.time() if now is None else now) + FIRST_SCRAPE_DELAY_S + spacing + margin
 
 
-class _Server(ThreadingHTTPServer):
-    daemon_threads = True
+class _Server(httpserve.Server):
     exporter: ReplayExporter
 
 
