@@ -10,7 +10,9 @@ the real ``vigil run`` process:
 - **Kubernetes API**: the sandbox emulator (:mod:`vigil_sandbox.kubeapi`: our kmock-based,
   in-memory API server with resource versions, watches, status subresource, schema
   validation), run in its *own* process so its CPU is measured apart from the operator's
-  and from this harness. It counts every request the operator sends.
+  and from this harness. It counts every request the operator sends. With ``--kube real``:
+  a real kube-apiserver + etcd (``tests/realkube.py``, :mod:`bench.realapi`), the operator's
+  requests counted from its audit log, its and etcd's CPU and etcd's database growth reported.
 - **The operator**: ``python -m vigil run`` as a subprocess, started after the N
   detectors exist (so start-up with N existing detectors is measured too).
 
@@ -29,6 +31,7 @@ evaluation and to all N evaluated, and the peers' own CPU use. Then the cost cur
     python -m bench.scale                 # the full sweep (N = 100..5000, I = 60 s)
     python -m bench.scale --quick         # a fast check (small N, compressed time)
     python -m bench.scale -n 2000 --profile bench-out   # one N, py-spy profile of the operator
+    python -m bench.scale --kube real -n 2000           # against a real kube-apiserver: docs/bench/scale-real.md
 
 Exit status is non-zero when the harness fails (a peer or the operator dies, nothing
 was evaluated); a missed goal is reported, not an error.
