@@ -924,7 +924,8 @@ def plot(results: Sequence[Result], path: pathlib.Path) -> None:
         ax.set_xlabel("detectors (N)")
         ax.grid(True, alpha=0.3)
         ax.legend(fontsize=8)
-    fig.suptitle(f"vigil scale benchmark: S={results[0].series}, interval {results[0].interval:g}s")
+    api = "real kube-apiserver + etcd" if results[0].kube == "real" else "API emulator"
+    fig.suptitle(f"vigil scale benchmark: S={results[0].series}, interval {results[0].interval:g}s, {api}")
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=100)
