@@ -5,7 +5,8 @@ or the real kube-apiserver (whose audit log records each request). Both are turn
 :class:`Request` at their edge and summed by one :class:`Tally`, so the two reports count the
 same things: status writes per plural, Events, other writes by ``plural:verb``, [status writes,
 Events] per AnomalyDetector, when the first and the last detector got their first status, how
-many requests, and their summed service time (watches left out: they last as long as the watch).
+many requests, and their summed service time (watches left out: they last as long as the watch),
+also per kind of write.
 """
 
 from __future__ import annotations
@@ -59,6 +60,7 @@ class Tally:
     def __init__(self, detectors: int) -> None:
         self.detectors = detectors
         self.writes: dict[str, int] = {}
+        self.write_service_s: dict[str, float] = {}  # summed service time per write kind
         self.requests = 0
         self.service_s = 0.0
         self.first_status: float | None = None
@@ -74,6 +76,7 @@ class Tally:
         if kind is None:
             return
         self.writes[kind] = self.writes.get(kind, 0) + 1
+        self.write_service_s[kind] = self.write_service_s.get(kind, 0.0) + request.duration
         about = detector_written(request)
         if about is None:
             return
@@ -88,6 +91,7 @@ class Tally:
                 self.all_status = max(self._first.values())
 
     def as_dict(self) -> dict[str, Any]:
-        return {"writes": dict(self.writes), "requests": self.requests, "service_s": self.service_s,
+        return {"writes": dict(self.writes), "write_service_s": dict(self.write_service_s),
+                "requests": self.requests, "service_s": self.service_s,
                 "first_status": self.first_status, "all_status": self.all_status,
                 "per_detector": {name: list(counts) for name, counts in self.per_detector.items()}}

@@ -409,6 +409,8 @@ class Result:
     etcd_db_in_use_mib: float = math.nan
     etcd_db_growth_mib_per_hour: float = math.nan
     etcd_db_in_use_growth_mib_per_hour: float = math.nan
+    #: Mean service time of the operator's status writes, in ms (what one costs the API server).
+    status_write_ms: float = math.nan
 
 
 #: Result fields renamed since docs/bench/scale.json files were written (``--render`` reads old ones).
@@ -444,6 +446,8 @@ def measure(before: Snapshot, after: Snapshot, n: int, config: Config, startup: 
     quiet = [status for name, (status, events) in moved.items() if events == 0]
     quiet += [0] * max(0, n - len(moved))  # detectors that wrote nothing at all are quiet too
     service = after.tally["service_s"] - before.tally["service_s"]
+    spent_b, spent_a = before.tally.get("write_service_s", {}), after.tally.get("write_service_s", {})
+    status_spent = sum(v - spent_b.get(k, 0.0) for k, v in spent_a.items() if k.startswith("status:"))
     minutes = elapsed / 60
     result = Result(
         n=n, series=config.series, interval=config.interval, window=elapsed,
@@ -466,6 +470,7 @@ def measure(before: Snapshot, after: Snapshot, n: int, config: Config, startup: 
         quiet_writes_per_detector_hour=sum(quiet) / len(quiet) / (elapsed / 3600) if quiet else math.nan,
         quiet_max_writes=max(quiet, default=0),
         kube=config.kube,
+        status_write_ms=1000 * status_spent / status if status else math.nan,
         api_cores_by_process={name: (seconds - before.api_cpu.get(name, 0.0)) / elapsed
                               for name, seconds in after.api_cpu.items()},
     )
@@ -621,7 +626,7 @@ def print_result(r: Result) -> None:
     else:
         processes = ""
     print(f"   peers: {API_LABELS[r.kube]} {r.api_cores:.3f} cores{f' ({processes})' if processes else ''}, "
-          f"{_f(r.api_ms_per_request)} ms per request; "
+          f"{_f(r.api_ms_per_request)} ms per request ({_f(r.status_write_ms)} per status write); "
           f"Prometheus {r.prometheus_cores:.3f} cores, harness {r.harness_cores:.3f} cores; "
           f"Prometheus errors {r.prometheus_errors:g}", flush=True)
 
@@ -794,7 +799,7 @@ def peers_table(results: Sequence[Result], kube: str) -> str:
     headers = ["N", f"{label} cores"]
     if kube == "real":
         headers += ["kube-apiserver cores", "etcd cores"]
-    headers += [f"{'API' if kube == 'real' else 'emulator'} ms/request"]
+    headers += [f"{'API' if kube == 'real' else 'emulator'} ms/request", "ms/status write"]
     if kube == "real":
         headers += ["etcd DB MiB (in use)", "etcd DB growth MiB/h (in use)"]
     headers += ["Prometheus cores", "harness cores", "detectors created s", "Prometheus errors",
@@ -805,7 +810,7 @@ def peers_table(results: Sequence[Result], kube: str) -> str:
         if kube == "real":
             cells += [f"{r.api_cores_by_process.get('kube-apiserver', math.nan):.3f}",
                       f"{r.api_cores_by_process.get('etcd', math.nan):.3f}"]
-        cells += [_f(r.api_ms_per_request)]
+        cells += [_f(r.api_ms_per_request), _f(r.status_write_ms)]
         if kube == "real":
             cells += [f"{_f(r.etcd_db_mib, 1)} ({_f(r.etcd_db_in_use_mib, 1)})",
                       f"{_f(r.etcd_db_growth_mib_per_hour, 1)} ({_f(r.etcd_db_in_use_growth_mib_per_hour, 1)})"]

@@ -73,6 +73,7 @@ def test_scale_bench_runs_against_the_real_api_server(tmp_path: pathlib.Path) ->
     assert float(peers["kube-apiserver cores"]) > 0
     assert float(peers["etcd DB MiB (in use)"].split()[0]) > 0
     assert float(peers["API ms/request"]) > 0
+    assert float(peers["ms/status write"]) > 0  # the audit log's received-to-complete of status patches
     raw = json.loads(out.with_suffix(".json").read_text())
     assert raw["config"]["kube"] == "real" and raw["results"][0]["kube"] == "real"
     assert set(raw["results"][0]["api_cores_by_process"]) == {"kube-apiserver", "etcd"}
