@@ -13,7 +13,8 @@ is read from the logged request body; everything else stays at ``Metadata``.
 
 The server side's cost is two processes (kube-apiserver and etcd, :meth:`RealAPI.pids`); etcd's
 database size (its maintenance status) is sampled with every tally, so the report can give its
-growth per hour.
+growth per hour. Unlike the test fixture's, this etcd does not compact on its own: kube-apiserver
+compacts it every 5 minutes (its default ``--etcd-compaction-interval``), as in a cluster.
 """
 
 from __future__ import annotations
@@ -165,7 +166,8 @@ class RealAPI:
 
     def __init__(self, workdir: pathlib.Path, manifests: Sequence[Mapping[str, Any]], detectors: int) -> None:
         kube_bin, etcd_bin = binaries()
-        self.kube = RealKube(workdir, kube_bin, etcd_bin, audit_policy=AUDIT_POLICY)
+        # etcd compacted by kube-apiserver alone (every 5 minutes), as in a cluster: its size is a cluster's
+        self.kube = RealKube(workdir, kube_bin, etcd_bin, audit_policy=AUDIT_POLICY, etcd_auto_compaction=False)
         self.kube.start()
         self._tally = Tally(detectors)
         self._reader: AuditReader | None = None

@@ -825,8 +825,8 @@ def api_setup(kube: str) -> tuple[str, str]:
     """How the report describes the API server: (the setup sentence, who counted the writes)."""
     if kube == "real":
         return ("a real Kubernetes API server\n(kube-apiserver and etcd of `scripts/kube-bins.sh`'s pinned release, "
-                "started by `tests/realkube.py`, etcd keeping\n1000 revisions, the audit log written in blocking "
-                "mode) with the project's CRDs, fresh for each N",
+                "started by `tests/realkube.py`; etcd compacted\nby kube-apiserver every 5 minutes as in a cluster, "
+                "the audit log written in blocking mode) with the project's CRDs, fresh for each N",
                 "API writes counted from\nkube-apiserver's audit log (the operator's user agents `vigil/` and "
                 "`kopf/`; Event creations logged at Request level for\ntheir involvedObject); service time is the "
                 "audit log's requestReceived to ResponseComplete, watches left out; etcd's\ndatabase size from its "

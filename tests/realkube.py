@@ -133,9 +133,11 @@ class RealKube:
     """etcd + kube-apiserver in ``workdir``; ``start()`` returns once ``/readyz`` answers ok."""
 
     def __init__(self, workdir: pathlib.Path, kube_bin: pathlib.Path, etcd_bin: pathlib.Path,
-                 audit_policy: Mapping[str, Any] | None = None) -> None:
+                 audit_policy: Mapping[str, Any] | None = None, etcd_auto_compaction: bool = True) -> None:
         """``audit_policy``: the audit policy (default :data:`AUDIT_POLICY`, Metadata for everything); the
-        scale benchmark logs Event creations at ``Request`` level to read their ``involvedObject``."""
+        scale benchmark logs Event creations at ``Request`` level to read their ``involvedObject``.
+        ``etcd_auto_compaction=False``: etcd keeps every revision until kube-apiserver compacts it (every
+        5 minutes, as in a cluster), so its size over time is a cluster's; the tests keep 1000 revisions."""
         self.workdir = workdir
         self.kube_bin = kube_bin
         self.etcd_bin = etcd_bin
@@ -147,6 +149,7 @@ class RealKube:
         self.url = ""
         self.etcd_url = ""
         self.audit_policy: Mapping[str, Any] = audit_policy or AUDIT_POLICY
+        self.etcd_auto_compaction = etcd_auto_compaction
         self._processes: dict[str, subprocess.Popen[bytes]] = {}
         self._apiserver_argv: list[str] = []
 
@@ -176,7 +179,8 @@ class RealKube:
             f"--listen-peer-urls=http://127.0.0.1:{peer}", f"--initial-advertise-peer-urls=http://127.0.0.1:{peer}",
             f"--initial-cluster=vigil-test=http://127.0.0.1:{peer}",
             # Keep only the last 1000 revisions (checked every few minutes); compact() forces it now.
-            "--auto-compaction-mode=revision", "--auto-compaction-retention=1000",
+            *(["--auto-compaction-mode=revision", "--auto-compaction-retention=1000"]
+              if self.etcd_auto_compaction else []),
             "--quota-backend-bytes=1073741824", "--unsafe-no-fsync", "--log-level=warn",
         ])
         self._poll("etcd", f"{self.etcd_url}/health", lambda body: json.loads(body).get("health") == "true",
