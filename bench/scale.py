@@ -146,7 +146,7 @@ def detector_name(i: int) -> str:
 
 
 # ---------------------------------------------------------------------------------------------
-# The emulator, in its own process.
+# The Kubernetes API: the emulator in its own process, or a real server (bench/realapi.py).
 # ---------------------------------------------------------------------------------------------
 
 def detector_manifest(i: int, interval: float) -> dict[str, Any]:
