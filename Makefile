@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 export VENV
 
-.PHONY: help bootstrap kube-bins test test-emulator test-fast lock demo lint typecheck crds docs model train bench bench-detection bench-backtest bench-scale bench-shards bench-series-cap bench-models e2e clean
+.PHONY: help bootstrap kube-bins test test-emulator test-fast lock demo lint typecheck crds docs model train bench bench-detection bench-backtest bench-scale bench-scale-real bench-shards bench-series-cap bench-models e2e clean
 
 help:
 	@echo "make demo      - local sandbox: real Prometheus + emulated Kubernetes API + vigil run"
@@ -20,6 +20,7 @@ help:
 	@echo "make bench-detection - detection benchmark only (needs ../shared/data/nab)"
 	@echo "make bench     - benchmarks (detection quality needs ../shared/data/nab)"
 	@echo "make bench-scale - scale sweep N=1000, 2000, 10000 detectors (~90 min): docs/bench/scale.{md,png,json}, README"
+	@echo "make bench-scale-real - the scale bench at N=2000 (N=...) against a real kube-apiserver + etcd: docs/bench/scale-real.{md,png,json}"
 	@echo "make bench-series-cap - RSS of one 20,000-series detector, capped and uncapped (~2 min): docs/security.md"
 	@echo "make bench-shards - one replica vs 2 shards + standbys, N=1000 (~6 min): docs/bench/shards.md"
 	@echo "make bench-models - hostile custom models vs vigil run, and the code before the guard (~4 min): docs/bench/models.md"
@@ -103,6 +104,11 @@ bench-backtest: bootstrap
 bench-scale: bootstrap
 	$(PY) -m bench.scale
 	$(PY) scripts/sync-bench-docs.py --write
+
+# The same against a real kube-apiserver + etcd (tests/realkube.py): writes from its audit log, its and etcd's cost.
+bench-scale-real: N ?= 2000
+bench-scale-real: bootstrap kube-bins
+	$(PY) -m bench.scale --kube real -n $(N)
 
 # One replica, then K shards each with a standby, then a failover: same peers as bench-scale.
 bench-shards: bootstrap

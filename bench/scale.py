@@ -10,7 +10,9 @@ the real ``vigil run`` process:
 - **Kubernetes API**: the sandbox emulator (:mod:`vigil_sandbox.kubeapi`: our kmock-based,
   in-memory API server with resource versions, watches, status subresource, schema
   validation), run in its *own* process so its CPU is measured apart from the operator's
-  and from this harness. It counts every request the operator sends.
+  and from this harness. It counts every request the operator sends. With ``--kube real``:
+  a real kube-apiserver + etcd (``tests/realkube.py``, :mod:`bench.realapi`), the operator's
+  requests counted from its audit log, its and etcd's CPU and etcd's database growth reported.
 - **The operator**: ``python -m vigil run`` as a subprocess, started after the N
   detectors exist (so start-up with N existing detectors is measured too).
 
@@ -29,6 +31,7 @@ evaluation and to all N evaluated, and the peers' own CPU use. Then the cost cur
     python -m bench.scale                 # the full sweep (N = 100..5000, I = 60 s)
     python -m bench.scale --quick         # a fast check (small N, compressed time)
     python -m bench.scale -n 2000 --profile bench-out   # one N, py-spy profile of the operator
+    python -m bench.scale --kube real -n 2000           # against a real kube-apiserver: docs/bench/scale-real.md
 
 Exit status is non-zero when the harness fails (a peer or the operator dies, nothing
 was evaluated); a missed goal is reported, not an error.
@@ -58,7 +61,7 @@ import threading
 import time
 import urllib.request
 from collections.abc import Iterator, Sequence
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 from prometheus_client.parser import text_string_to_metric_families
@@ -67,7 +70,7 @@ ROOT = pathlib.Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:  # `python bench/scale.py` as well as `python -m bench.scale`
     sys.path.insert(0, str(ROOT))
 
-from bench import procstat  # noqa: E402
+from bench import apitally, procstat  # noqa: E402
 from tests.harness import OperatorProcess, wait_for  # noqa: E402
 from vigil_sandbox.prometheus import PrometheusServer  # noqa: E402
 from vigil_sandbox.replay import ReplayExporter, seamless_start_time, split_for_replay  # noqa: E402
@@ -82,8 +85,9 @@ HISTORY_POINTS = 110  # backfilled points per series at step 1m (>= MIN_POINTS; 
 #: that a deployment with full history does not have (measured: 23 writes per detector per hour
 #: at N=2000 with a 24 h cycle, against ~12 for the heartbeat alone).
 CYCLE_SECONDS = 90 * 60.0
-WRITE_VERBS = {"create", "update", "patch", "delete", "deletecollection"}
 FULL_NS = (1000, 2000, 10000)
+KUBE_BACKENDS = ("emulator", "real")
+DEFAULT_OUTPUT = {"emulator": ROOT / "docs" / "bench" / "scale.md", "real": ROOT / "docs" / "bench" / "scale-real.md"}
 GOAL_N = 2000  # peak RSS < 300 MiB
 BIG_N = 10000  # lag, cores, RSS < 1 GiB, start-up < 60 s
 
@@ -106,6 +110,8 @@ class Config:
     operator_args: tuple[str, ...]
     command: str
     note: str = ""
+    #: The Kubernetes API measured against: ``emulator`` (vigil_sandbox.kubeapi) or ``real`` (kube-apiserver + etcd).
+    kube: str = "emulator"
 
 
 # ---------------------------------------------------------------------------------------------
@@ -140,8 +146,18 @@ def detector_name(i: int) -> str:
 
 
 # ---------------------------------------------------------------------------------------------
-# The emulator, in its own process.
+# The Kubernetes API: the emulator in its own process, or a real server (bench/realapi.py).
 # ---------------------------------------------------------------------------------------------
+
+def detector_manifest(i: int, interval: float) -> dict[str, Any]:
+    """Detector ``i``: its own ``S`` series, every ``interval`` seconds at step 1m."""
+    return {
+        "apiVersion": "vigil.dev/v1alpha1", "kind": "AnomalyDetector",
+        "metadata": {"name": detector_name(i), "namespace": "default"},
+        "spec": {"query": f'{METRIC}{{detector="{detector_name(i)}"}}', "interval": f"{interval:g}s",
+                 "step": f"{STEP:g}s"},
+    }
+
 
 def _emulator_main(conn: multiprocessing.connection.Connection, kubeconfig: str, count: int,
                    interval: float) -> None:
@@ -150,70 +166,79 @@ def _emulator_main(conn: multiprocessing.connection.Connection, kubeconfig: str,
     from vigil_sandbox.kubeapi import KubeAPIServer, RequestRecord
 
     lock = threading.Lock()
-    tally: dict[str, Any] = {"writes": {}, "requests": 0, "service_s": 0.0, "first_status": None,
-                             "all_status": None, "per_detector": {}}
-    written: set[str] = set()
+    tally = apitally.Tally(count)
 
     def listen(record: RequestRecord) -> None:
         with lock:
-            tally["requests"] += 1
-            if record.verb != "watch":
-                tally["service_s"] += record.duration
-            if record.verb not in WRITE_VERBS or (record.status or 500) >= 400:
-                return
-            if record.subresource == "status":
-                kind = f"status:{record.plural}"
-            elif record.plural == "events":
-                kind = "events"
-            else:
-                kind = f"other:{record.plural}:{record.verb}"
-            tally["writes"][kind] = tally["writes"].get(kind, 0) + 1
-            about = _detector_written(record)
-            if about is not None:  # [status writes, Events] per detector: quiet ones are told apart
-                counts = tally["per_detector"].setdefault(about[0], [0, 0])
-                counts[about[1]] += 1
-            if record.subresource == "status" and record.plural == "anomalydetectors" and record.name:
-                if tally["first_status"] is None:
-                    tally["first_status"] = record.received
-                written.add(record.name)
-                if tally["all_status"] is None and len(written) >= count:
-                    tally["all_status"] = record.received
+            tally.add(_request(record))
 
     with KubeAPIServer(crds=crdgen.all_crds(), request_log_size=100) as server:
         server.handler.listeners.append(listen)
         server.write_kubeconfig(kubeconfig)
         started = time.perf_counter()
         for i in range(count):
-            server.create({
-                "apiVersion": "vigil.dev/v1alpha1", "kind": "AnomalyDetector",
-                "metadata": {"name": detector_name(i), "namespace": "default"},
-                "spec": {"query": f'{METRIC}{{detector="{detector_name(i)}"}}', "interval": f"{interval:g}s",
-                         "step": f"{STEP:g}s"},
-            })
+            server.create(detector_manifest(i, interval))
         conn.send(("ready", time.perf_counter() - started))
         while True:
             command = conn.recv()
             if command == "tally":
                 with lock:
-                    conn.send(json.loads(json.dumps(tally)))
+                    conn.send(json.loads(json.dumps(tally.as_dict())))
             else:
                 break
     conn.send("stopped")
 
 
-def _detector_written(record: Any) -> tuple[str, int] | None:
-    """(detector name, 0 for a status write or 1 for an Event) when ``record`` writes about one."""
-    if record.subresource == "status" and record.plural == "anomalydetectors" and record.name:
-        return str(record.name), 0
+def _request(record: Any) -> apitally.Request:
+    """The emulator's record of one request, as the tally counts it."""
+    involved = None
     if record.plural == "events" and isinstance(record.body, dict):
-        involved = record.body.get("involvedObject") or {}
-        if involved.get("kind") == "AnomalyDetector" and involved.get("name"):
-            return str(involved["name"]), 1
-    return None
+        about = record.body.get("involvedObject") or {}
+        if about.get("kind") and about.get("name"):
+            involved = (str(about["kind"]), str(about["name"]))
+    return apitally.Request(verb=record.verb, plural=record.plural, subresource=record.subresource,
+                            name=record.name, code=record.status, received=record.received,
+                            duration=record.duration, involved=involved)
+
+
+class KubeBackend(Protocol):
+    """The Kubernetes API one run measures against: the emulator or a real kube-apiserver + etcd."""
+
+    #: ``emulator`` or ``real`` (``--kube``), and what its CPU column is the CPU of.
+    name: str
+    label: str
+    kubeconfig: pathlib.Path
+    #: Seconds it took to create the N detectors on it.
+    create_seconds: float
+
+    def pids(self) -> dict[str, int]:
+        """The server side's processes by name (their CPU is its cost); raises once one has died."""
+
+    def tally(self) -> dict[str, Any]:
+        """The operator's requests so far (:meth:`bench.apitally.Tally.as_dict`)."""
+
+    def extra(self) -> dict[str, float]:
+        """Figures of its own sampled with every tally (etcd's database size); may be empty."""
+
+    def stop(self) -> None: ...
+
+
+def open_backend(kind: str, workdir: pathlib.Path, count: int, interval: float) -> KubeBackend:
+    """Start the API server ``kind`` (``emulator`` or ``real``) with ``count`` detectors created."""
+    if kind == "real":
+        from bench.realapi import RealAPI
+
+        real_dir = workdir / "kube"
+        real_dir.mkdir()
+        return RealAPI(real_dir, [detector_manifest(i, interval) for i in range(count)], count)
+    return Emulator(workdir, count, interval)
 
 
 class Emulator:
     """Handle on the emulator child process."""
+
+    name = "emulator"
+    label = "emulator"
 
     def __init__(self, workdir: pathlib.Path, count: int, interval: float) -> None:
         self.kubeconfig = workdir / "kubeconfig"
@@ -232,9 +257,19 @@ class Emulator:
         assert self.process.pid is not None
         return self.process.pid
 
-    def tally(self) -> dict[str, Any]:
+    def pids(self) -> dict[str, int]:
+        self._alive()
+        return {"emulator": self.pid}
+
+    def extra(self) -> dict[str, float]:
+        return {}
+
+    def _alive(self) -> None:
         if not self.process.is_alive():
             raise RuntimeError(f"the emulator died (exit code {self.process.exitcode})")
+
+    def tally(self) -> dict[str, Any]:
+        self._alive()
         self._conn.send("tally")
         result: dict[str, Any] = self._conn.recv()
         return result
@@ -297,32 +332,37 @@ def quantile(q: float, before: list[tuple[float, float]], after: list[tuple[floa
 class Snapshot:
     at: float
     operator_cpu: float
-    emulator_cpu: float
+    #: CPU seconds of each of the API server's processes (the emulator; or kube-apiserver and etcd).
+    api_cpu: dict[str, float]
     prometheus_cpu: float
     harness_cpu: float
     operator: dict[str, list[tuple[dict[str, str], float]]]
     queries: float
     tally: dict[str, Any]
+    api_extra: dict[str, float] = dataclasses.field(default_factory=dict)
 
 
-def snapshot(operator: OperatorProcess, emulator: Emulator, prometheus: PrometheusServer, *,
+def snapshot(operator: OperatorProcess, api: KubeBackend, prometheus: PrometheusServer, *,
              cpu_first: bool) -> Snapshot:
     """Scrape the operator's /metrics outside the CPU window (its own cost is not the workload)."""
     assert operator.proc is not None and prometheus.pid is not None
+    pids = api.pids()
 
-    def cpus() -> tuple[float, float, float, float, float]:
-        return (time.time(), cpu_seconds(operator.proc.pid), cpu_seconds(emulator.pid),  # type: ignore[union-attr]
+    def cpus() -> tuple[float, float, dict[str, float], float, float]:
+        return (time.time(), cpu_seconds(operator.proc.pid),  # type: ignore[union-attr]
+                {name: cpu_seconds(pid) for name, pid in pids.items()},
                 cpu_seconds(prometheus.pid), time.process_time())  # type: ignore[arg-type]
 
     if cpu_first:
-        at, op, em, pr, me = cpus()
-    tally = emulator.tally()
+        at, op, server, pr, me = cpus()
+    tally = api.tally()
+    extra = api.extra()
     queries = total(scrape(f"{prometheus.url}/metrics"), "prometheus_http_requests_total",
                     handler="/api/v1/query_range")
     metrics = scrape(f"{operator.url}/metrics")
     if not cpu_first:
-        at, op, em, pr, me = cpus()
-    return Snapshot(at, op, em, pr, me, metrics, queries, tally)
+        at, op, server, pr, me = cpus()
+    return Snapshot(at, op, server, pr, me, metrics, queries, tally, extra)
 
 
 @dataclasses.dataclass
@@ -349,8 +389,9 @@ class Result:
     startup_first_s: float
     startup_all_s: float
     create_s: float
-    emulator_cores: float
-    emulator_ms_per_request: float
+    #: The API server's cores (all its processes) and mean service time of the operator's requests.
+    api_cores: float
+    api_ms_per_request: float
     prometheus_cores: float
     harness_cores: float
     prometheus_errors: float
@@ -359,6 +400,26 @@ class Result:
     quiet_detectors: int = 0
     quiet_writes_per_detector_hour: float = math.nan
     quiet_max_writes: int = 0
+    #: Which API server: ``emulator`` or ``real`` (kube-apiserver + etcd), and its cores per process.
+    kube: str = "emulator"
+    api_cores_by_process: dict[str, float] = dataclasses.field(default_factory=dict)
+    #: etcd's database (real server only): backend file and in-use size at the window's end (MiB), and
+    #: their growth over the window, per hour.
+    etcd_db_mib: float = math.nan
+    etcd_db_in_use_mib: float = math.nan
+    etcd_db_growth_mib_per_hour: float = math.nan
+    etcd_db_in_use_growth_mib_per_hour: float = math.nan
+    #: Mean service time of the operator's status writes, in ms (what one costs the API server).
+    status_write_ms: float = math.nan
+
+
+#: Result fields renamed since docs/bench/scale.json files were written (``--render`` reads old ones).
+RENAMED = {"emulator_cores": "api_cores", "emulator_ms_per_request": "api_ms_per_request"}
+
+
+def saved_result(raw: dict[str, Any]) -> Result:
+    """A Result from a saved scale.json entry, older field names included."""
+    return Result(**{RENAMED.get(key, key): value for key, value in raw.items()})
 
 
 def measure(before: Snapshot, after: Snapshot, n: int, config: Config, startup: tuple[float, float],
@@ -385,8 +446,10 @@ def measure(before: Snapshot, after: Snapshot, n: int, config: Config, startup: 
     quiet = [status for name, (status, events) in moved.items() if events == 0]
     quiet += [0] * max(0, n - len(moved))  # detectors that wrote nothing at all are quiet too
     service = after.tally["service_s"] - before.tally["service_s"]
+    spent_b, spent_a = before.tally.get("write_service_s", {}), after.tally.get("write_service_s", {})
+    status_spent = sum(v - spent_b.get(k, 0.0) for k, v in spent_a.items() if k.startswith("status:"))
     minutes = elapsed / 60
-    return Result(
+    result = Result(
         n=n, series=config.series, interval=config.interval, window=elapsed,
         lag_p50=quantile(0.5, lag_b, lag_a), lag_p99=quantile(0.99, lag_b, lag_a),
         evals_per_s=evaluations / elapsed, evals_per_batch=evaluations / batches if batches else math.nan,
@@ -398,15 +461,35 @@ def measure(before: Snapshot, after: Snapshot, n: int, config: Config, startup: 
         writes_per_detector_hour=detector_writes / n / (elapsed / 3600), other_writes=other,
         infer_us_per_series=1e6 * infer / rows if rows else math.nan,
         startup_first_s=startup[0], startup_all_s=startup[1], create_s=create_s,
-        emulator_cores=(after.emulator_cpu - before.emulator_cpu) / elapsed,
-        emulator_ms_per_request=1000 * service / requests if requests else math.nan,
+        api_cores=(sum(after.api_cpu.values()) - sum(before.api_cpu.values())) / elapsed,
+        api_ms_per_request=1000 * service / requests if requests else math.nan,
         prometheus_cores=(after.prometheus_cpu - before.prometheus_cpu) / elapsed,
         harness_cores=(after.harness_cpu - before.harness_cpu) / elapsed,
         prometheus_errors=total(a, "vigil_prometheus_errors_total") - total(b, "vigil_prometheus_errors_total"),
         quiet_detectors=len(quiet),
         quiet_writes_per_detector_hour=sum(quiet) / len(quiet) / (elapsed / 3600) if quiet else math.nan,
         quiet_max_writes=max(quiet, default=0),
+        kube=config.kube,
+        status_write_ms=1000 * status_spent / status if status else math.nan,
+        api_cores_by_process={name: (seconds - before.api_cpu.get(name, 0.0)) / elapsed
+                              for name, seconds in after.api_cpu.items()},
     )
+    etcd = _etcd_figures(before.api_extra, after.api_extra, elapsed)
+    result.etcd_db_mib = etcd.get("etcd_db_mib", math.nan)
+    result.etcd_db_in_use_mib = etcd.get("etcd_db_in_use_mib", math.nan)
+    result.etcd_db_growth_mib_per_hour = etcd.get("etcd_db_growth_mib_per_hour", math.nan)
+    result.etcd_db_in_use_growth_mib_per_hour = etcd.get("etcd_db_in_use_growth_mib_per_hour", math.nan)
+    return result
+
+
+def _etcd_figures(before: dict[str, float], after: dict[str, float], elapsed: float) -> dict[str, float]:
+    """etcd's database size at the end and its growth per hour over the window, in MiB (real server only)."""
+    out = {}
+    for key, field in (("etcd_db_bytes", "etcd_db"), ("etcd_db_in_use_bytes", "etcd_db_in_use")):
+        if key in before and key in after:
+            out[f"{field}_mib"] = after[key] / 2**20
+            out[f"{field}_growth_mib_per_hour"] = (after[key] - before[key]) / 2**20 / (elapsed / 3600)
+    return out
 
 
 # ---------------------------------------------------------------------------------------------
@@ -415,20 +498,20 @@ def measure(before: Snapshot, after: Snapshot, n: int, config: Config, startup: 
 
 def run_one(n: int, config: Config, prometheus: PrometheusServer, workdir: pathlib.Path) -> Result:
     print(f"\n== N={n} detectors x {config.series} series, interval {config.interval:g}s", flush=True)
-    emulator = Emulator(workdir, n, config.interval)
+    api = open_backend(config.kube, workdir, n, config.interval)
     operator: OperatorProcess | None = None
     spy: subprocess.Popen[bytes] | None = None
     try:
-        print(f"   {n} detectors created in the emulator in {emulator.create_seconds:.1f}s", flush=True)
+        print(f"   {n} detectors created in the {api.label} in {api.create_seconds:.1f}s", flush=True)
         args = ["--prometheus-url", prometheus.url, "--heartbeat", f"{config.heartbeat:g}", *config.operator_args]
-        operator = OperatorProcess(emulator.kubeconfig, workdir, args, name=f"operator-{n}")
+        operator = OperatorProcess(api.kubeconfig, workdir, args, name=f"operator-{n}")
         spawned = time.time()
         operator.start(ready_timeout=120)
 
         def all_written() -> dict[str, Any]:
             if operator is not None and operator.proc is not None and operator.proc.poll() is not None:
                 raise RuntimeError(f"operator exited:\n{operator.log()[-3000:]}")
-            tally = emulator.tally()
+            tally = api.tally()
             return tally if tally["all_status"] is not None else {}
 
         tally = wait_for(all_written, timeout=max(120.0, 4 * config.interval + n / 20), interval=0.5,
@@ -440,11 +523,11 @@ def run_one(n: int, config: Config, prometheus: PrometheusServer, workdir: pathl
         assert operator.proc is not None
         if config.profile is not None:
             spy = _start_profiler(config.profile, n, operator.proc.pid, config.window)
-        before = snapshot(operator, emulator, prometheus, cpu_first=False)
+        before = snapshot(operator, api, prometheus, cpu_first=False)
         print(f"   measuring for {config.window:g}s", flush=True)
         _sleep_watching(config.window, operator)
-        after = snapshot(operator, emulator, prometheus, cpu_first=True)
-        result = measure(before, after, n, config, startup, emulator.create_seconds)
+        after = snapshot(operator, api, prometheus, cpu_first=True)
+        result = measure(before, after, n, config, startup, api.create_seconds)
         result.peak_rss_mib = peak_rss_mib(operator.proc.pid)
         if spy is not None and config.profile is not None:
             spy.wait(timeout=60)
@@ -462,7 +545,7 @@ def run_one(n: int, config: Config, prometheus: PrometheusServer, workdir: pathl
             spy.wait()
         if operator is not None:
             operator.stop()
-        emulator.stop()
+        api.stop()
 
 
 def _sleep_watching(seconds: float, operator: OperatorProcess) -> None:
@@ -536,7 +619,14 @@ def print_result(r: Result) -> None:
           f"{r.writes_per_detector_hour:.2f} detector writes per detector per hour")
     print(f"   quiet detectors (no Event in the window): {r.quiet_detectors}, "
           f"{_f(r.quiet_writes_per_detector_hour)} status writes per detector per hour, at most {r.quiet_max_writes}")
-    print(f"   peers: emulator {r.emulator_cores:.3f} cores ({_f(r.emulator_ms_per_request)} ms per request), "
+    if r.kube == "real":
+        processes = ", ".join(f"{name} {cores:.3f}" for name, cores in sorted(r.api_cores_by_process.items()))
+        print(f"   etcd database {_f(r.etcd_db_mib)} MiB ({_f(r.etcd_db_in_use_mib)} MiB in use), growth "
+              f"{_f(r.etcd_db_growth_mib_per_hour)} MiB/h ({_f(r.etcd_db_in_use_growth_mib_per_hour)} MiB/h in use)")
+    else:
+        processes = ""
+    print(f"   peers: {API_LABELS[r.kube]} {r.api_cores:.3f} cores{f' ({processes})' if processes else ''}, "
+          f"{_f(r.api_ms_per_request)} ms per request ({_f(r.status_write_ms)} per status write); "
           f"Prometheus {r.prometheus_cores:.3f} cores, harness {r.harness_cores:.3f} cores; "
           f"Prometheus errors {r.prometheus_errors:g}", flush=True)
 
@@ -700,17 +790,59 @@ def machine() -> str:
             f"load average at the end {load[0]:.2f} / {load[1]:.2f} / {load[2]:.2f}")
 
 
+API_LABELS = {"emulator": "emulator", "real": "kube-apiserver + etcd"}
+
+
+def peers_table(results: Sequence[Result], kube: str) -> str:
+    """The peers' own cost per N: the API server's (labelled for what it is), Prometheus', the harness'."""
+    label = API_LABELS[kube]
+    headers = ["N", f"{label} cores"]
+    if kube == "real":
+        headers += ["kube-apiserver cores", "etcd cores"]
+    headers += [f"{'API' if kube == 'real' else 'emulator'} ms/request", "ms/status write"]
+    if kube == "real":
+        headers += ["etcd DB MiB (in use)", "etcd DB growth MiB/h (in use)"]
+    headers += ["Prometheus cores", "harness cores", "detectors created s", "Prometheus errors",
+                "other writes in window"]
+    rows = []
+    for r in results:
+        cells = [str(r.n), f"{r.api_cores:.3f}"]
+        if kube == "real":
+            cells += [f"{r.api_cores_by_process.get('kube-apiserver', math.nan):.3f}",
+                      f"{r.api_cores_by_process.get('etcd', math.nan):.3f}"]
+        cells += [_f(r.api_ms_per_request), _f(r.status_write_ms)]
+        if kube == "real":
+            cells += [f"{_f(r.etcd_db_mib, 1)} ({_f(r.etcd_db_in_use_mib, 1)})",
+                      f"{_f(r.etcd_db_growth_mib_per_hour, 1)} ({_f(r.etcd_db_in_use_growth_mib_per_hour, 1)})"]
+        cells += [f"{r.prometheus_cores:.3f}", f"{r.harness_cores:.3f}", f"{r.create_s:.1f}",
+                  f"{r.prometheus_errors:g}",
+                  ", ".join(f"{k} {v}" for k, v in sorted(r.other_writes.items())) or "none"]
+        rows.append(cells)
+    return markdown_table(headers, rows)
+
+
+def api_setup(kube: str) -> tuple[str, str]:
+    """How the report describes the API server: (the setup sentence, who counted the writes)."""
+    if kube == "real":
+        return ("a real Kubernetes API server\n(kube-apiserver and etcd of `scripts/kube-bins.sh`'s pinned release, "
+                "started by `tests/realkube.py`; etcd compacted\nby kube-apiserver every 5 minutes as in a cluster, "
+                "the audit log written in blocking mode) with the project's CRDs, fresh for each N",
+                "API writes counted from\nkube-apiserver's audit log (the operator's user agents `vigil/` and "
+                "`kopf/`; Event creations logged at Request level for\ntheir involvedObject); service time is the "
+                "audit log's requestReceived to ResponseComplete, watches left out; etcd's\ndatabase size from its "
+                "maintenance status")
+    return ("the Kubernetes API\nemulator (`vigil_sandbox.kubeapi`, an in-memory API server with watches, resource "
+            "versions, status subresource and\nschema validation) in its own process",
+            "API writes counted by the emulator")
+
+
 def report(results: Sequence[Result], config: Config, runtime: float, host: str) -> str:
-    peers = markdown_table(
-        ("N", "emulator cores", "emulator ms/request", "Prometheus cores", "harness cores", "detectors created s",
-         "Prometheus errors", "other writes in window"),
-        [[str(r.n), f"{r.emulator_cores:.3f}", _f(r.emulator_ms_per_request), f"{r.prometheus_cores:.3f}",
-          f"{r.harness_cores:.3f}", f"{r.create_s:.1f}", f"{r.prometheus_errors:g}",
-          ", ".join(f"{k} {v}" for k, v in sorted(r.other_writes.items())) or "none"] for r in results],
-    )
+    peers = peers_table(results, config.kube)
+    setup, counted = api_setup(config.kube)
+    title = " against a real kube-apiserver + etcd" if config.kube == "real" else ""
     stamp = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC")
     return f"""<!-- Written by bench/scale.py: do not edit the measured part by hand; rerun the benchmark. -->
-# Scale benchmark
+# Scale benchmark{title}
 
 Measured {stamp} on {host}; {config.revision}. Command: `{config.command}`;
 total runtime {runtime / 60:.1f} min.{chr(10) + chr(10) + "**Conditions:** " + config.note if config.note else ""}
@@ -721,15 +853,13 @@ series) backfilled with promtool ({HISTORY_POINTS} points at 1 min, sample count
 {_window()} points and scores from {_min_points()}; the operator keeps of each series its newest points and the
 extremes of the older ones, so with a week of history it holds more per series than here: `docs/bench/history.md`
 measures that on full windows) plus live samples scraped every {config.scrape_interval} from an in-process
-exporter; the Kubernetes API
-emulator (`vigil_sandbox.kubeapi`, an in-memory API server with watches, resource versions, status subresource and
-schema validation) in its own process; the operator as `python -m vigil run` with leader election on (its Lease
+exporter; {setup}; the operator as `python -m vigil run` with leader election on (its Lease
 renewals are the "other" writes) and `--heartbeat {config.heartbeat:g}`. Each detector queries
 `{METRIC}{{detector="dNNNNN"}}` ({config.series} series) at step 1m, every {config.interval:g} s. The N detectors
 exist before the operator starts. After every detector has written its first status and a {config.warmup:g} s
 warm-up, a window is measured ({_windows(results)}): CPU from /proc (user + system), lag from the operator's
 `vigil_evaluation_lag_seconds` histogram (verdict ready minus scheduled time; quantiles interpolated within
-buckets), Prometheus queries counted by Prometheus, API writes counted by the emulator.
+buckets), Prometheus queries counted by Prometheus, {counted}.
 
 ## Results
 
@@ -738,7 +868,7 @@ buckets), Prometheus queries counted by Prometheus, API writes counted by the em
 "writes/detector/h" counts status patches and Events of AnomalyDetectors only; a detector is evaluated
 {3600 / config.interval:.0f} times per hour. "feat+inf" is the operator's `vigil_inference_duration_seconds`
 (feature extraction and the batched ONNX run) per scored series. Start-up times run from spawning
-`vigil run` to the emulator receiving the first status write / the last detector's first status write.
+`vigil run` to the API server receiving the first status write / the last detector's first status write.
 
 ## Goals (issue 16)
 
@@ -799,7 +929,8 @@ def plot(results: Sequence[Result], path: pathlib.Path) -> None:
         ax.set_xlabel("detectors (N)")
         ax.grid(True, alpha=0.3)
         ax.legend(fontsize=8)
-    fig.suptitle(f"vigil scale benchmark: S={results[0].series}, interval {results[0].interval:g}s")
+    api = "real kube-apiserver + etcd" if results[0].kube == "real" else "API emulator"
+    fig.suptitle(f"vigil scale benchmark: S={results[0].series}, interval {results[0].interval:g}s, {api}")
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=100)
@@ -862,8 +993,12 @@ def parse(argv: Sequence[str] | None) -> Config:
     p.add_argument("--window", type=float, help="measured window per N (default: one heartbeat)")
     p.add_argument("--warmup", type=float, help="wait after all detectors were first evaluated (default: I)")
     p.add_argument("--quick", action="store_true", help="N = 20, 100 at I = 10 s, heartbeat 50 s: a fast check")
-    p.add_argument("--output", type=pathlib.Path, default=ROOT / "docs" / "bench" / "scale.md",
-                   help="Markdown report (a PNG plot is written beside it)")
+    p.add_argument("--kube", choices=KUBE_BACKENDS, default="emulator",
+                   help="the Kubernetes API: the in-memory emulator (default) or a real kube-apiserver + etcd "
+                        "(tests/realkube.py; writes counted from its audit log)")
+    p.add_argument("--output", type=pathlib.Path,
+                   help="Markdown report (a PNG plot and the raw JSON are written beside it; default "
+                        "docs/bench/scale.md, or docs/bench/scale-real.md with --kube real)")
     p.add_argument("--no-output", action="store_true", help="print only")
     p.add_argument("--render", type=pathlib.Path, action="append",
                    help="only re-render the report from saved scale.json files (repeatable: the runs' N are merged; "
@@ -877,7 +1012,7 @@ def parse(argv: Sequence[str] | None) -> Config:
     ns = tuple(sorted(set(args.detectors or ((20, 100) if args.quick else FULL_NS))))
     heartbeat = args.heartbeat or (1200.0 if interval >= 60 else 5 * interval)
     window = args.window or heartbeat
-    md = None if args.no_output else args.output
+    md = None if args.no_output else args.output or DEFAULT_OUTPUT[args.kube]
     return Config(
         ns=ns, series=args.series, interval=interval, heartbeat=heartbeat, window=window,
         warmup=interval if args.warmup is None else args.warmup,
@@ -887,6 +1022,7 @@ def parse(argv: Sequence[str] | None) -> Config:
         profile=args.profile, render=tuple(args.render) if args.render else None,
         revision="" if args.render else revision(), operator_args=tuple(args.operator_arg), note=args.note,
         command="python -m bench.scale " + " ".join(argv if argv is not None else sys.argv[1:]),
+        kube=args.kube,
     )
 
 
@@ -894,13 +1030,22 @@ def main(argv: Sequence[str] | None = None) -> int:
     config = parse(argv)
     if config.render is not None:
         raws = [json.loads(path.read_text()) for path in config.render]
-        saved = sorted((Result(**r) for raw in raws for r in raw["results"]), key=lambda r: r.n)
+        saved = sorted((saved_result(r) for raw in raws for r in raw["results"]), key=lambda r: r.n)
+        kinds = {raw["config"].get("kube", "emulator") for raw in raws}
+        if len(kinds) > 1:
+            raise SystemExit(f"--render: runs against different API servers ({', '.join(sorted(kinds))}) "
+                             "do not make one report")
         fields = {"revision": "revision not recorded", "note": "", **raws[0]["config"]}
+        out_md, out_png = config.out_md, config.out_png
+        kind = fields.get("kube", "emulator")
+        if out_md == DEFAULT_OUTPUT[config.kube] and kind != config.kube:  # no --output: the saved run's default
+            out_md = DEFAULT_OUTPUT[kind]
+            out_png = out_md.with_suffix(".png")
         if len(raws) > 1:
             fields["command"] = " + ".join(raw["config"].get("command", "?") for raw in raws)
         fields["window"] = max(raw["config"]["window"] for raw in raws)
         stored = Config(**{**fields, "ns": tuple(r.n for r in saved), "operator_args": tuple(fields["operator_args"]),
-                           "out_md": config.out_md, "out_png": config.out_png, "profile": None, "render": None,
+                           "out_md": out_md, "out_png": out_png, "profile": None, "render": None,
                            "note": config.note or fields["note"]})
         write_outputs(saved, stored, max(raw["runtime"] for raw in raws), raws[0]["machine"])
         return 0

@@ -9,7 +9,8 @@ version); this module only runs them. What a test gets:
 - ``kubeconfig``: an admin kubeconfig file, and ``write_kubeconfig(path, token)`` for any other token
   (a ServiceAccount's from ``kubectl create token``, the unprivileged user's);
 - ``kubectl(...)``: the kubectl of the same release, against this server;
-- ``audit_events()``: every request, at Metadata level, from the audit log (JSON lines);
+- ``audit_events()``: every request, at Metadata level (or as the ``audit_policy`` given says), from the
+  audit log (JSON lines); ``pids()`` and ``etcd_status()`` (its database size) for the scale benchmark;
 - ``compact()``: compact etcd at its current revision (etcd also compacts on its own, keeping 1000
   revisions, and kube-apiserver every 5 minutes). Watches are served from kube-apiserver's watch cache,
   as in any cluster, so compacting etcd does not by itself make a watch ``410 Gone``: a resourceVersion
@@ -132,7 +133,14 @@ class RealKube:
     """etcd + kube-apiserver in ``workdir``; ``start()`` returns once ``/readyz`` answers ok."""
 
     def __init__(self, workdir: pathlib.Path, kube_bin: pathlib.Path, etcd_bin: pathlib.Path,
-                 audit_log: pathlib.Path | None = None) -> None:
+                 audit_log: pathlib.Path | None = None, audit_policy: Mapping[str, Any] | None = None,
+                 etcd_auto_compaction: bool = True) -> None:
+        """``audit_log``: where kube-apiserver writes its audit log (default ``workdir/audit.log``; `make test`
+        collects every worker's in one directory). ``audit_policy``: the audit policy (default
+        :data:`AUDIT_POLICY`, Metadata for everything); the scale benchmark logs Event creations at
+        ``Request`` level to read their ``involvedObject``. ``etcd_auto_compaction=False``: etcd keeps every
+        revision until kube-apiserver compacts it (every 5 minutes, as in a cluster), so its size over time
+        is a cluster's; the tests keep 1000 revisions."""
         self.workdir = workdir
         self.kube_bin = kube_bin
         self.etcd_bin = etcd_bin
@@ -143,6 +151,8 @@ class RealKube:
         self.ca_path = workdir / "ca.crt"
         self.url = ""
         self.etcd_url = ""
+        self.audit_policy: Mapping[str, Any] = audit_policy or AUDIT_POLICY
+        self.etcd_auto_compaction = etcd_auto_compaction
         self._processes: dict[str, subprocess.Popen[bytes]] = {}
         self._apiserver_argv: list[str] = []
 
@@ -162,7 +172,7 @@ class RealKube:
                           f"{self.user_token},{TEST_USER},uid-user\n")
         tokens.chmod(0o600)
         policy = self.workdir / "audit-policy.yaml"
-        policy.write_text(yaml.safe_dump(AUDIT_POLICY))
+        policy.write_text(yaml.safe_dump(dict(self.audit_policy)))
 
         client, peer = free_port(), free_port()
         self.etcd_url = f"http://127.0.0.1:{client}"
@@ -172,7 +182,8 @@ class RealKube:
             f"--listen-peer-urls=http://127.0.0.1:{peer}", f"--initial-advertise-peer-urls=http://127.0.0.1:{peer}",
             f"--initial-cluster=vigil-test=http://127.0.0.1:{peer}",
             # Keep only the last 1000 revisions (checked every few minutes); compact() forces it now.
-            "--auto-compaction-mode=revision", "--auto-compaction-retention=1000",
+            *(["--auto-compaction-mode=revision", "--auto-compaction-retention=1000"]
+              if self.etcd_auto_compaction else []),
             "--quota-backend-bytes=1073741824", "--unsafe-no-fsync", "--log-level=warn",
         ])
         self._poll("etcd", f"{self.etcd_url}/health", lambda body: json.loads(body).get("health") == "true",
@@ -221,6 +232,10 @@ class RealKube:
             except subprocess.TimeoutExpired:
                 os.kill(process.pid, signal.SIGKILL)
                 process.wait(timeout=10)
+
+    def pids(self) -> dict[str, int]:
+        """The running processes' PIDs by name (``etcd``, ``kube-apiserver``): what the server side costs."""
+        return {name: process.pid for name, process in self._processes.items() if process.poll() is None}
 
     def __enter__(self) -> RealKube:
         return self.start()
@@ -354,6 +369,10 @@ class RealKube:
     def etcd_range(self, key: bytes = b"/registry/", revision: int = 0) -> dict[str, Any]:
         """A range read of etcd at ``revision`` (0: now); an HTTPError once that revision is compacted."""
         return self._etcd("kv/range", {"key": base64.b64encode(key).decode(), "revision": str(revision)})
+
+    def etcd_status(self) -> dict[str, Any]:
+        """etcd's maintenance status: ``dbSize`` (the backend file, bytes) and ``dbSizeInUse`` among others."""
+        return self._etcd("maintenance/status", {})
 
     def etcd_revision(self) -> int:
         return int(self.etcd_range()["header"]["revision"])
