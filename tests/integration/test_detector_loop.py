@@ -130,6 +130,23 @@ def test_many_series_are_scored_separately_in_one_query(kubeapi: KubeAPIServer, 
     assert status["series"][0]["labels"]["scenario"] == "incident"  # type: ignore[index]
 
 
+def test_start_up_progress_and_one_metric_by_name(kubeapi: KubeAPIServer, operator: OperatorProcess) -> None:
+    """vigil_detectors_unevaluated counts the detectors this process has not evaluated yet, and
+    /metrics?name[]= renders only what is asked for (a poller need not render every detector's scores)."""
+    unevaluated = "vigil_detectors_unevaluated"
+    for name in ("cpu-a", "cpu-b"):
+        kubeapi.create(detector(name, "nab_cpu", interval="1s", step="5m"))
+    wait_for(lambda: ready(kubeapi, "cpu-a") and ready(kubeapi, "cpu-b"), timeout=30, what="both Ready")
+    assert operator.value(unevaluated) == 0
+    assert operator.value("vigil_detector_score") is not None
+    status, only = operator.get(f"/metrics?name[]={unevaluated}&name[]=vigil_status_writes_pending")
+    assert status == 200
+    assert f"{unevaluated} 0.0" in only and "vigil_status_writes_pending " in only
+    assert "vigil_detector_score" not in only and "vigil_evaluations_total" not in only
+    status, refused = operator.get("/metrics?" + "&".join(["name[]=x"] * 51))
+    assert status == 400 and "at most 50" in refused
+
+
 def test_status_is_written_on_change_and_heartbeat_only(kubeapi: KubeAPIServer, operator: OperatorProcess) -> None:
     kubeapi.create(detector("cpu-quiet-writes", 'nab_cpu{scenario="normal"}', interval="1s", step="5m"))
     wait_for(lambda: ready(kubeapi, "cpu-quiet-writes"), timeout=30, what="Ready")

@@ -9,7 +9,7 @@ deleted detectors, are removed, so nothing stale lingers on /metrics.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 
 import prometheus_client
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
@@ -62,6 +62,11 @@ class OperatorMetrics:
             ["namespace", "detector"], registry=r,
         )
         self.detectors = Gauge("vigil_detectors", "Detectors known to the scheduler.", registry=r)
+        self.detectors_unevaluated = Gauge(
+            "vigil_detectors_unevaluated",
+            "Detectors of this replica's shard not yet evaluated since it started (start-up progress).",
+            registry=r,
+        )
         self.evaluations = Counter(
             "vigil_evaluations_total", "Detector evaluations by result.", ["result"], registry=r
         )
@@ -175,5 +180,9 @@ class OperatorMetrics:
             except KeyError:
                 pass
 
-    def exposition(self) -> bytes:
+    def exposition(self, names: Sequence[str] = ()) -> bytes:
+        """The text exposition; only the metrics named in ``names`` when given (prometheus_client's
+        ``name[]`` filter: a poller reads one gauge without rendering every detector's scores)."""
+        if names:
+            return prometheus_client.generate_latest(self.registry.restricted_registry(names))
         return prometheus_client.generate_latest(self.registry)

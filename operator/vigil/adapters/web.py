@@ -15,6 +15,9 @@ from prometheus_client import CONTENT_TYPE_LATEST
 
 from vigil.adapters.metrics import OperatorMetrics
 
+#: ``/metrics?name[]=...``: how many names one request may ask for.
+MAX_METRIC_NAMES = 50
+
 Handler = Callable[[aiohttp.web.Request], Awaitable[aiohttp.web.StreamResponse]]
 
 
@@ -59,7 +62,10 @@ class WebEndpoint:
             self._runner = None
 
     async def _serve_metrics(self, request: aiohttp.web.Request) -> aiohttp.web.Response:
-        body = self._metrics.exposition()
+        names = request.query.getall("name[]", [])
+        if len(names) > MAX_METRIC_NAMES or any(len(name) > 200 for name in names):
+            return aiohttp.web.Response(status=400, text=f"at most {MAX_METRIC_NAMES} name[] of 200 characters\n")
+        body = self._metrics.exposition(names)
         return aiohttp.web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
 
     async def _serve_health(self, request: aiohttp.web.Request) -> aiohttp.web.Response:

@@ -47,6 +47,8 @@ class DetectorEntry:
     owned: bool = True
     #: Consecutive evaluations refused for the size of Prometheus' answer (the back-off's count).
     refused: int = 0
+    #: Whether this process has evaluated it yet (start-up progress: ``vigil_detectors_unevaluated``).
+    evaluated: bool = False
     #: ``statuses.significant`` of the statuses last asked about (current and written are often one object).
     _significant: list[tuple[AnomalyDetectorStatus, object]] = dataclasses.field(default_factory=list, repr=False)
 

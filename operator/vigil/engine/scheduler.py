@@ -128,6 +128,8 @@ class Engine:
             self.metrics.forget(entry.id)
         if len(self.registry.entries) != before:
             self.metrics.detectors.set(len(self.registry.entries))
+            if entry.owned:
+                self.metrics.detectors_unevaluated.inc()  # exact again after the next batch
         if entry.next_due <= now:  # new or changed; the echoes of our own status writes need no batch
             self._wake.set()
 
@@ -202,6 +204,8 @@ class Engine:
         await asyncio.gather(*(self._apply(entry, outcome, now) for entry, outcome in results))
         self.last_evaluation = now
         self.metrics.evaluation_duration.observe(time.perf_counter() - started)
+        self.metrics.detectors_unevaluated.set(
+            sum(1 for e in self.registry.entries.values() if e.owned and not e.evaluated))
         return len(due)
 
     async def _apply(self, entry: DetectorEntry, outcome: Outcome, now: float) -> None:
@@ -217,6 +221,7 @@ class Engine:
         if changed and self.on_change is not None:
             self.on_change()
         self.metrics.evaluations.labels(outcome.kind.value).inc()
+        entry.evaluated = True
         self._publish(entry, outcome, new)
         if not statuses.needs_write(entry.written, new, entry.last_write, now, spread(self.heartbeat, entry.uid),
                                     entry.significant, spread(self.anomalous_heartbeat, entry.uid)):
