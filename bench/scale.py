@@ -112,6 +112,8 @@ class Config:
     note: str = ""
     #: The Kubernetes API measured against: ``emulator`` (vigil_sandbox.kubeapi) or ``real`` (kube-apiserver + etcd).
     kube: str = "emulator"
+    #: After the window, restart the operator and time its way back (``--restart``).
+    restart: bool = False
 
 
 # ---------------------------------------------------------------------------------------------
@@ -414,6 +416,10 @@ class Result:
     etcd_db_in_use_growth_mib_per_hour: float = math.nan
     #: Mean service time of the operator's status writes, in ms (what one costs the API server).
     status_write_ms: float = math.nan
+    #: ``--restart``: from spawning the new `vigil run` until all N evaluated again, and until the first
+    #: 10 s window whose p99 evaluation lag is under 5 s (steady state).
+    restart_evaluated_s: float = math.nan
+    restart_steady_s: float = math.nan
 
 
 #: Result fields renamed since docs/bench/scale.json files were written (``--render`` reads old ones).
@@ -542,6 +548,10 @@ def run_one(n: int, config: Config, prometheus: PrometheusServer, workdir: pathl
             result.profile = hot_spots(config.profile / f"operator-{n}.txt")
         if result.evals_per_s <= 0:
             raise RuntimeError(f"nothing was evaluated at N={n}; operator log tail:\n{operator.log()[-3000:]}")
+        if config.restart:
+            operator.stop()
+            operator = OperatorProcess(api.kubeconfig, workdir, args, name=f"operator-{n}-restarted")
+            result.restart_evaluated_s, result.restart_steady_s = time_restart(operator, n, config)
         errors = operator.errors()
         if errors:
             print(f"   operator logged {len(errors)} errors, first: {errors[0][:300]}", flush=True)
@@ -554,6 +564,43 @@ def run_one(n: int, config: Config, prometheus: PrometheusServer, workdir: pathl
         if operator is not None:
             operator.stop()
         api.stop()
+
+
+STEADY_LAG_S = 5.0  # the lag goal: a restarted operator is steady once a window's p99 is under it
+STEADY_WINDOW_S = 10.0
+LAG_BUCKETS = "vigil_evaluation_lag_seconds_bucket"
+
+
+def time_restart(operator: OperatorProcess, n: int, config: Config) -> tuple[float, float]:
+    """Start ``operator`` (a new `vigil run` on the same N existing detectors, with their statuses) and
+    time it: until all N are evaluated, and until the first STEADY_WINDOW_S window with p99 lag under
+    STEADY_LAG_S."""
+    spawned = time.time()
+    operator.start(ready_timeout=120)
+    limit = max(300.0, 4 * config.interval + n / 20)
+    evaluated = wait_for(lambda: time.time() if all_evaluated(operator, n) else None, timeout=limit, interval=0.5,
+                         what=f"all {n} detectors evaluated after the restart") - spawned
+    print(f"   restart: all {n} evaluated after {evaluated:.1f}s", flush=True)
+
+    def lag_buckets() -> list[tuple[float, float]]:
+        status, text = operator.get(f"/metrics?name[]={LAG_BUCKETS}")
+        assert status == 200, text
+        return sorted((float(sample.labels["le"]), sample.value) for family in text_string_to_metric_families(text)
+                      for sample in family.samples if sample.name == LAG_BUCKETS)
+
+    deadline = time.monotonic() + limit
+    before = lag_buckets()
+    while time.monotonic() < deadline:
+        _sleep_watching(STEADY_WINDOW_S, operator)
+        after = lag_buckets()
+        p99 = quantile(0.99, before, after)
+        if not math.isnan(p99) and p99 < STEADY_LAG_S:
+            steady = time.time() - spawned
+            print(f"   restart: steady (p99 lag {p99:.2f}s over {STEADY_WINDOW_S:g}s) after {steady:.1f}s", flush=True)
+            return evaluated, steady
+        before = after
+    print(f"   restart: not steady within {limit:g}s", flush=True)
+    return evaluated, math.nan
 
 
 def all_evaluated(operator: OperatorProcess, n: int) -> bool:
@@ -727,6 +774,10 @@ def goals(results: Sequence[Result], config: Config) -> list[str]:
         judge(f"all {BIG_N} existing detectors evaluated {_f(big.startup_evaluated_s, 1)} s after start < 60 s "
               f"(their first statuses written after {big.startup_first_s:.1f} s to {big.startup_all_s:.1f} s)",
               big.startup_evaluated_s < 60)
+        if not math.isnan(big.restart_evaluated_s):
+            lines.append(f"- restart with {BIG_N} detectors (--restart): all evaluated {big.restart_evaluated_s:.1f} s "
+                         f"after the new process started, steady (p99 lag < {STEADY_LAG_S:g} s over "
+                         f"{STEADY_WINDOW_S:g} s) after {_f(big.restart_steady_s, 1)} s")
     mid = by_n.get(GOAL_N)
     if mid is None:
         lines.append(f"- N={GOAL_N} not in this run: its RSS goal has no verdict.")
@@ -1030,6 +1081,8 @@ def parse(argv: Sequence[str] | None) -> Config:
     p.add_argument("--note", default="", help="a sentence on the conditions of the run, printed in the report "
                                               "(e.g. other jobs sharing the CPUs)")
     p.add_argument("--profile", type=pathlib.Path, help="py-spy flame graph of the operator per N into this folder")
+    p.add_argument("--restart", action="store_true",
+                   help="after each window, restart the operator and time its way back: all evaluated, then steady")
     p.add_argument("--operator-arg", action="append", default=[], help="extra `vigil run` argument (repeatable)")
     args = p.parse_args(argv)
     interval = 10.0 if args.quick and args.interval == 60.0 else args.interval
@@ -1041,12 +1094,12 @@ def parse(argv: Sequence[str] | None) -> Config:
         ns=ns, series=args.series, interval=interval, heartbeat=heartbeat, window=window,
         warmup=interval if args.warmup is None else args.warmup,
         scrape_interval="5s" if interval < 30 else "15s",
-        live_minutes=int(len(ns) * (window + 3 * interval + 180) / 60) + 30,
+        live_minutes=int(len(ns) * (window + 3 * interval + 180 + (600 if args.restart else 0)) / 60) + 30,
         out_md=md, out_png=md.with_suffix(".png") if md else None,
         profile=args.profile, render=tuple(args.render) if args.render else None,
         revision="" if args.render else revision(), operator_args=tuple(args.operator_arg), note=args.note,
         command="python -m bench.scale " + " ".join(argv if argv is not None else sys.argv[1:]),
-        kube=args.kube,
+        kube=args.kube, restart=args.restart,
     )
 
 

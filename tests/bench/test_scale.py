@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import os
 import pathlib
+import re
 import subprocess
 import sys
 
@@ -53,8 +54,13 @@ def _check_results(report: str) -> dict[str, str]:
 @pytest.mark.slow
 def test_scale_bench_runs_against_real_peers(tmp_path: pathlib.Path) -> None:
     out = tmp_path / "scale.md"
-    _, report = _run(out)
+    stdout, report = _run(out, "--restart")
     _check_results(report)
+    # --restart: a new `vigil run` on the same detectors, timed until all are evaluated, then steady.
+    assert re.search(r"restart: all 4 evaluated after [0-9.]+s", stdout), stdout[-3000:]
+    assert re.search(r"restart: steady \(p99 lag [0-9.]+s over 10s\) after [0-9.]+s", stdout), stdout[-3000:]
+    restarted = json.loads(out.with_suffix(".json").read_text())["results"][0]
+    assert 0 < restarted["restart_evaluated_s"] <= restarted["restart_steady_s"]
     assert float(_table(report, "Peers")["emulator cores"]) > 0
     assert json.loads(out.with_suffix(".json").read_text())["config"]["kube"] == "emulator"
     assert (tmp_path / "scale.png").stat().st_size > 10_000
