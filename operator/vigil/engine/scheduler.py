@@ -249,6 +249,8 @@ class Engine:
             self._writing.add(key)
             try:
                 await self._write(entry, new, at)
+            except Exception:  # a writer never dies: the next evaluation queues this status again
+                logger.exception("status write for %s/%s failed", *key)
             finally:
                 self._writing.discard(key)
                 if self._pending:
