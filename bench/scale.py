@@ -774,10 +774,12 @@ def goals(results: Sequence[Result], config: Config) -> list[str]:
         judge(f"all {BIG_N} existing detectors evaluated {_f(big.startup_evaluated_s, 1)} s after start < 60 s "
               f"(their first statuses written after {big.startup_first_s:.1f} s to {big.startup_all_s:.1f} s)",
               big.startup_evaluated_s < 60)
-        if not math.isnan(big.restart_evaluated_s):
-            lines.append(f"- restart with {BIG_N} detectors (--restart): all evaluated {big.restart_evaluated_s:.1f} s "
-                         f"after the new process started, steady (p99 lag < {STEADY_LAG_S:g} s over "
-                         f"{STEADY_WINDOW_S:g} s) after {_f(big.restart_steady_s, 1)} s")
+
+    for r in results:
+        if not math.isnan(r.restart_evaluated_s):
+            lines.append(f"- restart with {r.n} existing detectors (--restart): all evaluated "
+                         f"{r.restart_evaluated_s:.1f} s after the new process started, steady (p99 lag < "
+                         f"{STEADY_LAG_S:g} s over {STEADY_WINDOW_S:g} s) after {_f(r.restart_steady_s, 1)} s")
     mid = by_n.get(GOAL_N)
     if mid is None:
         lines.append(f"- N={GOAL_N} not in this run: its RSS goal has no verdict.")
