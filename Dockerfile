@@ -16,11 +16,15 @@ ENV PIP_NO_CACHE_DIR=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1 \
     PYTHONDONTWRITEBYTECODE=1
 WORKDIR /src
-# The build context is an allow-list (.dockerignore): pyproject.toml, README.md, operator/ and
-# requirements/runtime.lock. The lock constrains the wheelhouse, so the runtime stage, which installs
-# offline from it, gets exactly the locked versions.
+# The build context is an allow-list (.dockerignore): pyproject.toml, README.md, operator/,
+# requirements/runtime.lock and requirements/build.lock. The runtime lock constrains the wheelhouse, so
+# the runtime stage, which installs offline from it, gets exactly the locked versions. The build lock
+# pins the backends (setuptools, wheel) pip puts in the wheel's isolated build environment, with the
+# pip `make bootstrap` pins (scripts/bootstrap.sh; tests/chart/test_image.py checks they agree): the
+# base image's pip may predate --build-constraint, and without it the build used the newest of the day.
 COPY . .
-RUN pip wheel --no-deps --wheel-dir /wheels . \
+RUN pip install pip==26.3 \
+ && pip wheel --no-deps --build-constraint requirements/build.lock --wheel-dir /wheels . \
  && pip wheel --wheel-dir /wheels --constraint requirements/runtime.lock /wheels/vigil_operator-*.whl
 
 FROM ${PYTHON_IMAGE} AS runtime

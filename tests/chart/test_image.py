@@ -93,6 +93,13 @@ def stages() -> dict[str, Stage]:
 
 # ---- static checks of the Dockerfile (fast) -----------------------------------------------------
 
+def bootstrap_pip() -> str:
+    """The pip version `make bootstrap` installs (scripts/bootstrap.sh's ``pip_version=``)."""
+    found = re.search(r"^pip_version=(\S+)$", (ROOT / "scripts" / "bootstrap.sh").read_text(), re.M)
+    assert found, "scripts/bootstrap.sh no longer sets pip_version="
+    return found.group(1)
+
+
 def test_dockerfile_stages_and_base_image() -> None:
     args, parsed = parse_dockerfile(DOCKERFILE.read_text())
     assert [s.name for s in parsed] == ["builder", "runtime"]
@@ -102,7 +109,9 @@ def test_dockerfile_stages_and_base_image() -> None:
 
 def test_builder_builds_the_wheel_and_a_wheelhouse(stages: dict[str, Stage]) -> None:
     commands = stages["builder"].commands()
-    assert "pip wheel --no-deps --wheel-dir /wheels ." in commands
+    # The wheel is built with the locked backends, by the pip `make bootstrap` pins.
+    assert commands[0] == f"pip install pip=={bootstrap_pip()}"
+    assert "pip wheel --no-deps --build-constraint requirements/build.lock --wheel-dir /wheels ." in commands
     # The wheelhouse holds the runtime lock's versions: the image runs what the tests ran.
     wheelhouse = "pip wheel --wheel-dir /wheels --constraint requirements/runtime.lock /wheels/vigil_operator-*.whl"
     assert wheelhouse in commands
@@ -141,7 +150,7 @@ def test_dockerignore_is_an_allow_list() -> None:
     patterns = _dockerignore()
     assert patterns[0] == "*"
     assert {p[1:] for p in patterns if p.startswith("!")} == {
-        "pyproject.toml", "README.md", "operator/", "requirements/runtime.lock"}
+        "pyproject.toml", "README.md", "operator/", "requirements/runtime.lock", "requirements/build.lock"}
 
 
 # ---- the build, replayed (slow) -----------------------------------------------------------------
@@ -229,6 +238,8 @@ def runtime_venv(stages: dict[str, Stage], tmp_path_factory: pytest.TempPathFact
     assert not any("__pycache__" in p for p in copied)
     # Builder stage: every `pip wheel` command, from the build context (WORKDIR /src after COPY . .).
     for command in stages["builder"].commands():
+        if command == f"pip install pip=={bootstrap_pip()}":
+            continue  # the interpreter running the tests has that pip already (make bootstrap pins it)
         assert command.startswith("pip wheel"), f"builder step not replayed here: {command}"
         _run([sys.executable, "-m", *_expand(command, wheels)], cwd=context)
     # Runtime stage: a fresh interpreter environment (the python image's site-packages), then the install.
