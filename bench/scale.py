@@ -308,8 +308,10 @@ def total(metrics: dict[str, list[tuple[dict[str, str], float]]], name: str, **l
     return sum(v for got, v in metrics.get(name, []) if all(got.get(k) == want for k, want in labels.items()))
 
 
-def buckets(metrics: dict[str, list[tuple[dict[str, str], float]]], name: str) -> list[tuple[float, float]]:
-    return sorted((float(labels["le"]), v) for labels, v in metrics.get(f"{name}_bucket", []))
+def buckets(metrics: dict[str, list[tuple[dict[str, str], float]]], name: str,
+            **want: str) -> list[tuple[float, float]]:
+    return sorted((float(labels["le"]), v) for labels, v in metrics.get(f"{name}_bucket", [])
+                  if all(labels.get(k) == value for k, value in want.items()))
 
 
 def quantile(q: float, before: list[tuple[float, float]], after: list[tuple[float, float]]) -> float:
@@ -420,6 +422,11 @@ class Result:
     #: 10 s window whose p99 evaluation lag is under 5 s (steady state).
     restart_evaluated_s: float = math.nan
     restart_steady_s: float = math.nan
+    #: The operator's garbage collector in the window (``vigil_gc_pause_seconds``): share of wall time spent
+    #: collecting, full (generation 2) collections per minute, and their p99 and longest-bucket pause.
+    gc_share: float = math.nan
+    gc2_per_min: float = math.nan
+    gc2_pause_p99_s: float = math.nan
 
 
 #: Result fields renamed since docs/bench/scale.json files were written (``--render`` reads old ones).
@@ -483,6 +490,14 @@ def measure(before: Snapshot, after: Snapshot, n: int, config: Config, startup: 
         api_cores_by_process={name: (seconds - before.api_cpu.get(name, 0.0)) / elapsed
                               for name, seconds in after.api_cpu.items()},
     )
+    gc_spent = total(a, "vigil_gc_pause_seconds_sum") - total(b, "vigil_gc_pause_seconds_sum")
+    full = (total(a, "vigil_gc_pause_seconds_count", generation="2")
+            - total(b, "vigil_gc_pause_seconds_count", generation="2"))
+    if "vigil_gc_pause_seconds_sum" in a:
+        result.gc_share = gc_spent / elapsed
+        result.gc2_per_min = full / minutes
+        result.gc2_pause_p99_s = quantile(0.99, buckets(b, "vigil_gc_pause_seconds", generation="2"),
+                                          buckets(a, "vigil_gc_pause_seconds", generation="2"))
     etcd = _etcd_figures(before.api_extra, after.api_extra, elapsed)
     result.etcd_db_mib = etcd.get("etcd_db_mib", math.nan)
     result.etcd_db_in_use_mib = etcd.get("etcd_db_in_use_mib", math.nan)
@@ -960,7 +975,7 @@ from the previous N to this one (fixed per-process costs cancel out).
 ## Peers (is the harness the bottleneck?)
 
 {peers}
-{_profiles(results)}"""
+{_loop_table(results)}{_profiles(results)}"""
 
 
 def _windows(results: Sequence[Result]) -> str:
@@ -968,6 +983,17 @@ def _windows(results: Sequence[Result]) -> str:
     if len(windows) == 1:
         return f"{windows[0]} s"
     return ", ".join(f"{round(r.window)} s at N={r.n}" for r in results)
+
+
+def _loop_table(results: Sequence[Result]) -> str:
+    """The operator's garbage collector, which stops its event loop (absent from runs before it was measured)."""
+    measured = [r for r in results if not math.isnan(r.gc_share)]
+    if not measured:
+        return ""
+    rows = [[str(r.n), f"{100 * r.gc_share:.2f}", _f(r.gc2_per_min), _f(r.gc2_pause_p99_s)] for r in measured]
+    table = markdown_table(["N", "% of wall time in GC", "full collections/min", "full collection p99 s"], rows)
+    return (f"\n## The operator's garbage collector\n\nFrom `vigil_gc_pause_seconds`: the event loop stands "
+            f"still while Python collects, so a long full collection is evaluation lag.\n\n{table}\n")
 
 
 def _profiles(results: Sequence[Result]) -> str:

@@ -155,6 +155,12 @@ class OperatorMetrics:
             "vigil_alertmanager_store_bytes",
             "Estimated bytes held by the Alertmanager alert store, as of the last request.", registry=r,
         )
+        self.gc_pause = Histogram(
+            "vigil_gc_pause_seconds",
+            "Wall time of one garbage collection in the operator process, by generation: the event loop "
+            "stands still for it, so a long pause shows as evaluation lag.", ["generation"],
+            buckets=(0.001, 0.005, 0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5), registry=r,
+        )
         self._exported: dict[DetectorId, set[str]] = {}
 
     def publish_scores(self, detector: DetectorId, scores: Iterable[tuple[str, float]]) -> None:

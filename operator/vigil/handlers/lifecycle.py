@@ -11,6 +11,7 @@ from typing import Any
 import kopf
 
 from vigil.adapters import alertmanager, aws, inference, kube, notify, prometheus, web
+from vigil.adapters.gcpause import GcPauses
 from vigil.adapters.metrics import OperatorMetrics
 from vigil.domain import freshness, sharding
 from vigil.domain.allowlist import AllowList
@@ -134,6 +135,8 @@ def register(registry: kopf.OperatorRegistry, config: OperatorConfig) -> None:
                           engine=engine, remediation=remediation, aws=aws_clients, alerts=alerts, web=endpoint,
                           leader=elector, stop=stop)
         memo.runtime = runtime
+        runtime.gc_pauses = GcPauses(metrics.gc_pause)
+        runtime.gc_pauses.install()
         await endpoint.start()
         runtime.tasks.append(asyncio.create_task(engine.run(stop), name="vigil-engine"))
         runtime.tasks.append(asyncio.create_task(remediation.run(stop), name="vigil-remediation"))
@@ -163,3 +166,5 @@ def register(registry: kopf.OperatorRegistry, config: OperatorConfig) -> None:
         runtime.source.close()
         runtime.remediation.close()
         runtime.aws.close()
+        if runtime.gc_pauses is not None:
+            runtime.gc_pauses.uninstall()

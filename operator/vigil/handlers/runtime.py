@@ -7,6 +7,7 @@ import dataclasses
 
 from vigil.adapters import aws, inference, kube, prometheus, web
 from vigil.adapters.alertmanager import AlertStore
+from vigil.adapters.gcpause import GcPauses
 from vigil.adapters.metrics import OperatorMetrics
 from vigil.engine.leader import LeaderElector
 from vigil.engine.remediation.engine import RemediationEngine
@@ -30,3 +31,4 @@ class Runtime:
     stop: asyncio.Event
     tasks: list[asyncio.Task[None]] = dataclasses.field(default_factory=list)
     started: bool = False
+    gc_pauses: GcPauses | None = None
