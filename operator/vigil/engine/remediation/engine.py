@@ -181,6 +181,7 @@ class RemediationEngine:
         self.active.set()
         self._wake = asyncio.Event()
         self._decided_at = 0.0  # the ``now`` the last tick's deciders saw
+        self._tick_waiting = False  # a tick is waiting for its passes (it computes the sleep after them)
         self._pool = concurrent.futures.ThreadPoolExecutor(max_workers=aws_workers, thread_name_prefix="vigil-aws")
         self._triggers: dict[ObjectId, TriggerResult] = {}
         self._by_namespace: dict[str, list[DetectorEntry]] = {}
@@ -329,7 +330,11 @@ class RemediationEngine:
         for gone in [key for key, task in self._passes.items() if task.done() and key not in self.policies]:
             del self._passes[gone]
         if started:
-            await asyncio.wait(started, timeout=self.pass_wait)
+            self._tick_waiting = True
+            try:
+                await asyncio.wait(started, timeout=self.pass_wait)
+            finally:
+                self._tick_waiting = False
         self.metrics.remediation_ticks.inc()
 
     async def _policy_pass(self, entry: PolicyEntry, now: float) -> None:
@@ -349,6 +354,11 @@ class RemediationEngine:
             await self._reregister(entry, now)
         except Exception:
             logger.exception("housekeeping of policy %s/%s failed", *entry.id)
+        if not self._tick_waiting:
+            # This pass outlived its tick (a slow AWS call past ``pass_wait``): the loop already chose its
+            # sleep without the due times this pass decided. Look again now, or a step due meanwhile would
+            # wait for the next event or the resync.
+            self.wake()
 
     async def _aws(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
         loop = asyncio.get_running_loop()
