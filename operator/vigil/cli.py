@@ -112,6 +112,9 @@ def _add_run(sub: argparse._SubParsersAction[Parser]) -> None:
                    help="seconds between status writes of a detector whose verdict is anomalous (default 300; "
                         "at most --heartbeat): another shard's policy refuses to act on an anomalous status "
                         "older than 3 intervals plus this, so a dead shard's verdict is not acted on for long")
+    p.add_argument("--gc-freeze", action=argparse.BooleanOptionalAction, default=True,
+                   help="once every detector has been evaluated after start, move the surviving objects out of "
+                        "the garbage collector's walk (gc.freeze), which shortens full collections (default on)")
     p.add_argument("--model-refresh", type=float, default=60.0,
                    help="seconds between re-reads of model ConfigMaps (default 60)")
     p.add_argument("--max-model-bytes", type=int, default=int(_env("VIGIL_MAX_MODEL_BYTES", "1048576") or 1 << 20),
@@ -367,6 +370,7 @@ def _run(args: argparse.Namespace) -> int:
         min_interval=args.min_interval,
         heartbeat=args.heartbeat,
         anomalous_heartbeat=args.anomalous_heartbeat,
+        gc_freeze=args.gc_freeze,
         model_refresh=args.model_refresh,
         max_model_bytes=args.max_model_bytes,
         batch_limit=args.batch_limit,

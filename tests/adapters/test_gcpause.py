@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import gc
 
-from vigil.adapters.gcpause import GcPauses
+from vigil.adapters.gcpause import GcPauses, freeze_survivors
 from vigil.adapters.metrics import OperatorMetrics
 
 
@@ -49,3 +49,19 @@ def test_install_twice_hooks_once() -> None:
         assert gc.callbacks.count(pauses) == 1
     finally:
         pauses.uninstall()
+
+
+def test_freeze_survivors_moves_them_out_of_the_walk_and_they_are_still_freed() -> None:
+    class Box:
+        pass
+
+    try:
+        frozen = freeze_survivors()
+        assert frozen == gc.get_freeze_count() > 0
+        box = Box()
+        gc.freeze()
+        ref = __import__("weakref").ref(box)
+        del box  # a frozen object without cycles is still freed by reference counting
+        assert ref() is None
+    finally:
+        gc.unfreeze()

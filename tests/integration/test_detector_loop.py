@@ -104,6 +104,9 @@ def test_incident_is_detected_with_the_backtest_score(kubeapi: KubeAPIServer, op
     assert operator.value("vigil_detector_anomalous", namespace="default", detector="cpu-incident") == 1.0
     assert operator.value("vigil_evaluations_total", result="evaluated")
     assert operator.samples("vigil_evaluation_duration_seconds_count")
+    # Every collection is timed, and once start-up was over (all detectors evaluated) the survivors were frozen.
+    assert operator.value("vigil_gc_pause_seconds_count", generation="0")
+    wait_for(lambda: "objects moved out of the garbage collector's walk" in operator.log(), what="gc.freeze")
     assert not operator.errors()
 
 

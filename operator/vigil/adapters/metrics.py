@@ -15,13 +15,7 @@ import prometheus_client
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from vigil import __version__
-from vigil.domain import labels
-
-#: Longest ``series`` label on ``vigil_detector_score``. The engine already bounds each series' labels
-#: (:mod:`vigil.domain.labels`: 24 labels of at most 64 + 128 characters); this is the last guard.
-MAX_SERIES_LABEL = 8192
-
-DetectorId = tuple[str, str]  # (namespace, name)
+from vigil.adapters.detector_gauges import DetectorGauges, DetectorId
 
 
 @dataclasses.dataclass
@@ -34,33 +28,9 @@ class OperatorMetrics:
         r = self.registry
         self.build_info = Gauge("vigil_build_info", "Vigil version.", ["version"], registry=r)
         self.build_info.labels(__version__).set(1)
-        self.detector_score = Gauge(
-            "vigil_detector_score",
-            "Latest anomaly score (0..1) of a series, for the top-K series of each detector.",
-            ["namespace", "detector", "series"],
-            registry=r,
-        )
-        self.detector_max_score = Gauge(
-            "vigil_detector_max_score", "Maximum score over a detector's series.", ["namespace", "detector"],
-            registry=r,
-        )
-        self.detector_anomalous = Gauge(
-            "vigil_detector_anomalous", "1 if any series of the detector is anomalous (after 'for').",
-            ["namespace", "detector"], registry=r,
-        )
-        self.detector_ready = Gauge(
-            "vigil_detector_ready", "1 if the detector's Ready condition is True.", ["namespace", "detector"],
-            registry=r,
-        )
-        self.detector_series = Gauge(
-            "vigil_detector_series", "Series the detector's query returned at the last evaluation.",
-            ["namespace", "detector"], registry=r,
-        )
-        self.detector_last_evaluation = Gauge(
-            "vigil_detector_last_evaluation_timestamp_seconds",
-            "When the detector was last evaluated successfully (Unix time).",
-            ["namespace", "detector"], registry=r,
-        )
+        #: Per-detector gauges (score, max score, anomalous, ready, series, last evaluation): one row per
+        #: detector, rendered at scrape time.
+        self.detector_gauges = DetectorGauges(r)
         self.detectors = Gauge("vigil_detectors", "Detectors known to the scheduler.", registry=r)
         self.detectors_unevaluated = Gauge(
             "vigil_detectors_unevaluated",
@@ -161,30 +131,14 @@ class OperatorMetrics:
             "stands still for it, so a long pause shows as evaluation lag.", ["generation"],
             buckets=(0.001, 0.005, 0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5), registry=r,
         )
-        self._exported: dict[DetectorId, set[str]] = {}
 
     def publish_scores(self, detector: DetectorId, scores: Iterable[tuple[str, float]]) -> None:
-        """Set the per-series gauges of one detector and drop the ones no longer listed."""
-        namespace, name = detector
-        current = set()
-        for raw, score in scores:
-            series = labels.clip(raw, MAX_SERIES_LABEL)
-            self.detector_score.labels(namespace, name, series).set(score)
-            current.add(series)
-        for gone in self._exported.get(detector, set()) - current:
-            self.detector_score.remove(namespace, name, gone)
-        self._exported[detector] = current
+        """Set the per-series scores of one detector; series no longer listed are gone from /metrics."""
+        self.detector_gauges.publish_scores(detector, list(scores))
 
     def forget(self, detector: DetectorId) -> None:
-        """Remove every series of a deleted detector."""
-        self.publish_scores(detector, [])
-        self._exported.pop(detector, None)
-        for gauge in (self.detector_max_score, self.detector_anomalous, self.detector_ready,
-                      self.detector_series, self.detector_last_evaluation):
-            try:
-                gauge.remove(*detector)
-            except KeyError:
-                pass
+        """Remove every per-detector value of a deleted (or no longer owned) detector."""
+        self.detector_gauges.forget(detector)
 
     def exposition(self, names: Sequence[str] = ()) -> bytes:
         """The text exposition; only the metrics named in ``names`` when given (prometheus_client's

@@ -114,6 +114,9 @@ class Engine:
         self._queued = asyncio.Event()
         #: Called when a detector's verdict or conditions change (the remediation engine's wake-up).
         self.on_change: Callable[[], None] | None = None
+        #: Called once, when every owned detector has been evaluated since the start (start-up is over).
+        self.on_settled: Callable[[], object] | None = None
+        self._settled = False
 
     # --- fed by kopf handlers -------------------------------------------------------------
 
@@ -204,8 +207,12 @@ class Engine:
         await asyncio.gather(*(self._apply(entry, outcome, now) for entry, outcome in results))
         self.last_evaluation = now
         self.metrics.evaluation_duration.observe(time.perf_counter() - started)
-        self.metrics.detectors_unevaluated.set(
-            sum(1 for e in self.registry.entries.values() if e.owned and not e.evaluated))
+        unevaluated = sum(1 for e in self.registry.entries.values() if e.owned and not e.evaluated)
+        self.metrics.detectors_unevaluated.set(unevaluated)
+        if not unevaluated and not self._settled:
+            self._settled = True
+            if self.on_settled is not None:
+                self.on_settled()
         return len(due)
 
     async def _apply(self, entry: DetectorEntry, outcome: Outcome, now: float) -> None:
@@ -308,24 +315,22 @@ class Engine:
             f"(back-off up to {durations.format(backoff.MAX_DELAY)}; editing the spec retries at once)"))
 
     def _publish(self, entry: DetectorEntry, outcome: Outcome, new: AnomalyDetectorStatus) -> None:
-        ns, name = entry.id
-        m = self.metrics
-        m.detector_ready.labels(ns, name).set(1 if conditions.is_true(new.conditions, ConditionType.READY) else 0)
+        gauges = self.metrics.detector_gauges
+        ready = 1.0 if conditions.is_true(new.conditions, ConditionType.READY) else 0.0
         if outcome.kind == OutcomeKind.SOURCE_FAILURE:
+            gauges.update(entry.id, ready=ready)
             return  # keep the last scores; the Degraded condition tells the story
-        m.detector_anomalous.labels(ns, name).set(1 if new.anomalous else 0)
+        anomalous = 1.0 if new.anomalous else 0.0
         if outcome.kind != OutcomeKind.EVALUATED:
-            m.publish_scores(entry.id, [])
+            gauges.update(entry.id, ready=ready, anomalous=anomalous)
+            gauges.publish_scores(entry.id, [])
             return
-        m.detector_last_evaluation.labels(ns, name).set(outcome.now)
-        m.detector_series.labels(ns, name).set(len(outcome.series))
-        if new.score is not None:
-            m.detector_max_score.labels(ns, name).set(new.score)
+        gauges.update(entry.id, ready=ready, anomalous=anomalous, last_evaluation=outcome.now,
+                      series=len(outcome.series), max_score=new.score)
         top_k = entry.spec.top_k if entry.spec is not None else 10
         ranked = sorted(
             ((history.format_key(history.series_key(labels.bounded(dict(k)))), v.score)
              for k, v in outcome.series.items() if v.score is not None),
             key=lambda item: -item[1],
         )[:top_k]
-        m.publish_scores(entry.id, ranked)
-
+        gauges.publish_scores(entry.id, ranked)

@@ -11,7 +11,7 @@ from typing import Any
 import kopf
 
 from vigil.adapters import alertmanager, aws, inference, kube, notify, prometheus, web
-from vigil.adapters.gcpause import GcPauses
+from vigil.adapters.gcpause import GcPauses, freeze_survivors
 from vigil.adapters.metrics import OperatorMetrics
 from vigil.domain import freshness, sharding
 from vigil.domain.allowlist import AllowList
@@ -97,6 +97,8 @@ def register(registry: kopf.OperatorRegistry, config: OperatorConfig) -> None:
             command_poll_interval=config.command_poll_interval,
         )
         engine.on_change = remediation.wake  # a verdict that flips is seen at once, not at the next resync
+        if config.gc_freeze:
+            engine.on_settled = freeze_survivors
         alerts = alertmanager.AlertStore(max_bytes=config.alertmanager_max_bytes, on_change=remediation.wake)
         remediation.alerts = alerts
         stop = asyncio.Event()
