@@ -422,6 +422,8 @@ class Result:
     #: 10 s window whose p99 evaluation lag is under 5 s (steady state).
     restart_evaluated_s: float = math.nan
     restart_steady_s: float = math.nan
+    #: ``--restart``: until the new process' first verdict (its first evaluation of any detector).
+    restart_first_s: float = math.nan
     #: The operator's garbage collector in the window (``vigil_gc_pause_seconds``): share of wall time spent
     #: collecting, full (generation 2) collections per minute, and their p99 and longest-bucket pause.
     gc_share: float = math.nan
@@ -566,7 +568,8 @@ def run_one(n: int, config: Config, prometheus: PrometheusServer, workdir: pathl
         if config.restart:
             operator.stop()
             operator = OperatorProcess(api.kubeconfig, workdir, args, name=f"operator-{n}-restarted")
-            result.restart_evaluated_s, result.restart_steady_s = time_restart(operator, n, config)
+            result.restart_first_s, result.restart_evaluated_s, result.restart_steady_s = time_restart(
+                operator, n, config)
         errors = operator.errors()
         if errors:
             print(f"   operator logged {len(errors)} errors, first: {errors[0][:300]}", flush=True)
@@ -586,13 +589,16 @@ STEADY_WINDOW_S = 10.0
 LAG_BUCKETS = "vigil_evaluation_lag_seconds_bucket"
 
 
-def time_restart(operator: OperatorProcess, n: int, config: Config) -> tuple[float, float]:
+def time_restart(operator: OperatorProcess, n: int, config: Config) -> tuple[float, float, float]:
     """Start ``operator`` (a new `vigil run` on the same N existing detectors, with their statuses) and
-    time it: until all N are evaluated, and until the first STEADY_WINDOW_S window with p99 lag under
-    STEADY_LAG_S."""
+    time it: until its first verdict, until all N are evaluated, and until the first STEADY_WINDOW_S
+    window with p99 lag under STEADY_LAG_S."""
     spawned = time.time()
     operator.start(ready_timeout=120)
     limit = max(300.0, 4 * config.interval + n / 20)
+    first = wait_for(lambda: time.time() if evaluations(operator) > 0 else None, timeout=limit, interval=0.2,
+                     what="the first verdict after the restart") - spawned
+    print(f"   restart: first verdict after {first:.1f}s", flush=True)
     evaluated = wait_for(lambda: time.time() if all_evaluated(operator, n) else None, timeout=limit, interval=0.5,
                          what=f"all {n} detectors evaluated after the restart") - spawned
     print(f"   restart: all {n} evaluated after {evaluated:.1f}s", flush=True)
@@ -612,10 +618,19 @@ def time_restart(operator: OperatorProcess, n: int, config: Config) -> tuple[flo
         if not math.isnan(p99) and p99 < STEADY_LAG_S:
             steady = time.time() - spawned
             print(f"   restart: steady (p99 lag {p99:.2f}s over {STEADY_WINDOW_S:g}s) after {steady:.1f}s", flush=True)
-            return evaluated, steady
+            return first, evaluated, steady
         before = after
     print(f"   restart: not steady within {limit:g}s", flush=True)
-    return evaluated, math.nan
+    return first, evaluated, math.nan
+
+
+def evaluations(operator: OperatorProcess) -> float:
+    """The operator's evaluations so far (any result), 0 while it cannot answer."""
+    status, text = operator.get("/metrics?name[]=vigil_evaluations_total")
+    if status != 200:
+        return 0.0
+    return sum(sample.value for family in text_string_to_metric_families(text) for sample in family.samples
+               if sample.name == "vigil_evaluations_total")
 
 
 def all_evaluated(operator: OperatorProcess, n: int) -> bool:
@@ -792,7 +807,8 @@ def goals(results: Sequence[Result], config: Config) -> list[str]:
 
     for r in results:
         if not math.isnan(r.restart_evaluated_s):
-            lines.append(f"- restart with {r.n} existing detectors (--restart): all evaluated "
+            first = "" if math.isnan(r.restart_first_s) else f"first verdict {r.restart_first_s:.1f} s, "
+            lines.append(f"- restart with {r.n} existing detectors (--restart): {first}all evaluated "
                          f"{r.restart_evaluated_s:.1f} s after the new process started, steady (p99 lag < "
                          f"{STEADY_LAG_S:g} s over {STEADY_WINDOW_S:g} s) after {_f(r.restart_steady_s, 1)} s")
     mid = by_n.get(GOAL_N)
@@ -924,11 +940,18 @@ def api_setup(kube: str) -> tuple[str, str]:
             "API writes counted by the emulator")
 
 
-def report(results: Sequence[Result], config: Config, runtime: float, host: str) -> str:
+def report(results: Sequence[Result], config: Config, runtime: float, host: str,
+           measured: Sequence[str] = ()) -> str:
     peers = peers_table(results, config.kube)
     setup, counted = api_setup(config.kube)
     title = " against a real kube-apiserver + etcd" if config.kube == "real" else ""
-    stamp = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC")
+    now = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC")
+    if config.render is None:
+        stamp = now
+    else:  # a re-render: the runs' own end times where they were saved, and when it was rendered
+        known = [m for m in measured if m]
+        stamp = (f"{' and '.join(known)} (runs ended; rendered {now})" if len(known) == len(measured)
+                 else f"(run times not saved; rendered {now})")
     return f"""<!-- Written by bench/scale.py: do not edit the measured part by hand; rerun the benchmark. -->
 # Scale benchmark{title}
 
@@ -1150,9 +1173,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             fields["command"] = " + ".join(raw["config"].get("command", "?") for raw in raws)
         fields["window"] = max(raw["config"]["window"] for raw in raws)
         stored = Config(**{**fields, "ns": tuple(r.n for r in saved), "operator_args": tuple(fields["operator_args"]),
-                           "out_md": out_md, "out_png": out_png, "profile": None, "render": None,
+                           "out_md": out_md, "out_png": out_png, "profile": None, "render": config.render,
                            "note": config.note or fields["note"]})
-        write_outputs(saved, stored, max(raw["runtime"] for raw in raws), raws[0]["machine"])
+        write_outputs(saved, stored, max(raw["runtime"] for raw in raws), raws[0]["machine"],
+                      measured=[raw.get("measured_at", "") for raw in raws])
         return 0
     # SIGTERM (e.g. a CI timeout) unwinds like Ctrl-C, so every child is stopped.
     signal.signal(signal.SIGTERM, _interrupt)
@@ -1173,15 +1197,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     return 0
 
 
-def write_outputs(results: Sequence[Result], config: Config, runtime: float, host: str | None = None) -> None:
+def write_outputs(results: Sequence[Result], config: Config, runtime: float, host: str | None = None,
+                  measured: Sequence[str] = ()) -> None:
     """scale.md (quoted by the README via scripts/sync-bench-docs.py), scale.png and scale.json (raw figures)."""
     assert config.out_md is not None and config.out_png is not None
     config.out_md.parent.mkdir(parents=True, exist_ok=True)
     host = host or machine()
-    config.out_md.write_text(report(results, config, runtime, host))
+    config.out_md.write_text(report(results, config, runtime, host, measured))
     plot(results, config.out_png)
+    ended = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC")
     raw = {"config": {k: str(v) if isinstance(v, pathlib.Path) else v for k, v in dataclasses.asdict(config).items()},
-           "runtime": runtime, "machine": host, "results": [dataclasses.asdict(r) for r in results]}
+           "runtime": runtime, "machine": host, "results": [dataclasses.asdict(r) for r in results],
+           "measured_at": " and ".join(m for m in measured if m) if config.render is not None else ended}
     config.out_md.with_suffix(".json").write_text(json.dumps(raw, indent=1, default=str) + "\n")
     print(f"wrote {config.out_md}, {config.out_png} and {config.out_md.with_suffix('.json')}")
 

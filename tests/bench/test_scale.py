@@ -43,7 +43,7 @@ def _table(report: str, section: str) -> dict[str, str]:
 
 def _check_results(report: str) -> dict[str, str]:
     rows = [line for line in report.splitlines() if line.startswith("| 4 |")]
-    assert len(rows) == 3, report  # results, cost curve, peers
+    assert len(rows) == 4, report  # results, cost curve, peers, garbage collector
     figures = _table(report, "Results")
     assert float(figures["evals/s"]) > 0
     assert float(figures["queries/eval"]) == pytest.approx(1.0, abs=0.25)  # one range query per evaluation
@@ -60,10 +60,20 @@ def test_scale_bench_runs_against_real_peers(tmp_path: pathlib.Path) -> None:
     assert re.search(r"restart: all 4 evaluated after [0-9.]+s", stdout), stdout[-3000:]
     assert re.search(r"restart: steady \(p99 lag [0-9.]+s over 10s\) after [0-9.]+s", stdout), stdout[-3000:]
     restarted = json.loads(out.with_suffix(".json").read_text())["results"][0]
-    assert 0 < restarted["restart_evaluated_s"] <= restarted["restart_steady_s"]
+    assert 0 < restarted["restart_first_s"] <= restarted["restart_evaluated_s"] <= restarted["restart_steady_s"]
+    assert re.search(r"restart: first verdict after [0-9.]+s", stdout), stdout[-3000:]
     assert float(_table(report, "Peers")["emulator cores"]) > 0
     assert json.loads(out.with_suffix(".json").read_text())["config"]["kube"] == "emulator"
     assert (tmp_path / "scale.png").stat().st_size > 10_000
+    # The operator's collector, from vigil_gc_pause_seconds: young collections happen in any 12 s window.
+    assert float(_table(report, "The operator's garbage collector")["% of wall time in GC"]) > 0
+    # A re-render keeps when the run ended, and says it is a re-render.
+    raw = json.loads(out.with_suffix(".json").read_text())
+    again = tmp_path / "again.md"
+    done = subprocess.run([sys.executable, "-m", "bench.scale", "--render", str(out.with_suffix(".json")),
+                           "--output", str(again)], cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert f"Measured {raw['measured_at']} (runs ended; rendered " in again.read_text()
 
 
 @pytest.mark.slow
