@@ -1013,10 +1013,15 @@ def _loop_table(results: Sequence[Result]) -> str:
     measured = [r for r in results if not math.isnan(r.gc_share)]
     if not measured:
         return ""
-    rows = [[str(r.n), f"{100 * r.gc_share:.2f}", _f(r.gc2_per_min), _f(r.gc2_pause_p99_s)] for r in measured]
+    rows = [[str(r.n), _percent(r.gc_share), _f(r.gc2_per_min), _f(r.gc2_pause_p99_s)] for r in measured]
     table = markdown_table(["N", "% of wall time in GC", "full collections/min", "full collection p99 s"], rows)
     return (f"\n## The operator's garbage collector\n\nFrom `vigil_gc_pause_seconds`: the event loop stands "
             f"still while Python collects, so a long full collection is evaluation lag.\n\n{table}\n")
+
+
+def _percent(share: float) -> str:
+    """A share as a percentage to three significant digits: a small run's 0.008 % must not print as 0.00."""
+    return f"{100 * share:.3g}"
 
 
 def _profiles(results: Sequence[Result]) -> str:
