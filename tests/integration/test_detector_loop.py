@@ -262,3 +262,37 @@ def test_a_query_over_the_series_cap_backs_off_and_an_edit_retries_at_once(
     kubeapi.patch(*AD, "default", "too-broad", {"spec": {"interval": "2s"}})
     wait_for(lambda: refused(1), timeout=15, what="a retry right after the edit")
     assert not operator.errors()
+
+
+def test_a_restart_continues_the_heartbeat_instead_of_rewriting_every_status(
+        kubeapi: KubeAPIServer, run_operator: OperatorFactory, prometheus: PrometheusServer) -> None:
+    """A new `vigil run` (an upgrade, a restart) reads each detector's lastEvaluationTime as its last write:
+    an unchanged status is not written again until the heartbeat from then is due."""
+    name = "cpu-restart-writes"
+    kubeapi.create(detector(name, 'nab_cpu{scenario="normal"}', interval="1s", step="5m"))
+
+    def writes() -> int:
+        return kubeapi.count_requests(method="PATCH", plural="anomalydetectors", name=name, subresource="status")
+
+    def evaluated(process: OperatorProcess) -> float:
+        return process.value("vigil_evaluations_total", result="evaluated") or 0
+
+    first = run_operator("--prometheus-url", prometheus.url, "--heartbeat", "600")
+    wait_for(lambda: ready(kubeapi, name), timeout=30, what="Ready")
+    # Settled: three evaluations without a write (the first ones may still change the conditions).
+    mark = {"writes": -1, "evaluated": 0.0}
+
+    def settled() -> bool:
+        count, done = writes(), evaluated(first)
+        if count != mark["writes"]:
+            mark.update(writes=count, evaluated=done)
+            return False
+        return done - mark["evaluated"] >= 3
+
+    wait_for(settled, timeout=30, interval=1.0, what="three evaluations without a status write")
+    first.stop()
+    before = writes()
+    second = run_operator("--prometheus-url", prometheus.url, "--heartbeat", "600", name="restarted")
+    wait_for(lambda: evaluated(second) >= 3, timeout=30, what="three evaluations by the new process")
+    assert writes() == before, "the restarted operator rewrote an unchanged status"
+    assert status_of(kubeapi, name).get("lastEvaluationTime")  # still the first process' heartbeat

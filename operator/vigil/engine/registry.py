@@ -113,6 +113,20 @@ def _seed_verdicts(status: AnomalyDetectorStatus, for_seconds: float) -> dict[Se
     return seeded
 
 
+def written_at(status: AnomalyDetectorStatus, now: float) -> float | None:
+    """When a stored status was written, as far as the object tells: its ``lastEvaluationTime``.
+
+    The engine writes a status together with the evaluation time it carries, so a new process (a
+    restart, an upgrade, a takeover) can continue the heartbeat from there instead of rewriting every
+    detector's unchanged status at once (10,000 writes in the first minutes at N=10,000). A time in
+    the future (clock skew, a hand-edited status) is not trusted: the first evaluation then writes.
+    """
+    if status.last_evaluation_time is None:
+        return None
+    at = status.last_evaluation_time.timestamp()
+    return at if at <= now else None
+
+
 def resource_version(meta: dict[str, Any]) -> int:
     """resourceVersion as a number, for ordering what we wrote against what the watch brings."""
     try:
@@ -168,6 +182,7 @@ class Registry:
             stored = _status(body)
             if stored.model_dump() != entry.written.model_dump():
                 entry.written = entry.current = stored
+                entry.last_write = written_at(stored, now)
                 entry.verdicts = _seed_verdicts(stored, _for_seconds(entry.spec))
         if entry is not None and entry.uid == meta.get("uid") and entry.generation == generation:
             labels = dict(meta.get("labels") or {})
@@ -188,6 +203,7 @@ class Registry:
             entry = DetectorEntry(
                 namespace=key[0], name=key[1], uid=meta.get("uid", ""), generation=generation,
                 spec=spec, spec_error=error, written=stored, current=stored, resource_version=version,
+                last_write=written_at(stored, now),
             )
             if spec is not None:
                 entry.verdicts = _seed_verdicts(stored, _for_seconds(spec))
