@@ -28,7 +28,7 @@ def _body(status: dict[str, object] | None, resource_version: str = "7") -> dict
 
 
 def _iso(t: float) -> str:
-    return datetime.datetime.fromtimestamp(t, datetime.timezone.utc).isoformat().replace("+00:00", "Z")
+    return datetime.datetime.fromtimestamp(t, datetime.UTC).isoformat().replace("+00:00", "Z")
 
 
 def test_a_stored_status_gives_the_time_of_its_last_write() -> None:
