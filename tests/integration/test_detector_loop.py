@@ -291,8 +291,8 @@ def test_a_restart_continues_the_heartbeat_instead_of_rewriting_every_status(
 
     wait_for(settled, timeout=30, interval=1.0, what="three evaluations without a status write")
     first.stop()
-    before = writes()
+    before, stamped = writes(), status_of(kubeapi, name).get("lastEvaluationTime")
     second = run_operator("--prometheus-url", prometheus.url, "--heartbeat", "600", name="restarted")
     wait_for(lambda: evaluated(second) >= 3, timeout=30, what="three evaluations by the new process")
     assert writes() == before, "the restarted operator rewrote an unchanged status"
-    assert status_of(kubeapi, name).get("lastEvaluationTime")  # still the first process' heartbeat
+    assert stamped and status_of(kubeapi, name).get("lastEvaluationTime") == stamped  # the first process' write
