@@ -18,7 +18,7 @@ from vigil.handlers.runtime import Runtime
 
 def register(registry: kopf.OperatorRegistry) -> None:
     @kopf.on.event(GROUP, VERSION, PLURAL, registry=registry, id="detectors")
-    def detector_event(type: str | None, body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
+    async def detector_event(type: str | None, body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
         runtime: Runtime | None = getattr(memo, "runtime", None)
         if runtime is None:
             return  # startup handlers run before watching starts; this cannot happen in practice

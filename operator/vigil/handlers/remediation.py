@@ -18,7 +18,7 @@ from vigil.handlers.runtime import Runtime
 
 def register(registry: kopf.OperatorRegistry) -> None:
     @kopf.on.event(GROUP, VERSION, policy.PLURAL, registry=registry, id="policies")
-    def policy_event(type: str | None, body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
+    async def policy_event(type: str | None, body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
         runtime: Runtime | None = getattr(memo, "runtime", None)
         if runtime is None:
             return
@@ -28,7 +28,7 @@ def register(registry: kopf.OperatorRegistry) -> None:
             runtime.remediation.upsert_policy(plain(body))
 
     @kopf.on.event(GROUP, VERSION, action.PLURAL, registry=registry, id="actions")
-    def action_event(type: str | None, body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
+    async def action_event(type: str | None, body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
         runtime: Runtime | None = getattr(memo, "runtime", None)
         if runtime is None:
             return
