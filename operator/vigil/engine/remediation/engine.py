@@ -21,6 +21,7 @@ import datetime
 import functools
 import logging
 import time
+import urllib.parse
 from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
 
@@ -83,6 +84,8 @@ _EVENT_TYPES = {
 #: unless the policy, the evidence or the work in flight changes first.
 REFUSAL_BACKOFF = 30.0
 REFUSAL_BACKOFF_MAX = 600.0
+#: Objects per page of the engine's start-up LIST (client-go's pager uses 500).
+LIST_PAGE = 500
 
 
 def _utc(epoch: float) -> datetime.datetime:
@@ -257,12 +260,30 @@ class RemediationEngine:
         ]
         for plural, upsert in kinds:
             for base in paths:
-                listed = await self.kube.request("GET", f"{base}/{plural}")
-                for item in listed.get("items", []):
-                    if upsert is not None:
-                        upsert(item)
+                await self._list_into(f"{base}/{plural}", upsert)
         self.needs_sync = False
         logger.info("remediation engine synced: %d policies, %d actions", len(self.policies), len(self.actions))
+
+    async def _list_into(self, path: str, upsert: Callable[[dict[str, Any]], None] | None) -> None:
+        """LIST ``path`` in pages of :data:`LIST_PAGE` objects, folding each page in before asking for the next.
+
+        One unpaged LIST of 10,000 detectors with their statuses is a single answer of tens of MB, decoded
+        and folded in one stretch of the event loop: at a restart that held the evaluation loop and
+        kopf's handlers back for seconds. Pages bound both, as client-go's pager does. A page that fails
+        (an expired continue token included) raises: ``needs_sync`` stays set and the next pass LISTs
+        again from the start; what was folded in stays (upserts keep the newest resourceVersion).
+        """
+        token = ""
+        while True:
+            query = f"?limit={LIST_PAGE}" + (f"&continue={urllib.parse.quote(token, safe='')}" if token else "")
+            listed = await self.kube.request("GET", path + query)
+            for item in listed.get("items", []):
+                if upsert is not None:
+                    upsert(item)
+            token = (listed.get("metadata") or {}).get("continue") or ""
+            if not token:
+                return
+            await asyncio.sleep(0)  # let the evaluation loop and kopf run between two pages
 
     async def run(self, stop: asyncio.Event) -> None:
         logger.info("remediation engine started")
