@@ -450,22 +450,20 @@ class KubeAPIHandler(kmock.RawHandler):
                         fields=tuple(fields))
 
     def _serve_list(self, info: ResourceInfo, selector: Selector, query: Mapping[str, str]) -> aiohttp.web.Response:
-        items, rv = self.store.select(info, selector)
         start: tuple[str, str] | None = None
+        token_rv: int | None = None
         if query.get("continue"):
             try:
                 token = json.loads(base64.urlsafe_b64decode(query["continue"]))
-                rv, start = int(token["rv"]), (str(token["start"][0]), str(token["start"][1]))
+                token_rv, start = int(token["rv"]), (str(token["start"][0]), str(token["start"][1]))
             except (ValueError, KeyError, TypeError, IndexError) as e:
                 raise ApiError.bad_request("continue key is not valid: incorrect encoded start "
                                            "resourceVersion") from e
-        if start is not None:
-            items = [obj for obj in items if _okey(obj) > start]
-        metadata: Obj = {"resourceVersion": str(rv)}
         limit = int(query.get("limit") or 0)
-        if limit > 0 and len(items) > limit:
-            remaining = len(items) - limit
-            items = items[:limit]
+        items, rv, remaining = self.store.select(info, selector, after=start, limit=limit)
+        rv = token_rv if token_rv is not None else rv
+        metadata: Obj = {"resourceVersion": str(rv)}
+        if remaining:
             token_data = {"rv": rv, "start": list(_okey(items[-1]))}
             metadata["continue"] = base64.urlsafe_b64encode(json.dumps(token_data).encode()).decode()
             metadata["remainingItemCount"] = remaining
@@ -791,7 +789,7 @@ class KubeAPIServer:
         """Objects of a resource, in one namespace or (None) across all namespaces."""
         info = self._resource(api_version, plural)
         selector = Selector(namespace=namespace, labels=tuple(parse_label_selector(label_selector)))
-        items, _ = self.store.select(info, selector)
+        items, _, _ = self.store.select(info, selector)
         return [_copy(item) for item in items]
 
     def create(self, obj: Obj) -> Obj:

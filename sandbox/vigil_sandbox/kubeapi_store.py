@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import bisect
 import copy
 import datetime
 import json
@@ -646,11 +647,30 @@ class Store:
             raise ApiError.not_found(info, name)
         return obj
 
-    def select(self, info: ResourceInfo, selector: Selector) -> tuple[list[Obj], int]:
+    def select(self, info: ResourceInfo, selector: Selector, *, after: tuple[str, str] | None = None,
+               limit: int = 0) -> tuple[list[Obj], int, int]:
+        """(objects matching ``selector`` in (namespace, name) order, the current resourceVersion, how many
+        more match beyond ``limit``). ``after`` starts past that key, as a continue token does.
+
+        Only the page served is copied: copying every object for every page made a paged LIST of
+        10,000 detectors cost the emulator O(N²), which the scale bench's shared cores paid for.
+        """
         with self.lock:
-            items = [self.view(info, obj) for key, obj in sorted(self._objects[info.storage_key].items())
-                     if selector(obj)]
-            return items, self._rv
+            keys = sorted(self._objects[info.storage_key])
+            if after is not None:
+                keys = keys[bisect.bisect_right(keys, after):]
+            objects = self._objects[info.storage_key]
+            items: list[Obj] = []
+            remaining = 0
+            for key in keys:
+                obj = objects[key]
+                if not selector(obj):
+                    continue
+                if limit > 0 and len(items) >= limit:
+                    remaining += 1
+                else:
+                    items.append(self.view(info, obj))
+            return items, self._rv, remaining
 
     def find(self, predicate: Callable[[Obj], bool], keys: Iterable[StorageKey]) -> list[Obj]:
         with self.lock:
