@@ -106,6 +106,23 @@ def test_source_failure_keeps_the_verdict_and_marks_degraded() -> None:
     assert [e.reason for e in statuses.events_between(s3, back)] == ["Recovered"]
 
 
+def test_compose_never_changes_the_previous_status() -> None:
+    """compose copies shallowly (issue 16): it must assign new values, never change shared ones in place."""
+    s1 = statuses.compose(AnomalyDetectorStatus(), evaluated(160, anomalous(0.9, 160), normal(0.3)), 10)
+    s2 = statuses.compose(s1, evaluated(220, anomalous(0.95, 160), normal(0.3), prev_since=160), 10)
+    outcomes = [
+        evaluated(280, normal(0.1, 280), normal(0.2)),
+        Outcome(OutcomeKind.SOURCE_FAILURE, Reason.PROMETHEUS_UNAVAILABLE, "refused", 280, 1),
+        Outcome(OutcomeKind.CONFIG_ERROR, Reason.INVALID_QUERY, "bad_data: parse error", 280, 2),
+        Outcome(OutcomeKind.PAUSED, Reason.PAUSED, "paused", 280, 3),
+    ]
+    for outcome in outcomes:
+        before = s2.model_dump(mode="json")
+        after = statuses.compose(s2, outcome, 10)
+        assert s2.model_dump(mode="json") == before, outcome.kind
+        assert after.model_dump(mode="json") != before, outcome.kind
+
+
 def test_config_error_clears_the_verdict() -> None:
     s1 = statuses.compose(AnomalyDetectorStatus(), evaluated(160, anomalous(0.9, 160), normal(0.3)), 10)
     error = Outcome(OutcomeKind.CONFIG_ERROR, Reason.INVALID_QUERY, "bad_data: parse error", 220, 2)
