@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import socket
+import threading
 import time
 
 import pytest
@@ -49,3 +51,70 @@ def test_proxy_and_ca_settings_come_from_the_environment_once(monkeypatch: pytes
     monkeypatch.delenv("REQUESTS_CA_BUNDLE")
     monkeypatch.delenv("CURL_CA_BUNDLE", raising=False)
     assert prometheus._session_for("https://thanos.example.com").verify is True
+
+
+@pytest.mark.slow
+def test_query_many_keeps_order_and_errors_in_place() -> None:
+    """query_many (issue 16): one executor job per pool thread, results in the order asked, a failing
+    query's error in its own place, against a real Prometheus."""
+    now = float(int(time.time()) // 60 * 60)
+    series = [Series("many_test", {"i": str(i)}, [now - 60, now], [float(i), float(i) + 0.5]) for i in range(6)]
+    source = PrometheusSource(concurrency=3, timeout=5)
+    try:
+        with PrometheusServer(series) as server:
+            queries = [(server.url, f'many_test{{i="{i}"}}', now - 60, now, 60.0) for i in range(6)]
+            queries.insert(2, (server.url, "many_test{", now - 60, now, 60.0))
+            results = asyncio.run(source.query_many(queries))
+    finally:
+        source.close()
+    assert len(results) == 7
+    bad = results.pop(2)
+    assert isinstance(bad, SourceError) and bad.kind == SourceErrorKind.INVALID_QUERY
+    for i, result in enumerate(results):
+        assert isinstance(result, list) and len(result) == 1, result
+        assert result[0].labels["i"] == str(i) and result[0].values.tolist() == [float(i), float(i) + 0.5]
+
+
+def test_a_cancelled_query_many_starts_no_further_query() -> None:
+    """Cancelled while its one thread waits on a server that never answers: that query runs to its
+    timeout, and none of the other four is sent."""
+    accepted: list[socket.socket] = []
+    with socket.create_server(("127.0.0.1", 0)) as server:
+        port = server.getsockname()[1]
+        server.settimeout(0.1)
+        stop = threading.Event()
+
+        def accept() -> None:
+            while not stop.is_set():
+                try:
+                    conn, _ = server.accept()
+                except TimeoutError:
+                    continue
+                accepted.append(conn)
+
+        acceptor = threading.Thread(target=accept, daemon=True)
+        acceptor.start()
+        source = PrometheusSource(concurrency=1, timeout=2)
+        url = f"http://127.0.0.1:{port}"
+
+        async def scenario() -> None:
+            task = asyncio.ensure_future(source.query_many([(url, "up", 0.0, 60.0, 60.0)] * 5))
+            deadline = time.monotonic() + 5
+            while not accepted and time.monotonic() < deadline:
+                await asyncio.sleep(0.02)
+            task.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await task
+
+        try:
+            asyncio.run(scenario())
+            # Wait for the pool's thread to end: it ends the hung query at its 2 s timeout and would then
+            # start the next one, had the cancel not stopped it. Every connection it made is counted by then.
+            source._pool.shutdown(wait=True)
+        finally:
+            stop.set()
+            acceptor.join(timeout=5)
+            source.close()
+            for conn in accepted:
+                conn.close()
+    assert len(accepted) == 1, f"{len(accepted)} queries were sent after the cancel"

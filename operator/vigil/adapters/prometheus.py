@@ -17,12 +17,14 @@ materialises the whole answer first.)
 from __future__ import annotations
 
 import asyncio
+import collections
 import concurrent.futures
 import dataclasses
 import enum
 import os
 import threading
 import time
+from collections.abc import Sequence
 
 import requests
 import requests.adapters
@@ -30,6 +32,9 @@ import urllib3.util
 
 from vigil.adapters import promjson
 from vigil.domain.history import Samples
+
+#: One range query: (base URL, PromQL, start, end, step), times in epoch seconds.
+Query = tuple[str, str, float, float, float]
 
 #: Read size while streaming an answer; the byte budget is checked after each chunk.
 CHUNK_BYTES = 256 << 10
@@ -166,6 +171,38 @@ class PrometheusSource:
         """All series of ``query`` on the grid ``start, start+step, ..., end`` (epoch seconds)."""
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(self._pool, self._query_range_blocking, url, query, start, end, step)
+
+    async def query_many(self, queries: Sequence[Query]) -> list[list[Samples] | Exception]:
+        """Each query's series, or the exception it raised, in order; at most ``concurrency`` run at once.
+
+        One executor job per pool thread, each taking the next query until none is left, instead of one
+        future per query: at a restart with 10,000 detectors due at once, creating those futures and
+        waking the loop for each was 9 % of the event loop's time (issue 16). If the caller is cancelled,
+        the jobs finish the queries they are running and start no other.
+        """
+        results: list[list[Samples] | Exception | None] = [None] * len(queries)
+        waiting = collections.deque(range(len(queries)))  # popleft is atomic: the threads share it
+        stop = threading.Event()
+
+        def work() -> None:
+            while not stop.is_set():
+                try:
+                    index = waiting.popleft()
+                except IndexError:
+                    return
+                try:
+                    results[index] = self._query_range_blocking(*queries[index])
+                except Exception as exc:  # handed back like gather(return_exceptions=True) did
+                    results[index] = exc
+
+        loop = asyncio.get_running_loop()
+        jobs = [loop.run_in_executor(self._pool, work) for _ in range(min(self._concurrency, len(queries)))]
+        try:
+            await asyncio.gather(*jobs)
+        except BaseException:
+            stop.set()
+            raise
+        return [result if result is not None else RuntimeError("query not run") for result in results]
 
     def close(self) -> None:
         self._pool.shutdown(wait=False, cancel_futures=True)

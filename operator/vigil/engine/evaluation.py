@@ -195,11 +195,8 @@ async def evaluate(
     for plan in plans:
         assert plan.entry.grid is not None
         plan.fetch = plan.entry.grid.next_fetch(now)
-    fetched = await asyncio.gather(
-        *(source.query_range(p.url, p.spec.query, p.fetch.start, p.fetch.end, p.step)  # type: ignore[union-attr]
-          for p in plans),
-        return_exceptions=True,
-    )
+    fetched = await source.query_many(
+        [(p.url, p.spec.query, p.fetch.start, p.fetch.end, p.step) for p in plans])  # type: ignore[union-attr]
 
     # 2. Merge and assess; gather the windows to score, grouped by model.
     by_model: dict[str, list[tuple[_Plan, SeriesKey]]] = {}
