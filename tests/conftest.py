@@ -15,7 +15,7 @@ from collections.abc import Callable, Iterator, Sequence
 import pytest
 
 from tests.harness import OperatorProcess
-from tests.realkube import RealKube, RealKubeAPI, binaries, install_crds
+from tests.realkube import RealKube, RealKubeAPI, binaries, ensure_crds, install_crds
 from vigil.api import crdgen
 from vigil_sandbox import moto as sandbox_moto
 from vigil_sandbox import ports
@@ -101,9 +101,7 @@ if TEST_KUBE not in ("emulator", "real"):
 def kubeapi(request: pytest.FixtureRequest) -> Iterator[KubeAPIServer]:
     if TEST_KUBE == "real" and request.node.get_closest_marker("emulator") is None:
         real: RealKube = request.getfixturevalue("real_kube")
-        if not getattr(real, "crds_installed", False):
-            install_crds(real)
-            real.crds_installed = True  # type: ignore[attr-defined]
+        ensure_crds(real)
         api = RealKubeAPI(real)
         yield api  # type: ignore[misc]  # the emulator's accessors, on the real server
         api.close()

@@ -391,6 +391,13 @@ class RealKube:
         return revision
 
 
+def ensure_crds(kube: RealKube) -> None:
+    """:func:`install_crds` once per server (a session's tests share it)."""
+    if not getattr(kube, "crds_installed", False):
+        install_crds(kube)
+        kube.crds_installed = True  # type: ignore[attr-defined]
+
+
 def install_crds(kube: RealKube) -> None:
     """Apply the project's CRDs (crds/) and wait until each is Established."""
     paths = sorted((ROOT / "crds").glob("*.yaml"))

@@ -11,7 +11,7 @@ import pytest
 import yaml
 
 from tests.chatops import incident
-from tests.realkube import TEST_USER, RealKube, RealKubeAPI, install_crds
+from tests.realkube import TEST_USER, RealKube, RealKubeAPI, ensure_crds
 from vigil.adapters import kubeaccess
 from vigil.chatops import ask, conversation, kubeio
 
@@ -38,9 +38,7 @@ BINDING = {
 
 @pytest.fixture
 def api(real_kube: RealKube) -> Iterator[RealKubeAPI]:
-    if not getattr(real_kube, "crds_installed", False):
-        install_crds(real_kube)
-        real_kube.crds_installed = True  # type: ignore[attr-defined]
+    ensure_crds(real_kube)
     view = RealKubeAPI(real_kube)
     yield view
     for kind in ("rolebinding", "role"):

@@ -25,7 +25,7 @@ import helm_python as helm
 import yaml
 
 from tests.harness import wait_for
-from tests.realkube import RealKube, ensure_namespace, install_crds
+from tests.realkube import RealKube, ensure_crds, ensure_namespace
 from vigil.api.v1alpha1 import policy as policy_api
 from vigil.api.v1alpha1.common import Condition, ConditionStatus
 from vigil.api.v1alpha1.detector import AnomalyDetectorStatus, ModelStatus, Reason, SeriesState
@@ -207,9 +207,7 @@ def _ok(answer: tuple[int, dict[str, Any]]) -> dict[str, Any]:
 
 
 def build(kube: RealKube, workdir: pathlib.Path) -> Scene:
-    if not getattr(kube, "crds_installed", False):
-        install_crds(kube)
-        kube.crds_installed = True  # type: ignore[attr-defined]
+    ensure_crds(kube)
     for namespace in (OPERATOR_NAMESPACE, NAMESPACE):
         ensure_namespace(kube, namespace)
     applied = yaml.safe_dump_all([*_chart_objects(), *_users()])

@@ -12,13 +12,14 @@ from __future__ import annotations
 
 import asyncio
 import uuid
+from collections.abc import Iterator
 from typing import Any
 
 import kopf
 import pytest
 
 from tests.conftest import detector
-from tests.realkube import RealKube, install_crds
+from tests.realkube import RealKube, ensure_crds
 from vigil.adapters.kube import KubeClient
 from vigil.adapters.metrics import OperatorMetrics
 from vigil.engine.registry import Registry
@@ -54,19 +55,19 @@ def _list_requests(kube: RealKube, namespace: str, since: int) -> list[str]:
 
 @pytest.fixture
 def real(real_kube: RealKube) -> RealKube:
-    """The session's real kube-apiserver with the CRDs installed (the ``kubeapi`` fixture does it once)."""
-    if not getattr(real_kube, "crds_installed", False):
-        install_crds(real_kube)
-        real_kube.crds_installed = True  # type: ignore[attr-defined]
+    """The session's real kube-apiserver, with the CRDs installed."""
+    ensure_crds(real_kube)
     return real_kube
 
 
 @pytest.fixture
-def namespace(real: RealKube) -> str:
+def namespace(real: RealKube) -> Iterator[str]:
+    """A namespace of this test, deleted after it: its detectors must not reach other tests' operators."""
     name = f"sync-{uuid.uuid4().hex[:8]}"
     status, body = real.request("POST", "/api/v1/namespaces", {"metadata": {"name": name}})
     assert status == 201, body
-    return name
+    yield name
+    real.kubectl("delete", "namespace", name, "--wait=false")
 
 
 def test_sync_reads_in_pages_and_misses_nothing(real: RealKube, namespace: str,
