@@ -65,7 +65,8 @@ def test_demo_shows_what_the_readme_promises(tmp_path: pathlib.Path) -> None:
         assert action["status"]["createdAt"] > succeeded[0]["status"]["completedAt"]
     assert all(a["metadata"]["creationTimestamp"] <= s["metadata"]["creationTimestamp"]
                for a in restored for s in skipped)
-    assert skipped and all(a["status"]["skipReason"] == "CooldownActive" for a in skipped)
+    assert skipped and all(a["status"]["skipReason"] == "CooldownActive" for a in skipped), [
+        (a["metadata"]["name"], a["status"].get("skipReason"), a["status"].get("message")) for a in skipped]
     assert {a["spec"]["incident"] for a in skipped}.isdisjoint({succeeded[0]["spec"]["incident"]})
     assert all(a["metadata"]["creationTimestamp"] >= succeeded[0]["metadata"]["creationTimestamp"] for a in skipped)
     assert {a["status"]["phase"] for a in actions} == {"Succeeded", "Skipped"}
