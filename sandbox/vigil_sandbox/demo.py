@@ -59,11 +59,16 @@ RP = ("vigil.dev/v1alpha1", "remediationpolicies")
 RA = ("vigil.dev/v1alpha1", "remediationactions")
 
 #: The policy's timings, in replayed points (one point = 5 minutes of series time = --seconds-per-point).
-#: keepFiringFor: 10 quiet points (50 min of series time) close an incident. The first flare
-#: (points 727-732) is followed by 20 quiet points, so its incident closes before the surge.
-KEEP_FIRING_POINTS = 10
-#: cooldown: 60 points (5 h of series time) after the scale-out, i.e. the rest of the replay.
-COOLDOWN_POINTS = 60
+#: keepFiringFor: 6 quiet points (30 min of series time) close an incident. The first flare
+#: (points 727-732) is followed by 20 quiet points, so its incident closes, and both scale-back steps
+#: are done, before a flicker around point 747 can open the next incident (the detector sometimes
+#: flags it, depending on where the evaluation grid falls; with 10 points the second step raced it).
+KEEP_FIRING_POINTS = 6
+#: cooldown: 120 points (10 h of series time) after the scale-out: longer than the demo runs, even up to
+#: its deadline. The cooldown must not lift while the second incident is open: the policy would take a
+#: new step for it then, refused as RateLimited (the scale-out and its two scale-back steps are 3 actions
+#: in the hour), and the demo means to show one reason, the cooldown.
+COOLDOWN_POINTS = 120
 #: restore: the scale-back starts once the CPU has been quiet this many points (as soon as the incident
 #: closes), then one instance per RESTORE_EVERY_POINTS; both steps fit in the quiet spell before the surge.
 RESTORE_AFTER_POINTS = KEEP_FIRING_POINTS
