@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import pathlib
 import socket
 import threading
 import time
@@ -18,9 +19,14 @@ from vigil_sandbox.prometheus import PrometheusServer, Series
 def test_range_query_and_errors_against_a_real_prometheus() -> None:
     now = float(int(time.time()) // 60 * 60)
     series = Series("src_test", {"job": "x"}, [now - 120, now - 60, now], [1.0, 2.0, 3.0])
+    # Enough series that Prometheus streams its gzip answer chunked: urllib3 decodes that only when asked.
+    wide = [Series("src_wide", {"i": str(i)}, [now - 120, now - 60, now], [float(i), 0.5, 2.0]) for i in range(1500)]
 
     async def scenario(url: str) -> tuple[list[float], SourceError, SourceError]:
         (got,) = await source.query_range(url, "src_test", now - 120, now, 60)
+        many = await source.query_range(url, "src_wide", now - 120, now, 60)
+        assert sorted(s.values[0] for s in many) == [float(i) for i in range(1500)]
+        assert all(s.values[1:].tolist() == [0.5, 2.0] for s in many)
         with pytest.raises(SourceError) as bad:
             await source.query_range(url, "src_test{", now - 120, now, 60)
         with pytest.raises(SourceError) as down:
@@ -29,7 +35,7 @@ def test_range_query_and_errors_against_a_real_prometheus() -> None:
 
     source = PrometheusSource(concurrency=2, timeout=5)
     try:
-        with PrometheusServer([series]) as server:
+        with PrometheusServer([series, *wide]) as server:
             values, bad, down = asyncio.run(scenario(server.url))
     finally:
         source.close()
@@ -38,19 +44,21 @@ def test_range_query_and_errors_against_a_real_prometheus() -> None:
     assert down.kind == SourceErrorKind.UNAVAILABLE and "cannot connect" in down.message
 
 
-def test_proxy_and_ca_settings_come_from_the_environment_once(monkeypatch: pytest.MonkeyPatch) -> None:
-    """trust_env is off for speed, so the session must carry what requests would have read itself."""
+def test_proxy_and_ca_settings_come_from_the_environment_once(monkeypatch: pytest.MonkeyPatch,
+                                                             tmp_path: pathlib.Path) -> None:
+    """Read once per base URL, the settings requests would have read itself on every request."""
     monkeypatch.setenv("HTTPS_PROXY", "http://proxy.example:3128")
     monkeypatch.setenv("NO_PROXY", "prometheus.monitoring.svc")
     monkeypatch.setenv("REQUESTS_CA_BUNDLE", "/etc/ssl/custom.pem")
-    proxied = prometheus._session_for("https://thanos.example.com")
-    assert proxied.trust_env is False
-    assert proxied.proxies.get("https") == "http://proxy.example:3128"
-    assert proxied.verify == "/etc/ssl/custom.pem"
-    assert prometheus._session_for("http://prometheus.monitoring.svc:9090").proxies == {}
+    proxied = prometheus._connection_for("https://thanos.example.com")
+    assert proxied == prometheus.ConnectionSettings(proxy="http://proxy.example:3128", ca_certs="/etc/ssl/custom.pem")
+    assert prometheus._connection_for("http://prometheus.monitoring.svc:9090").proxy is None
+    monkeypatch.setenv("REQUESTS_CA_BUNDLE", str(tmp_path))  # a directory of CAs, as requests accepts
+    assert prometheus._connection_for("https://thanos.example.com").ca_dir == str(tmp_path)
     monkeypatch.delenv("REQUESTS_CA_BUNDLE")
     monkeypatch.delenv("CURL_CA_BUNDLE", raising=False)
-    assert prometheus._session_for("https://thanos.example.com").verify is True
+    default = prometheus._connection_for("https://thanos.example.com").ca_certs
+    assert default is not None and default.endswith("cacert.pem") and pathlib.Path(default).is_file()
 
 
 @pytest.mark.slow

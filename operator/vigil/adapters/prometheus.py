@@ -1,6 +1,6 @@
-"""Range queries against Prometheus, over one pooled requests session per base URL.
+"""Range queries against Prometheus, over one urllib3 connection pool per base URL.
 
-requests is synchronous, so queries run in a bounded thread pool: the pool size is
+urllib3 is synchronous, so queries run in a bounded thread pool: the pool size is
 the concurrency limit against Prometheus, and the event loop never blocks on the
 network. No retries: a failed evaluation is retried by the scheduler at the next
 interval, and retrying inside one evaluation would only stretch an outage into
@@ -12,6 +12,12 @@ limits (:mod:`vigil.adapters.promjson`), so one detector whose query matches ten
 of thousands of series costs a bounded read, not the operator's memory. (The
 request used to go through prometheus-api-client, whose ``response.json()``
 materialises the whole answer first.)
+
+Why urllib3 and not a requests session (which is urllib3 underneath): at a restart with 10,000
+detectors every one of them queries at once, and requests' per-request work (preparing the request,
+merging settings, its hooks and adapters) cost ~0.5 ms of the operator's one interpreter per query,
+a tenth of the restart (bench/README.md, issue 16). The settings requests would have read from the
+environment (proxy, CA bundle) are read once per base URL, the same way (:func:`_connection_for`).
 """
 
 from __future__ import annotations
@@ -25,12 +31,13 @@ import os
 import threading
 import time
 from collections.abc import Sequence
-from typing import cast
+from typing import Any, cast
 
-import requests
-import requests.adapters
-import urllib3.util
+import requests.utils
+import urllib3
+import urllib3.exceptions
 
+from vigil import __version__
 from vigil.adapters import promjson
 from vigil.domain.history import Samples
 
@@ -89,23 +96,37 @@ def classify_status(code: int, body: bytes) -> SourceError:
     return SourceError(SourceErrorKind.SERVER_ERROR, text)
 
 
-def _session_for(url: str) -> requests.Session:
-    """A session with the environment's proxy and CA settings resolved once, not on every request.
+@dataclasses.dataclass(frozen=True)
+class ConnectionSettings:
+    """What a query to one base URL goes through: the proxy (or None) and the CAs to verify TLS with."""
 
-    requests re-reads the proxy variables (and scans the whole environment for
-    them) on every request when ``trust_env`` is on; bench/scale.py's profiles put
-    that at a quarter of the operator's CPU for thousands of detectors. The
-    settings are the same ones requests would find (``HTTPS_PROXY``/``NO_PROXY``,
-    ``REQUESTS_CA_BUNDLE``/``CURL_CA_BUNDLE``), read when the first query to
+    proxy: str | None
+    #: A CA bundle file, or (``ca_dir``) a directory of hashed CA files, as requests accepts either.
+    ca_certs: str | None
+    ca_dir: str | None = None
+
+
+def _connection_for(url: str) -> ConnectionSettings:
+    """The environment's proxy and CA settings for ``url``, resolved once, not on every request.
+
+    requests re-reads the proxy variables (and scans the whole environment for them) on every
+    request when ``trust_env`` is on; bench/scale.py's profiles put that at a quarter of the
+    operator's CPU for thousands of detectors. The settings are the ones requests would find
+    (``HTTPS_PROXY``/``HTTP_PROXY``/``ALL_PROXY`` with ``NO_PROXY``, ``REQUESTS_CA_BUNDLE``/
+    ``CURL_CA_BUNDLE``, else the certifi bundle requests ships with), read when the first query to
     ``url`` is made; a change to them needs a restart, like any other setting.
     """
-    session = requests.Session()
-    session.trust_env = False
-    session.proxies = requests.utils.get_environ_proxies(url)
-    bundle = os.environ.get("REQUESTS_CA_BUNDLE") or os.environ.get("CURL_CA_BUNDLE")
-    if bundle:
-        session.verify = bundle
-    return session
+    proxy = requests.utils.select_proxy(url, requests.utils.get_environ_proxies(url))
+    bundle = (os.environ.get("REQUESTS_CA_BUNDLE") or os.environ.get("CURL_CA_BUNDLE")
+              or requests.utils.DEFAULT_CA_BUNDLE_PATH)
+    if os.path.isdir(bundle):
+        return ConnectionSettings(proxy=proxy or None, ca_certs=None, ca_dir=bundle)
+    return ConnectionSettings(proxy=proxy or None, ca_certs=bundle)
+
+
+#: Headers of every query; ``Accept-Encoding: gzip`` as requests sent it (a remote Prometheus sends
+#: fewer bytes); the caller's headers (e.g. Authorization) are added to these.
+_HEADERS = {"User-Agent": f"vigil/{__version__}", "Accept": "application/json", "Accept-Encoding": "gzip"}
 
 
 class PrometheusSource:
@@ -114,44 +135,53 @@ class PrometheusSource:
     def __init__(self, concurrency: int = 8, timeout: float = 15.0, headers: dict[str, str] | None = None,
                  limits: Limits | None = None):
         self._timeout = timeout
-        self._headers = headers
+        self._headers = {**_HEADERS, **(headers or {})}
         self._concurrency = concurrency
         self.limits = limits or Limits()
-        self._sessions: dict[str, requests.Session] = {}
+        self._managers: dict[str, urllib3.PoolManager] = {}
         self._lock = threading.Lock()
         self._pool = concurrent.futures.ThreadPoolExecutor(
             max_workers=concurrency, thread_name_prefix="vigil-prometheus"
         )
 
-    def _session(self, url: str) -> requests.Session:
+    def _manager(self, url: str) -> urllib3.PoolManager:
         with self._lock:
-            session = self._sessions.get(url)
-            if session is None:
-                session = _session_for(url)
-                # No retries (the scheduler retries), no redirects (the allow-list), and a connection
-                # pool as large as our concurrency so threads never discard sockets.
-                adapter = requests.adapters.HTTPAdapter(
-                    max_retries=urllib3.util.Retry(total=0, connect=0, read=0, redirect=0),
-                    pool_connections=1,
-                    pool_maxsize=self._concurrency,
-                )
-                session.mount(url, adapter)
-                self._sessions[url] = session
-            return session
+            manager = self._managers.get(url)
+            if manager is None:
+                settings = _connection_for(url)
+                # No retries (the scheduler retries), no redirects (the allow-list: set per request), and
+                # as many kept connections as our concurrency so threads never discard sockets.
+                options: dict[str, Any] = {
+                    "maxsize": self._concurrency, "retries": False, "ca_certs": settings.ca_certs,
+                    "ca_cert_dir": settings.ca_dir,
+                    "cert_reqs": "CERT_REQUIRED", "timeout": urllib3.Timeout(connect=self._timeout,
+                                                                             read=self._timeout),
+                }
+                manager = (urllib3.ProxyManager(settings.proxy, num_pools=2, **options) if settings.proxy
+                           else urllib3.PoolManager(num_pools=2, **options))
+                self._managers[url] = manager
+            return manager
 
     def _query_range_blocking(self, url: str, query: str, start: float, end: float, step: float) -> list[Samples]:
-        session = self._session(url)
+        manager = self._manager(url)
         points = round((end - start) / step) + 1
         budget = promjson.Budget(self.limits.max_series, self.limits.max_response_bytes, points,
                                  deadline=time.monotonic() + self._timeout)
         params = {"query": query, "start": f"{start:.3f}", "end": f"{end:.3f}", "step": f"{step:g}s",
                   "timeout": f"{self._timeout:g}s"}
         try:
-            with session.get(f"{url.rstrip('/')}/api/v1/query_range", params=params, headers=self._headers,
-                             timeout=self._timeout, stream=True, allow_redirects=False) as response:
-                if response.status_code != 200:
-                    raise classify_status(response.status_code, _head(response, promjson.ERROR_BODY_LIMIT))
-                return promjson.read_matrix(response.iter_content(CHUNK_BYTES), budget)
+            response = manager.request("GET", f"{url.rstrip('/')}/api/v1/query_range", fields=params,
+                                       headers=self._headers, preload_content=False, redirect=False)
+            try:
+                if response.status != 200:
+                    raise classify_status(response.status, _head(response, promjson.ERROR_BODY_LIMIT))
+                samples = promjson.read_matrix(response.stream(CHUNK_BYTES, decode_content=True), budget)
+            except BaseException:
+                response.close()  # a half-read answer must not go back to the pool as a reusable connection
+                raise
+            finally:
+                response.release_conn()
+            return samples
         except promjson.TooManySeries as exc:
             raise SourceError(SourceErrorKind.TOO_MANY_SERIES, exc.message) from exc
         except promjson.TooLarge as exc:
@@ -160,11 +190,14 @@ class PrometheusSource:
             raise SourceError(SourceErrorKind.TIMEOUT, f"{exc.message} ({self._timeout:g}s)") from exc
         except promjson.AnswerError as exc:
             raise SourceError(SourceErrorKind.SERVER_ERROR, f"unexpected answer from {url}: {exc.message}") from exc
-        except requests.Timeout as exc:
-            raise SourceError(SourceErrorKind.TIMEOUT, f"no answer from {url} within {self._timeout:g}s") from exc
-        except requests.ConnectionError as exc:
+        except urllib3.exceptions.NewConnectionError as exc:  # before TimeoutError: urllib3 derives it from that
             raise SourceError(SourceErrorKind.UNAVAILABLE, f"cannot connect to {url}: {_root(exc)}") from exc
-        except requests.RequestException as exc:
+        except urllib3.exceptions.TimeoutError as exc:
+            raise SourceError(SourceErrorKind.TIMEOUT, f"no answer from {url} within {self._timeout:g}s") from exc
+        except (urllib3.exceptions.ProtocolError, urllib3.exceptions.SSLError,
+                urllib3.exceptions.ProxyError) as exc:
+            raise SourceError(SourceErrorKind.UNAVAILABLE, f"cannot connect to {url}: {_root(exc)}") from exc
+        except urllib3.exceptions.HTTPError as exc:
             raise SourceError(SourceErrorKind.SERVER_ERROR,
                               f"request to {url} failed: {type(exc).__name__}") from exc
 
@@ -208,14 +241,14 @@ class PrometheusSource:
 
     def close(self) -> None:
         self._pool.shutdown(wait=False, cancel_futures=True)
-        for session in self._sessions.values():
-            session.close()
+        for manager in self._managers.values():
+            manager.clear()
 
 
-def _head(response: requests.Response, limit: int) -> bytes:
+def _head(response: urllib3.BaseHTTPResponse, limit: int) -> bytes:
     """At most ``limit`` bytes of a body (an error page may be endless)."""
     data = bytearray()
-    for chunk in response.iter_content(8192):
+    for chunk in response.stream(8192, decode_content=True):
         data += chunk
         if len(data) >= limit:
             break
