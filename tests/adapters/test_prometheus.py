@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import base64
+import http.server
 import pathlib
 import socket
 import threading
 import time
+import urllib.request
 
 import pytest
 
@@ -59,6 +62,58 @@ def test_proxy_and_ca_settings_come_from_the_environment_once(monkeypatch: pytes
     monkeypatch.delenv("CURL_CA_BUNDLE", raising=False)
     default = prometheus._connection_for("https://thanos.example.com").ca_certs
     assert default is not None and default.endswith("cacert.pem") and pathlib.Path(default).is_file()
+
+
+class _ForwardProxy(http.server.BaseHTTPRequestHandler):
+    """An HTTP forward proxy (absolute-URI requests, RFC 9112 3.2.2) that wants Basic credentials."""
+
+    seen: list[tuple[str, str | None]] = []
+
+    def do_GET(self) -> None:
+        auth = self.headers.get("Proxy-Authorization")
+        type(self).seen.append((self.path, auth))
+        if auth != "Basic " + base64.b64encode(b"vigil:s3cret").decode():
+            self.send_response(407)
+            self.send_header("Proxy-Authenticate", 'Basic realm="test"')
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+            return
+        with urllib.request.urlopen(self.path, timeout=10) as upstream:  # the proxy's own leg, direct
+            body = upstream.read()
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+@pytest.mark.slow
+def test_queries_go_through_an_authenticated_proxy_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    """HTTP_PROXY with user:password@ and no scheme, as requests accepted it: the credentials reach the proxy."""
+    now = float(int(time.time()) // 60 * 60)
+    series = Series("src_proxied", {"job": "x"}, [now - 60, now], [4.0, 5.0])
+    proxy = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _ForwardProxy)
+    threading.Thread(target=proxy.serve_forever, daemon=True).start()
+    monkeypatch.setenv("HTTP_PROXY", f"vigil:s3cret@127.0.0.1:{proxy.server_port}")
+    monkeypatch.delenv("NO_PROXY", raising=False)
+    monkeypatch.delenv("no_proxy", raising=False)
+    source = PrometheusSource(concurrency=1, timeout=10)
+    try:
+        with PrometheusServer([series]) as server:
+            settings = prometheus._connection_for(server.url)
+            assert settings.proxy == f"http://127.0.0.1:{proxy.server_port}"
+            assert "s3cret" not in repr(settings)
+            (got,) = asyncio.run(source.query_range(server.url, "src_proxied", now - 60, now, 60))
+    finally:
+        source.close()
+        proxy.shutdown()
+        proxy.server_close()
+    assert got.values.tolist() == [4.0, 5.0]
+    [(path, auth)] = _ForwardProxy.seen
+    assert path.startswith(f"{server.url}/api/v1/query_range?") and auth is not None
 
 
 @pytest.mark.slow

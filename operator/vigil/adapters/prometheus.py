@@ -36,6 +36,7 @@ from typing import Any, cast
 import requests.utils
 import urllib3
 import urllib3.exceptions
+import urllib3.util
 
 from vigil import __version__
 from vigil.adapters import promjson
@@ -100,10 +101,13 @@ def classify_status(code: int, body: bytes) -> SourceError:
 class ConnectionSettings:
     """What a query to one base URL goes through: the proxy (or None) and the CAs to verify TLS with."""
 
+    #: The proxy's URL without credentials (they are in ``proxy_headers``, kept out of any repr or log).
     proxy: str | None
     #: A CA bundle file, or (``ca_dir``) a directory of hashed CA files, as requests accepts either.
     ca_certs: str | None
     ca_dir: str | None = None
+    #: ``Proxy-Authorization`` from the proxy URL's credentials (urllib3 does not send them by itself).
+    proxy_headers: dict[str, str] = dataclasses.field(default_factory=dict, repr=False)
 
 
 def _connection_for(url: str) -> ConnectionSettings:
@@ -116,12 +120,20 @@ def _connection_for(url: str) -> ConnectionSettings:
     ``CURL_CA_BUNDLE``, else the certifi bundle requests ships with), read when the first query to
     ``url`` is made; a change to them needs a restart, like any other setting.
     """
-    proxy = requests.utils.select_proxy(url, requests.utils.get_environ_proxies(url))
+    proxy = requests.utils.select_proxy(url, requests.utils.get_environ_proxies(url)) or None
+    headers: dict[str, str] = {}
+    if proxy is not None:
+        # As requests' adapter does: "proxy:3128" means http://, and user:password@ becomes a header.
+        proxy = proxy if "://" in proxy else f"http://{proxy}"
+        username, password = requests.utils.get_auth_from_url(proxy)
+        if username:
+            headers = urllib3.util.make_headers(proxy_basic_auth=f"{username}:{password}")
+        proxy = urllib3.util.parse_url(proxy)._replace(auth=None).url  # the credentials live in the header only
     bundle = (os.environ.get("REQUESTS_CA_BUNDLE") or os.environ.get("CURL_CA_BUNDLE")
               or requests.utils.DEFAULT_CA_BUNDLE_PATH)
     if os.path.isdir(bundle):
-        return ConnectionSettings(proxy=proxy or None, ca_certs=None, ca_dir=bundle)
-    return ConnectionSettings(proxy=proxy or None, ca_certs=bundle)
+        return ConnectionSettings(proxy=proxy, ca_certs=None, ca_dir=bundle, proxy_headers=headers)
+    return ConnectionSettings(proxy=proxy, ca_certs=bundle, proxy_headers=headers)
 
 
 #: Headers of every query; ``Accept-Encoding: gzip`` as requests sent it (a remote Prometheus sends
@@ -157,19 +169,21 @@ class PrometheusSource:
                     "cert_reqs": "CERT_REQUIRED", "timeout": urllib3.Timeout(connect=self._timeout,
                                                                              read=self._timeout),
                 }
-                manager = (urllib3.ProxyManager(settings.proxy, num_pools=2, **options) if settings.proxy
-                           else urllib3.PoolManager(num_pools=2, **options))
+                # One base URL, so one host: one pool (redirects are never followed to another).
+                manager = (urllib3.ProxyManager(settings.proxy, num_pools=1, proxy_headers=settings.proxy_headers,
+                                                **options) if settings.proxy
+                           else urllib3.PoolManager(num_pools=1, **options))
                 self._managers[url] = manager
             return manager
 
     def _query_range_blocking(self, url: str, query: str, start: float, end: float, step: float) -> list[Samples]:
-        manager = self._manager(url)
         points = round((end - start) / step) + 1
         budget = promjson.Budget(self.limits.max_series, self.limits.max_response_bytes, points,
                                  deadline=time.monotonic() + self._timeout)
         params = {"query": query, "start": f"{start:.3f}", "end": f"{end:.3f}", "step": f"{step:g}s",
                   "timeout": f"{self._timeout:g}s"}
         try:
+            manager = self._manager(url)  # inside: a proxy setting urllib3 refuses is this query's error
             response = manager.request("GET", f"{url.rstrip('/')}/api/v1/query_range", fields=params,
                                        headers=self._headers, preload_content=False, redirect=False)
             try:
