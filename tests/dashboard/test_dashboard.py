@@ -14,10 +14,9 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
+from selenium.common.exceptions import StaleElementReferenceException
 from selenium.webdriver.common.by import By
 from selenium.webdriver.remote.webdriver import WebDriver
-from selenium.webdriver.support import expected_conditions
-from selenium.webdriver.support.wait import WebDriverWait
 
 from tests.dashboard import scene as scenes
 from tests.dashboard.browser import chromium
@@ -247,41 +246,51 @@ def _get(url: str, headers: dict[str, str]) -> str:
         return str(answer.read().decode())
 
 
+def _ask(browser: WebDriver, question: str, earlier: int) -> tuple[str, list[str]]:
+    """Send ``question`` from the Ask box; the answer's text and the conversation's turns above it, once
+    the page showing them has replaced this one (``earlier`` turns: 2 per exchange before this one).
+
+    Read inside the wait, all at once: the POST is answered by a redirect, and an element found while the
+    browser swaps documents goes stale under us ("Node with given id does not belong to the document")."""
+    box = browser.find_element(By.ID, "question")
+    box.clear()
+    box.send_keys(question)
+    browser.find_element(By.ID, "ask-button").click()
+
+    def settled() -> tuple[str, list[str]] | None:
+        try:
+            if "/ask?outcome=" not in browser.current_url:
+                return None
+            answers = browser.find_elements(By.ID, "answer")
+            turns = browser.find_elements(By.CSS_SELECTOR, "#conversation li")
+            if not answers or len(turns) != earlier:
+                return None
+            return str(answers[0].text), [f"{t.get_attribute('class')}|{t.text}" for t in turns]
+        except StaleElementReferenceException:
+            return None
+    return wait_for(settled, what=f"the answer to {question!r} below {earlier} earlier turns")
+
+
 def test_the_ask_box_answers_from_the_facts(browser: WebDriver, alice: DashboardProcess) -> None:
     """No LLM configured: the deterministic answer of Ask Vigil, read with alice's credentials."""
     browser.get(alice.url + "/ask")
-    browser.find_element(By.ID, "question").send_keys(f"why {scenes.DONE}")
-    browser.find_element(By.ID, "ask-button").click()
-    answer = wait_for(lambda: browser.find_elements(By.ID, "answer"), what="the answer")[0]
-    assert scenes.DONE in answer.text and "web-latency" in answer.text, answer.text
+    answer, _ = _ask(browser, f"why {scenes.DONE}", earlier=0)
+    assert scenes.DONE in answer and "web-latency" in answer, answer
     assert "(deterministic)" in _text(browser, "section.answer h3")
     assert browser.find_element(By.ID, "question").get_attribute("value") == f"why {scenes.DONE}"
-    browser.find_element(By.ID, "question").clear()
-    browser.find_element(By.ID, "question").send_keys("status")
-    browser.find_element(By.ID, "ask-button").click()
-    WebDriverWait(browser, 20).until(expected_conditions.staleness_of(answer))  # the next page, not this one
-    status = _text(browser, "#answer")
+    status, earlier = _ask(browser, "status", earlier=2)
     assert "web-latency" in status and "api-errors" in status and "AwaitingApproval" in status, status
     assert browser.find_elements(By.CSS_SELECTOR, "img") == [] and browser.title == "Ask · Vigil"
     # the conversation of this browser session: the first exchange above the latest answer
-    earlier = browser.find_elements(By.CSS_SELECTOR, "#conversation li")
-    assert [e.get_attribute("class") for e in earlier] == ["turn user", "turn assistant"]
-    assert earlier[0].text == f"why {scenes.DONE}" and scenes.DONE in earlier[1].text
+    assert [turn.split("|", 1)[0] for turn in earlier] == ["turn user", "turn assistant"]
+    assert earlier[0].split("|", 1)[1] == f"why {scenes.DONE}" and scenes.DONE in earlier[1], earlier
     # the answer is a GET of the POST's outcome: reloading it asks nothing again (still one earlier exchange)
-    assert "/ask?outcome=" in browser.current_url
     browser.refresh()
     assert _text(browser, "#answer") == status
     assert len(browser.find_elements(By.CSS_SELECTOR, "#conversation li")) == 2
     # a follow-up keeps the subject of the session's conversation
-    browser.find_element(By.ID, "question").clear()
-    browser.find_element(By.ID, "question").send_keys(f"why {scenes.DONE}")
-    browser.find_element(By.ID, "ask-button").click()
-    wait_for(lambda: len(browser.find_elements(By.CSS_SELECTOR, "#conversation li")) == 4, what="two exchanges")
-    browser.find_element(By.ID, "question").clear()
-    browser.find_element(By.ID, "question").send_keys("what did the detector see?")
-    browser.find_element(By.ID, "ask-button").click()
-    wait_for(lambda: len(browser.find_elements(By.CSS_SELECTOR, "#conversation li")) == 6, what="three exchanges")
-    follow = _text(browser, "#answer")
+    _ask(browser, f"why {scenes.DONE}", earlier=4)
+    follow, _ = _ask(browser, "what did the detector see?", earlier=6)
     assert "Detector `web-latency`" in follow, follow
 
 
