@@ -15,6 +15,7 @@ import pytest
 
 from vigil.adapters import prometheus
 from vigil.adapters.prometheus import PrometheusSource, SourceError, SourceErrorKind
+from vigil.domain.history import Samples
 from vigil_sandbox.prometheus import PrometheusServer, Series
 
 
@@ -136,6 +137,31 @@ def test_query_many_keeps_order_and_errors_in_place() -> None:
     for i, result in enumerate(results):
         assert isinstance(result, list) and len(result) == 1, result
         assert result[0].labels["i"] == str(i) and result[0].values.tolist() == [float(i), float(i) + 0.5]
+
+
+@pytest.mark.slow
+def test_query_many_hands_each_answer_to_then_in_the_pool_threads() -> None:
+    """``then`` (issue 16: the evaluation merges each answer while the others are still answered) runs in a
+    pool thread for every answer, not for a failed query; an exception it raises is that query's result."""
+    now = float(int(time.time()) // 60 * 60)
+    series = [Series("then_test", {"i": str(i)}, [now - 60, now], [float(i), 1.0]) for i in range(4)]
+    source = PrometheusSource(concurrency=2, timeout=5)
+    threads: dict[int, str] = {}
+
+    def then(index: int, answer: list[Samples]) -> None:
+        threads[index] = threading.current_thread().name
+        assert answer[0].labels["i"] == str(index)
+        if index == 3:
+            raise ValueError("the caller's work on this answer failed")
+    try:
+        with PrometheusServer(series) as server:
+            queries = [(server.url, f'then_test{{i="{i}"}}', now - 60, now, 60.0) for i in range(4)]
+            results = asyncio.run(source.query_many([*queries, (server.url, "then_test{", now - 60, now, 60.0)],
+                                                    then=then))
+    finally:
+        source.close()
+    assert sorted(threads) == [0, 1, 2, 3] and threading.main_thread().name not in threads.values()
+    assert [type(r).__name__ for r in results] == ["list", "list", "list", "ValueError", "SourceError"]
 
 
 def test_a_cancelled_query_many_starts_no_further_query() -> None:

@@ -30,7 +30,7 @@ import enum
 import os
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any, cast
 
 import requests.utils
@@ -220,13 +220,19 @@ class PrometheusSource:
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(self._pool, self._query_range_blocking, url, query, start, end, step)
 
-    async def query_many(self, queries: Sequence[Query]) -> list[list[Samples] | Exception]:
+    async def query_many(self, queries: Sequence[Query],
+                         then: Callable[[int, list[Samples]], None] | None = None) -> list[list[Samples] | Exception]:
         """Each query's series, or the exception it raised, in order; at most ``concurrency`` run at once.
 
         One executor job per pool thread, each taking the next query until none is left, instead of one
         future per query: at a restart with 10,000 detectors due at once, creating those futures and
         waking the loop for each was 9 % of the event loop's time (issue 16). If the caller is cancelled,
         the jobs finish the queries they are running and start no other.
+
+        ``then(index, series)``, if given, runs in the same pool thread right after a query answered, so
+        the caller's work on one answer overlaps Prometheus answering the next ones instead of waiting for
+        the last (issue 16: folding the first windows in after the whole batch had arrived left Prometheus
+        idle meanwhile). An exception it raises is that query's result, as a query's own would be.
         """
         results: list[list[Samples] | Exception | None] = [None] * len(queries)
         waiting = collections.deque(range(len(queries)))  # popleft is atomic: the threads share it
@@ -239,7 +245,10 @@ class PrometheusSource:
                 except IndexError:
                     return
                 try:
-                    results[index] = self._query_range_blocking(*queries[index])
+                    answer = self._query_range_blocking(*queries[index])
+                    if then is not None:
+                        then(index, answer)
+                    results[index] = answer
                 except Exception as exc:  # handed back like gather(return_exceptions=True) did
                     results[index] = exc
 

@@ -191,14 +191,16 @@ async def evaluate(
         else:
             plans.append(item)
 
-    # 1. Fetch everything concurrently; the source's thread pool bounds the concurrency.
+    # 1. Fetch everything concurrently; the source's thread pool bounds the concurrency. Each answer is
+    #    merged and assessed in the thread that fetched it, while the other queries are still answered.
     for plan in plans:
         assert plan.entry.grid is not None
         plan.fetch = plan.entry.grid.next_fetch(now)
     fetched = await source.query_many(
-        [(p.url, p.spec.query, p.fetch.start, p.fetch.end, p.step) for p in plans])  # type: ignore[union-attr]
+        [(p.url, p.spec.query, p.fetch.start, p.fetch.end, p.step) for p in plans],  # type: ignore[union-attr]
+        then=lambda index, answer: _merge(plans[index], answer))
 
-    # 2. Merge and assess; gather the windows to score, grouped by model.
+    # 2. Sort out the failures; gather the windows to score, grouped by model.
     by_model: dict[str, list[tuple[_Plan, SeriesKey]]] = {}
     for plan, answer in zip(plans, fetched, strict=True):
         entry = plan.entry
@@ -218,18 +220,15 @@ async def evaluate(
         if isinstance(answer, BaseException):
             logger.exception("unexpected failure querying for %s/%s", *entry.id, exc_info=answer)
             metrics.prometheus_errors.labels("internal").inc()
+            entry.grid = None  # a merge that failed half-way: the next evaluation fetches the window anew
+            entry.grid_identity = None
             plan.outcome = Outcome(OutcomeKind.SOURCE_FAILURE, Reason.PROMETHEUS_ERROR,
                                    f"internal error: {type(answer).__name__} (see the operator's log)",
                                    now, entry.generation)
             continue
-        grid.merge(plan.fetch, answer)
         entry.labels = dict(grid.labels)
-        for key in grid.series:
-            state = scoring.assess_kept(grid, key, plan.scorer.info.min_points)
-            plan.availability[key] = state
-            if state == Availability.SCORED:
-                plan.scorable.append(key)
-                by_model.setdefault(plan.scorer.info.sha256, []).append((plan, key))
+        for key in plan.scorable:
+            by_model.setdefault(plan.scorer.info.sha256, []).append((plan, key))
 
     # 3. One batched feature extraction and one onnxruntime run per model.
     scores: dict[tuple[int, SeriesKey], float] = {}
@@ -285,6 +284,19 @@ async def evaluate(
             explanations={k: explanations[(id(plan), k)] for k in verdicts if (id(plan), k) in explanations},
         )))
     return results
+
+
+def _merge(plan: _Plan, answer: list[history.Samples]) -> None:
+    """Fold one answer into the plan's grid and assess each series (in a source thread: nothing else
+    touches this entry's grid while its batch is being evaluated)."""
+    grid = plan.entry.grid
+    assert grid is not None and plan.fetch is not None
+    grid.merge(plan.fetch, answer)
+    for key in grid.series:
+        state = scoring.assess_kept(grid, key, plan.scorer.info.min_points)
+        plan.availability[key] = state
+        if state == Availability.SCORED:
+            plan.scorable.append(key)
 
 
 def _previous_since(entry: DetectorEntry) -> float | None:
