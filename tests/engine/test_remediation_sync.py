@@ -70,10 +70,27 @@ def namespace(real: RealKube) -> Iterator[str]:
     real.kubectl("delete", "namespace", name, "--wait=false")
 
 
+def _policy(namespace: str, name: str = "web", **trigger: Any) -> dict[str, Any]:
+    """A policy triggered by ``trigger`` (detectorSelector, detectors or alertSelector)."""
+    return {"apiVersion": "vigil.dev/v1alpha1", "kind": "RemediationPolicy",
+            "metadata": {"name": name, "namespace": namespace},
+            "spec": {**trigger, "actions": [{"name": "scale-web", "after": "0s", "scaleAutoScalingGroup": {
+                "name": "web", "by": 1, "min": 1, "max": 10}}], "aws": {"region": "eu-west-1"}, "dryRun": True}}
+
+
+def _create_policy(kube: RealKube, namespace: str, name: str = "web", **trigger: Any) -> dict[str, Any]:
+    status, body = kube.request("POST", f"/apis/vigil.dev/v1alpha1/namespaces/{namespace}/remediationpolicies",
+                                _policy(namespace, name, **trigger))
+    assert status == 201, body
+    created: dict[str, Any] = body
+    return created
+
+
 def test_sync_reads_in_pages_and_misses_nothing(real: RealKube, namespace: str,
                                                 monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(remediation, "LIST_PAGE", 3)  # 7 objects: pages of 3, 3 and 1
     names = _create(real, namespace, 7)
+    _create_policy(real, namespace, detectorSelector={"matchLabels": {"app": "web"}})
     seen: list[str] = []
     mark = real.audit_mark()
 
@@ -91,3 +108,41 @@ def test_sync_reads_in_pages_and_misses_nothing(real: RealKube, namespace: str,
     pages = _list_requests(real, namespace, mark)
     assert len(pages) == 3 and all("limit=3" in uri for uri in pages), pages
     assert sum("continue=" in uri for uri in pages) == 2, pages
+
+
+def test_no_policy_on_detectors_means_no_detector_list(real: RealKube, namespace: str) -> None:
+    """Alert-only policies (or none) read no detector: the sync leaves the 10,000 detectors with their
+    statuses to kopf's own LIST (issue 16). One that triggers on detectors and arrives later makes the
+    engine LIST them before it moves at all."""
+    names = _create(real, namespace, 4)
+    _create_policy(real, namespace, alertSelector={"matchLabels": {"alertname": "HighLatency"}})
+    seen: list[str] = []
+    mark = real.audit_mark()
+
+    async def scenario() -> None:
+        engine, client = _engine(real, namespace, lambda body: seen.append(body["metadata"]["name"]))
+        reconciled: list[str] = []
+
+        async def reconcile(entry: Any, now: float) -> None:
+            reconciled.append(entry.name)
+        engine._reconcile = reconcile  # type: ignore[method-assign]
+        try:
+            await engine.sync()
+            assert not engine.needs_sync and len(engine.policies) == 1
+            assert seen == [] and _list_requests(real, namespace, mark) == []
+            # a policy on detectors arrives by its watch: nothing of it moves until the detectors are listed
+            engine.upsert_policy(_create_policy(real, namespace, name="db", detectors=["d0"]))
+            assert engine.needs_sync
+            engine.needs_sync = False  # even if a tick ran before the next sync, the policy would wait
+            await engine.tick()
+            assert reconciled == ["web"] and engine.needs_sync
+            await engine.sync()
+            assert sorted(seen) == sorted(names) and not engine.needs_sync
+            await engine.tick()
+            assert sorted(reconciled) == ["db", "web", "web"]
+        finally:
+            engine.close()
+            await client.close()
+
+    asyncio.run(scenario())
+    assert len(_list_requests(real, namespace, mark)) == 1

@@ -171,6 +171,8 @@ class RemediationEngine:
         self._upsert_detector = upsert_detector
         #: Set until a full LIST of our resources has been folded in: no decision on a partial view.
         self.needs_sync = True
+        #: Whether the last sync LISTed the detectors too (it does only if a policy triggers on them).
+        self._detectors_listed = upsert_detector is None
         self.kube = kube_client
         self.aws_for = aws_for
         self.notifier = notifier
@@ -194,6 +196,8 @@ class RemediationEngine:
 
     def upsert_policy(self, body: dict[str, Any]) -> None:
         fresh = PolicyEntry.from_body(body)
+        if _on_detectors(fresh.spec) and not self._detectors_listed:
+            self.needs_sync = True  # its detectors were not listed: LIST them before it decides
         fresh.owned = self._owns is None or self._owns(fresh.namespace, fresh.name, fresh.labels)
         known = self.policies.get(fresh.id)
         if known is not None and known.uid == fresh.uid:
@@ -254,15 +258,22 @@ class RemediationEngine:
         """
         paths = ([f"/apis/{API_VERSION}/namespaces/{ns}" for ns in self.namespaces]
                  if self.namespaces else [f"/apis/{API_VERSION}"])
-        kinds: list[tuple[str, Callable[[dict[str, Any]], None] | None]] = [
-            ("anomalydetectors", self._upsert_detector), (api_policy.PLURAL, self.upsert_policy),
-            (api_action.PLURAL, self.upsert_action),
-        ]
-        for plural, upsert in kinds:
+        self._detectors_listed = self._upsert_detector is None
+        for plural, upsert in ((api_policy.PLURAL, self.upsert_policy), (api_action.PLURAL, self.upsert_action)):
             for base in paths:
                 await self._list_into(f"{base}/{plural}", upsert)
+        # The detectors only if a policy triggers on them. Listing 10,000 detectors with their statuses (which
+        # kopf's own LIST delivers to the evaluation engine anyway) was 11 % of a restart's interpreter time
+        # for nothing when no policy reads them (issue 16); a policy that arrives later and does read them
+        # sets needs_sync again (upsert_policy), and none decides before they are listed (_reconcile).
+        needed = self._upsert_detector is not None and any(_on_detectors(p.spec) for p in self.policies.values())
+        if needed:
+            for base in paths:
+                await self._list_into(f"{base}/anomalydetectors", self._upsert_detector)
+            self._detectors_listed = True
         self.needs_sync = False
-        logger.info("remediation engine synced: %d policies, %d actions", len(self.policies), len(self.actions))
+        logger.info("remediation engine synced: %d policies, %d actions%s", len(self.policies), len(self.actions),
+                    ", their detectors" if needed else " (no policy triggers on detectors: none listed)")
 
     async def _list_into(self, path: str, upsert: Callable[[dict[str, Any]], None] | None) -> None:
         """LIST ``path`` in pages of :data:`LIST_PAGE` objects, folding each page in before asking for the next.
@@ -359,6 +370,11 @@ class RemediationEngine:
         self.metrics.remediation_ticks.inc()
 
     async def _policy_pass(self, entry: PolicyEntry, now: float) -> None:
+        if _on_detectors(entry.spec) and not self._detectors_listed:
+            # Changed to trigger on detectors since the last sync: nothing of it moves before they are listed.
+            self.needs_sync = True
+            self.wake()
+            return
         try:
             await self._reconcile(entry, now)
         except Exception:
@@ -1359,3 +1375,8 @@ class RemediationEngine:
             return None
         condition = conditions.get(status.conditions, DetectorCondition.ANOMALOUS)
         return condition.last_transition_time.timestamp() if condition else None
+
+
+def _on_detectors(spec: RemediationPolicySpec | None) -> bool:
+    """Whether a policy reads detectors (else only alerts trigger it)."""
+    return spec is not None and (spec.detector_selector is not None or bool(spec.detectors))
