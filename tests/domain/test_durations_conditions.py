@@ -18,7 +18,7 @@ def test_parse(text: str, seconds: float) -> None:
     assert durations.parse(text) == seconds
 
 
-@pytest.mark.parametrize("text", ["", "5", "m", "5 m", "-5m", "1.5h", "5M"])
+@pytest.mark.parametrize("text", ["", "5", "m", "5 m", "-5m", "1.5h", "5M", "5m\n", "\n5m"])
 def test_parse_rejects(text: str) -> None:
     with pytest.raises(ValueError):
         durations.parse(text)

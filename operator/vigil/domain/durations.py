@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import re
 
 _UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, "w": 604800.0}
@@ -10,8 +11,19 @@ _WHOLE = re.compile(r"^([0-9]+(ms|s|m|h|d|w))+$")
 
 
 def parse(text: str) -> float:
-    """Seconds in a duration string. Raises ValueError on anything else."""
-    if not isinstance(text, str) or not _WHOLE.match(text):
+    """Seconds in a duration string. Raises ValueError on anything else.
+
+    Memoised: every evaluation reads its detector's interval, step and 'for' (2.4 % of the interpreter's
+    time at a restart with 10,000 detectors, issue 16), and they are a handful of distinct strings. The
+    cache is bounded; a string that is not a duration is never cached (the error is raised each time)."""
+    if not isinstance(text, str):
+        raise ValueError(f"not a duration: {text!r} (expected e.g. 30s, 5m, 1h30m)")
+    return _parse(text)
+
+
+@functools.lru_cache(maxsize=1024)
+def _parse(text: str) -> float:
+    if not _WHOLE.fullmatch(text):
         raise ValueError(f"not a duration: {text!r} (expected e.g. 30s, 5m, 1h30m)")
     return sum(int(number) * _UNITS[unit] for number, unit in _PART.findall(text))
 
