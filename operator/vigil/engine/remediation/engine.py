@@ -265,7 +265,7 @@ class RemediationEngine:
         # The detectors only if a policy triggers on them. Listing 10,000 detectors with their statuses (which
         # kopf's own LIST delivers to the evaluation engine anyway) was 11 % of a restart's interpreter time
         # for nothing when no policy reads them (issue 16); a policy that arrives later and does read them
-        # sets needs_sync again (upsert_policy), and none decides before they are listed (_reconcile).
+        # sets needs_sync again (upsert_policy), and no pass of it runs before they are listed (_policy_pass).
         needed = self._upsert_detector is not None and any(_on_detectors(p.spec) for p in self.policies.values())
         if needed:
             for base in paths:
