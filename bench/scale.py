@@ -31,6 +31,7 @@ evaluation and to all N evaluated, and the peers' own CPU use. Then the cost cur
     python -m bench.scale                 # the full sweep (N = 100..5000, I = 60 s)
     python -m bench.scale --quick         # a fast check (small N, compressed time)
     python -m bench.scale -n 2000 --profile bench-out   # one N, py-spy profile of the operator
+    python -m bench.scale -n 10000 --restart --keep runs/r1   # keep each operator's log (the restarted one's too)
     python -m bench.scale --kube real -n 2000           # against a real kube-apiserver: docs/bench/scale-real.md
 
 Exit status is non-zero when the harness fails (a peer or the operator dies, nothing
@@ -114,6 +115,8 @@ class Config:
     kube: str = "emulator"
     #: After the window, restart the operator and time its way back (``--restart``).
     restart: bool = False
+    #: ``--keep``: the run's files (each operator's log, the kubeconfigs) stay here instead of a deleted temp dir.
+    keep: pathlib.Path | None = None
 
 
 # ---------------------------------------------------------------------------------------------
@@ -1140,6 +1143,8 @@ def parse(argv: Sequence[str] | None) -> Config:
     p.add_argument("--restart", action="store_true",
                    help="after each window, restart the operator and time its way back: all evaluated, then steady")
     p.add_argument("--operator-arg", action="append", default=[], help="extra `vigil run` argument (repeatable)")
+    p.add_argument("--keep", type=pathlib.Path, help="keep the run's files (each operator's log, e.g. of the process "
+                                                     "restarted by --restart) in this folder instead of a temp dir")
     args = p.parse_args(argv)
     interval = 10.0 if args.quick and args.interval == 60.0 else args.interval
     ns = tuple(sorted(set(args.detectors or ((20, 100) if args.quick else FULL_NS))))
@@ -1155,7 +1160,7 @@ def parse(argv: Sequence[str] | None) -> Config:
         profile=args.profile, render=tuple(args.render) if args.render else None,
         revision="" if args.render else revision(), operator_args=tuple(args.operator_arg), note=args.note,
         command="python -m bench.scale " + " ".join(argv if argv is not None else sys.argv[1:]),
-        kube=args.kube, restart=args.restart,
+        kube=args.kube, restart=args.restart, keep=args.keep,
     )
 
 
@@ -1187,10 +1192,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, _interrupt)
     started = time.monotonic()
     results: list[Result] = []
-    with tempfile.TemporaryDirectory(prefix="vigil-bench-scale-") as tmp, peers(config) as prometheus:
+    if config.keep is not None:
+        config.keep.mkdir(parents=True, exist_ok=True)
+    kept = contextlib.nullcontext(str(config.keep)) if config.keep is not None else None
+    with (kept or tempfile.TemporaryDirectory(prefix="vigil-bench-scale-")) as tmp, peers(config) as prometheus:
         for n in config.ns:
             workdir = pathlib.Path(tmp) / f"n{n}"
-            workdir.mkdir()
+            workdir.mkdir(exist_ok=config.keep is not None)
             results.append(run_one(n, config, prometheus, workdir))
     runtime = time.monotonic() - started
     print("\n" + markdown_table(HEADERS, [row(r) for r in results]))
