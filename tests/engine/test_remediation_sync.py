@@ -11,8 +11,9 @@ path for it: a failed page raises, ``needs_sync`` stays set and the next pass LI
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import uuid
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
 import kopf
@@ -29,13 +30,20 @@ from vigil.engine.remediation.engine import RemediationEngine
 PLURAL = "anomalydetectors"
 
 
-def _engine(kube: RealKube, namespace: str, upsert: Any) -> tuple[RemediationEngine, KubeClient]:
+@contextlib.asynccontextmanager
+async def _engine(kube: RealKube, namespace: str, upsert: Any) -> AsyncIterator[RemediationEngine]:
+    """A remediation engine on the real server, watching ``namespace``; closed with its client after."""
     async def login() -> kopf.ConnectionInfo:
         return kopf.ConnectionInfo(server=kube.url, token=kube.admin_token, insecure=True)
 
     client = KubeClient(login)
-    return RemediationEngine(Registry(), client, None, None, None, OperatorMetrics(), namespaces=[namespace],
-                             upsert_detector=upsert), client
+    engine = RemediationEngine(Registry(), client, None, None, None, OperatorMetrics(), namespaces=[namespace],
+                               upsert_detector=upsert)
+    try:
+        yield engine
+    finally:
+        engine.close()
+        await client.close()
 
 
 def _create(kube: RealKube, namespace: str, count: int, prefix: str = "d") -> set[str]:
@@ -95,13 +103,9 @@ def test_sync_reads_in_pages_and_misses_nothing(real: RealKube, namespace: str,
     mark = real.audit_mark()
 
     async def scenario() -> None:
-        engine, client = _engine(real, namespace, lambda body: seen.append(body["metadata"]["name"]))
-        try:
+        async with _engine(real, namespace, lambda body: seen.append(body["metadata"]["name"])) as engine:
             await engine.sync()
             assert not engine.needs_sync
-        finally:
-            engine.close()
-            await client.close()
 
     asyncio.run(scenario())
     assert sorted(seen) == sorted(names)
@@ -120,13 +124,12 @@ def test_no_policy_on_detectors_means_no_detector_list(real: RealKube, namespace
     mark = real.audit_mark()
 
     async def scenario() -> None:
-        engine, client = _engine(real, namespace, lambda body: seen.append(body["metadata"]["name"]))
         reconciled: list[str] = []
 
         async def reconcile(entry: Any, now: float) -> None:
             reconciled.append(entry.name)
-        engine._reconcile = reconcile  # type: ignore[method-assign]
-        try:
+        async with _engine(real, namespace, lambda body: seen.append(body["metadata"]["name"])) as engine:
+            engine._reconcile = reconcile  # type: ignore[method-assign]
             await engine.sync()
             assert not engine.needs_sync and len(engine.policies) == 1
             assert seen == [] and _list_requests(real, namespace, mark) == []
@@ -140,9 +143,6 @@ def test_no_policy_on_detectors_means_no_detector_list(real: RealKube, namespace
             assert sorted(seen) == sorted(names) and not engine.needs_sync
             await engine.tick()
             assert sorted(reconciled) == ["db", "web", "web"]
-        finally:
-            engine.close()
-            await client.close()
 
     asyncio.run(scenario())
     assert len(_list_requests(real, namespace, mark)) == 1
