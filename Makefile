@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 export VENV
 
-.PHONY: help bootstrap kube-bins test test-emulator test-fast lock demo lint typecheck crds docs model train bench bench-detection bench-backtest bench-scale bench-scale-real bench-shards bench-series-cap bench-models e2e clean
+.PHONY: help bootstrap kube-bins test test-emulator test-fast lock demo lint typecheck crds docs model train bench bench-detection bench-backtest bench-scale bench-scale-real bench-shards bench-series-cap bench-compression bench-models e2e clean
 
 help:
 	@echo "make demo      - local sandbox: real Prometheus + emulated Kubernetes API + vigil run"
@@ -23,6 +23,7 @@ help:
 	@echo "make bench-scale-real - the scale bench at N=2000 (N=...) against a real kube-apiserver + etcd: docs/bench/scale-real.{md,png,json}"
 	@echo "make bench-series-cap - RSS of one 20,000-series detector, capped and uncapped (~2 min): docs/security.md"
 	@echo "make bench-shards - one replica vs 2 shards + standbys, N=1000 (~6 min): docs/bench/shards.md"
+	@echo "make bench-compression - Prometheus' and the operator's CPU per query with and without gzip (~2 min): bench/README.md"
 	@echo "make bench-models - hostile custom models vs vigil run, and the code before the guard (~4 min): docs/bench/models.md"
 	@echo "make dashboard-screenshots - docs/img/dashboard-*.png from the dashboard's browser-test scene"
 	@echo "make docs      - regenerate docs/configuration.md from charts/vigil/values.yaml"
@@ -117,6 +118,10 @@ bench-shards: bootstrap
 # Issue 11 item 6: one over-broad detector against real Prometheus + API emulator + `vigil run`.
 bench-series-cap: bootstrap
 	nice -n 10 $(PY) -m bench.series_cap --uncapped
+
+# Prometheus' and the operator's CPU per range query, gzip against none, in one run.
+bench-compression: bootstrap
+	$(PY) -m bench.compression
 
 # Issue 11 items 2, 5: operator RSS and /healthz latency under hostile custom models, with the code
 # before the guard (28909cd^, from `git archive`) as the baseline of the same run.

@@ -11,12 +11,15 @@ import os
 import pathlib
 import sys
 from collections.abc import Sequence
-from typing import Any, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn
 
 from vigil import __version__
 from vigil.chatops import askcli
 from vigil.chatops.app import add_chatops
 from vigil.dashboard.command import add_dashboard
+
+if TYPE_CHECKING:
+    from vigil.adapters.prometheus import Compression
 
 
 def _env(name: str, default: str | None = None) -> str | None:
@@ -92,6 +95,11 @@ def _add_run(sub: argparse._SubParsersAction[Parser]) -> None:
                    help="Prometheus queries in flight at most (default 8)")
     p.add_argument("--prometheus-timeout", type=float, default=15.0,
                    help="seconds before a query times out (default 15)")
+    p.add_argument("--prometheus-compression", choices=["none", "gzip"],
+                   default=_env("VIGIL_PROMETHEUS_COMPRESSION", "none"),
+                   help="ask Prometheus for gzip-compressed answers: fewer bytes on the wire, several times "
+                        "Prometheus' CPU per query (bench/README.md); for a slow or metered link only "
+                        "[env VIGIL_PROMETHEUS_COMPRESSION, default none]")
     p.add_argument("--prometheus-allowed-urls", default=_env("VIGIL_PROMETHEUS_ALLOWED_URLS", ""),
                    help="comma-separated Prometheus base URLs a detector's spec.prometheus.url may name (a URL "
                         "also admits the paths below it; * admits any URL); --prometheus-url is always allowed; "
@@ -307,6 +315,16 @@ def shard_index(value: str, shards: int, identity: str) -> int:
     return sharding.ordinal(identity) % shards
 
 
+def _compression(value: str) -> Compression:
+    """``--prometheus-compression`` (its env default is not checked by argparse's ``choices``)."""
+    from vigil.adapters.prometheus import Compression
+
+    try:
+        return Compression(value.strip().lower())
+    except ValueError:
+        raise ValueError(f"--prometheus-compression must be none or gzip, not {value!r}") from None
+
+
 def _run(args: argparse.Namespace) -> int:
     # Before importing kopf: it imports the kubernetes client, which reads KUBECONFIG at import time.
     if args.kubeconfig:
@@ -339,6 +357,7 @@ def _run(args: argparse.Namespace) -> int:
                 raise ValueError("--provenance-key-file: the key must be at least 16 bytes")
         index = shard_index(args.shard_index, args.shards, identity)
         sharding.Layout(index, args.shards, args.selector)  # refuse a bad layout before starting anything
+        compression = _compression(args.prometheus_compression)
     except ValueError as exc:
         print(f"vigil run: {exc}", file=sys.stderr)
         return 2
@@ -364,6 +383,7 @@ def _run(args: argparse.Namespace) -> int:
         prometheus_url=args.prometheus_url,
         prometheus_concurrency=args.prometheus_concurrency,
         prometheus_timeout=args.prometheus_timeout,
+        prometheus_compression=compression,
         prometheus_allowed_urls=allowed.entries,
         max_series=args.max_series,
         max_response_bytes=args.max_response_bytes,

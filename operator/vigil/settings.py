@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 
+from vigil.adapters.prometheus import Compression
 from vigil.domain.remediation import tenancy
 
 
@@ -31,6 +32,10 @@ class OperatorConfig:
     prometheus_allowed_urls: tuple[str, ...] = ()
     """Base URLs (or ``*``) a detector's ``spec.prometheus.url`` may name, besides ``prometheus_url``.
     Empty: only ``prometheus_url``; any other gives Ready=False/PrometheusURLNotAllowed, unqueried."""
+
+    prometheus_compression: Compression = Compression.NONE
+    """``gzip`` asks Prometheus to compress its answers: fewer bytes, several times its CPU per query
+    (bench/README.md, "Compression"); ``none`` (the default) does not."""
 
     max_series: int = 2000
     """Most series one detector's query may return; more gives Ready=False/TooManySeries."""

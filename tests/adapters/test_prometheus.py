@@ -20,10 +20,11 @@ from vigil_sandbox.prometheus import PrometheusServer, Series
 
 
 @pytest.mark.slow
-def test_range_query_and_errors_against_a_real_prometheus() -> None:
+@pytest.mark.parametrize("compression", list(prometheus.Compression), ids=lambda c: c.value)
+def test_range_query_and_errors_against_a_real_prometheus(compression: prometheus.Compression) -> None:
     now = float(int(time.time()) // 60 * 60)
     series = Series("src_test", {"job": "x"}, [now - 120, now - 60, now], [1.0, 2.0, 3.0])
-    # Enough series that Prometheus streams its gzip answer chunked: urllib3 decodes that only when asked.
+    # Enough series that Prometheus streams its answer chunked (gzip: urllib3 decodes that only when asked).
     wide = [Series("src_wide", {"i": str(i)}, [now - 120, now - 60, now], [float(i), 0.5, 2.0]) for i in range(1500)]
 
     async def scenario(url: str) -> tuple[list[float], SourceError, SourceError]:
@@ -37,7 +38,7 @@ def test_range_query_and_errors_against_a_real_prometheus() -> None:
             await source.query_range("http://127.0.0.1:1", "src_test", now - 120, now, 60)
         return got.values.tolist(), bad.value, down.value
 
-    source = PrometheusSource(concurrency=2, timeout=5)
+    source = PrometheusSource(concurrency=2, timeout=5, compression=compression)
     try:
         with PrometheusServer([series, *wide]) as server:
             values, bad, down = asyncio.run(scenario(server.url))
@@ -115,6 +116,65 @@ def test_queries_go_through_an_authenticated_proxy_from_the_environment(monkeypa
     assert got.values.tolist() == [4.0, 5.0]
     [(path, auth)] = _ForwardProxy.seen
     assert path.startswith(f"{server.url}/api/v1/query_range?") and auth is not None
+
+
+class _Relay(http.server.BaseHTTPRequestHandler):
+    """Passes GETs on to ``upstream`` with their Accept-Encoding, and the answer back as it came;
+    records (Accept-Encoding asked, Content-Encoding answered, bytes on the wire)."""
+
+    upstream = ""
+    seen: list[tuple[str | None, str | None, int]] = []
+
+    def do_GET(self) -> None:
+        asked = self.headers.get("Accept-Encoding")
+        request = urllib.request.Request(self.upstream + self.path, headers={"Accept-Encoding": asked or "identity"})
+        with urllib.request.urlopen(request, timeout=10) as answer:  # urllib never decodes: the bytes as sent
+            body = answer.read()
+            encoding = answer.headers.get("Content-Encoding")
+        type(self).seen.append((asked, encoding, len(body)))
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        if encoding:
+            self.send_header("Content-Encoding", encoding)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+@pytest.mark.slow
+def test_answers_are_uncompressed_unless_gzip_is_asked_for() -> None:
+    """--prometheus-compression: by default Prometheus is asked not to gzip (it costs its CPU several
+    times over, bench/README.md); with gzip it compresses, and both read the same series."""
+    now = float(int(time.time()) // 60 * 60)
+    times = [now - 60 * k for k in range(199, -1, -1)]
+    series = [Series("src_enc", {"i": str(i)}, times, [float(i) + 0.25 * (k % 7) for k in range(200)])
+              for i in range(5)]
+    relay = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Relay)
+    threading.Thread(target=relay.serve_forever, daemon=True).start()
+    sources = {c: PrometheusSource(concurrency=1, timeout=10, compression=c) for c in prometheus.Compression}
+    _Relay.seen = []
+    try:
+        with PrometheusServer(series) as server:
+            _Relay.upstream = server.url
+            url = f"http://127.0.0.1:{relay.server_port}"
+            got = {c: asyncio.run(source.query_range(url, "src_enc", times[0], now, 60))
+                   for c, source in sources.items()}
+    finally:
+        for source in sources.values():
+            source.close()
+        relay.shutdown()
+        relay.server_close()
+    (plain_asked, plain_sent, plain_bytes), (gzip_asked, gzip_sent, gzip_bytes) = _Relay.seen
+    assert (plain_asked, plain_sent) == ("identity", None)
+    assert (gzip_asked, gzip_sent) == ("gzip", "gzip") and gzip_bytes < plain_bytes / 3
+    for answer in got.values():
+        assert sorted(s.labels["i"] for s in answer) == ["0", "1", "2", "3", "4"]
+        assert all(s.values.size == 200 for s in answer)
+    by_series = [{s.labels["i"]: s.values.tolist() for s in answer} for answer in got.values()]
+    assert by_series[0] == by_series[1]
 
 
 @pytest.mark.slow

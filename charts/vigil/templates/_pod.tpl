@@ -68,6 +68,8 @@ spec:
           value: {{ .Values.maxSeriesPerDetector | int64 | quote }}
         - name: VIGIL_MAX_RESPONSE_BYTES
           value: {{ .Values.prometheus.maxResponseBytes | int64 | quote }}
+        - name: VIGIL_PROMETHEUS_COMPRESSION
+          value: {{ .Values.prometheus.compression | quote }}
         {{- with .Values.prometheus.allowedUrls }}
         - name: VIGIL_PROMETHEUS_ALLOWED_URLS
           value: {{ join "," . | quote }}

@@ -136,18 +136,35 @@ def _connection_for(url: str) -> ConnectionSettings:
     return ConnectionSettings(proxy=proxy, ca_certs=bundle, proxy_headers=headers)
 
 
-#: Headers of every query; ``Accept-Encoding: gzip`` as requests sent it (a remote Prometheus sends
-#: fewer bytes); the caller's headers (e.g. Authorization) are added to these.
-_HEADERS = {"User-Agent": f"vigil/{__version__}", "Accept": "application/json", "Accept-Encoding": "gzip"}
+#: Headers of every query; the caller's headers (e.g. Authorization) are added to these.
+_HEADERS = {"User-Agent": f"vigil/{__version__}", "Accept": "application/json"}
+
+
+class Compression(enum.Enum):
+    """Whether to ask Prometheus to gzip its answers (``--prometheus-compression``).
+
+    Uncompressed by default: gzip is bought with Prometheus' CPU, and Prometheus is shared. Measured
+    here (``python -m bench.compression``, bench/README.md), gzip made Prometheus 2.42 spend several
+    times the CPU per range query, the more the larger the answer, and a restart of 10,000 detectors
+    asks for 10,000 windows at once. Gzip saves bytes on the wire; it pays where the link to
+    Prometheus is slow or metered, not inside a cluster.
+    """
+
+    NONE = "none"
+    GZIP = "gzip"
+
+    @property
+    def accept_encoding(self) -> str:
+        return "gzip" if self is Compression.GZIP else "identity"
 
 
 class PrometheusSource:
     """Issues range queries to one or more Prometheus servers with bounded concurrency and cost."""
 
     def __init__(self, concurrency: int = 8, timeout: float = 15.0, headers: dict[str, str] | None = None,
-                 limits: Limits | None = None):
+                 limits: Limits | None = None, compression: Compression = Compression.NONE):
         self._timeout = timeout
-        self._headers = {**_HEADERS, **(headers or {})}
+        self._headers = {**_HEADERS, "Accept-Encoding": compression.accept_encoding, **(headers or {})}
         self._concurrency = concurrency
         self.limits = limits or Limits()
         self._managers: dict[str, urllib3.PoolManager] = {}

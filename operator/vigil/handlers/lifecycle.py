@@ -92,6 +92,7 @@ def register(registry: kopf.OperatorRegistry, config: OperatorConfig) -> None:
         source = prometheus.PrometheusSource(
             concurrency=config.prometheus_concurrency, timeout=config.prometheus_timeout,
             limits=prometheus.Limits(max_series=config.max_series, max_response_bytes=config.max_response_bytes),
+            compression=config.prometheus_compression,
         )
         cache = inference.ModelCache(limits=inference.Limits(max_bytes=config.max_model_bytes))
         kube_client = kube.KubeClient(lambda: _login(settings))
