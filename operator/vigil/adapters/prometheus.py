@@ -31,7 +31,7 @@ import os
 import threading
 import time
 from collections.abc import Callable, Sequence
-from typing import Any, cast
+from typing import Any, TypeVar, cast
 
 import requests.utils
 import urllib3
@@ -44,6 +44,8 @@ from vigil.domain.history import Samples
 
 #: One range query: (base URL, PromQL, start, end, step), times in epoch seconds.
 Query = tuple[str, str, float, float, float]
+
+T = TypeVar("T")
 
 #: Read size while streaming an answer; the byte budget is checked after each chunk.
 CHUNK_BYTES = 256 << 10
@@ -237,21 +239,29 @@ class PrometheusSource:
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(self._pool, self._query_range_blocking, url, query, start, end, step)
 
-    async def query_many(self, queries: Sequence[Query],
-                         then: Callable[[int, list[Samples]], None] | None = None) -> list[list[Samples] | Exception]:
-        """Each query's series, or the exception it raised, in order; at most ``concurrency`` run at once.
+    async def query_many(self, queries: Sequence[Query]) -> list[list[Samples] | Exception]:
+        """Each query's series, or the exception it raised, in order (:meth:`query_each` keeping the answers)."""
+        return await self.query_each(queries, lambda index, answer: answer)
+
+    async def query_each(self, queries: Sequence[Query],
+                         then: Callable[[int, list[Samples]], T]) -> list[T | Exception]:
+        """``then(index, series)`` of each query's answer, or the exception the query raised, in order; at
+        most ``concurrency`` queries run at once.
+
+        ``then`` runs in the same pool thread right after a query answered, so the caller's work on one
+        answer overlaps Prometheus answering the next ones instead of waiting for the last (issue 16:
+        folding the first windows in after the whole batch had arrived left Prometheus idle meanwhile).
+        Its return value is the query's result, and the answer is dropped as soon as it returns: a batch
+        of 1,000 first fetches of a week (5 series x 2,016 points each) would otherwise hold 160 MB of
+        answers until its last query answered, and the operator's RSS keeps what it once held. An
+        exception ``then`` raises is that query's result, as a query's own would be.
 
         One executor job per pool thread, each taking the next query until none is left, instead of one
         future per query: at a restart with 10,000 detectors due at once, creating those futures and
         waking the loop for each was 9 % of the event loop's time (issue 16). If the caller is cancelled,
         the jobs finish the queries they are running and start no other.
-
-        ``then(index, series)``, if given, runs in the same pool thread right after a query answered, so
-        the caller's work on one answer overlaps Prometheus answering the next ones instead of waiting for
-        the last (issue 16: folding the first windows in after the whole batch had arrived left Prometheus
-        idle meanwhile). An exception it raises is that query's result, as a query's own would be.
         """
-        results: list[list[Samples] | Exception | None] = [None] * len(queries)
+        results: list[T | Exception | None] = [None] * len(queries)
         waiting = collections.deque(range(len(queries)))  # popleft is atomic: the threads share it
         stop = threading.Event()
 
@@ -262,10 +272,7 @@ class PrometheusSource:
                 except IndexError:
                     return
                 try:
-                    answer = self._query_range_blocking(*queries[index])
-                    if then is not None:
-                        then(index, answer)
-                    results[index] = answer
+                    results[index] = then(index, self._query_range_blocking(*queries[index]))
                 except Exception as exc:  # handed back like gather(return_exceptions=True) did
                     results[index] = exc
 
@@ -277,7 +284,7 @@ class PrometheusSource:
             stop.set()
             raise
         # Every query was taken and answered: the jobs ended without being cancelled.
-        return cast("list[list[Samples] | Exception]", results)
+        return cast("list[T | Exception]", results)
 
     def close(self) -> None:
         self._pool.shutdown(wait=False, cancel_futures=True)

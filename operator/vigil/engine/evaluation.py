@@ -196,7 +196,8 @@ async def evaluate(
     for plan in plans:
         assert plan.entry.grid is not None
         plan.fetch = plan.entry.grid.next_fetch(now)
-    fetched = await source.query_many(
+    #    Only what failed comes back: each answer is dropped once merged (its grid holds what is kept).
+    fetched = await source.query_each(
         [(p.url, p.spec.query, p.fetch.start, p.fetch.end, p.step) for p in plans],  # type: ignore[union-attr]
         then=lambda index, answer: _merge(plans[index], answer))
 
