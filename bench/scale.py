@@ -117,6 +117,8 @@ class Config:
     restart: bool = False
     #: ``--keep``: the run's files (each operator's log, the kubeconfigs) stay here instead of a deleted temp dir.
     keep: pathlib.Path | None = None
+    #: ``--history``: backfilled points per series (the model's whole window is 2,016).
+    history_points: int = HISTORY_POINTS
 
 
 # ---------------------------------------------------------------------------------------------
@@ -963,7 +965,7 @@ total runtime {runtime / 60:.1f} min.{chr(10) + chr(10) + "**Conditions:** " + c
 
 Setup: one real Prometheus (2.42) with {max(config.ns)} x {config.series} synthetic series (a daily-like cycle
 scaled to {CYCLE_SECONDS / 60:.0f} min so the backfilled history spans it, noise, level-shift incidents in ~2% of
-series) backfilled with promtool ({HISTORY_POINTS} points at 1 min, sample counts verified; the model reads up to
+series) backfilled with promtool ({config.history_points} points at 1 min, sample counts verified; the model reads up to
 {_window()} points and scores from {_min_points()}; the operator keeps of each series its newest points and the
 extremes of the older ones, so with a week of history it holds more per series than here: `docs/bench/history.md`
 measures that on full windows) plus live samples scraped every {config.scrape_interval} from an in-process
@@ -1083,24 +1085,25 @@ def peers(config: Config) -> Iterator[PrometheusServer]:
     # interval bounds it, not the data's spacing); live points follow from there, one per minute.
     scrape_s = float(config.scrape_interval.removesuffix("s"))
     start_time = seamless_start_time(scrape_s)
-    first = start_time - (HISTORY_POINTS - 1) * STEP
+    points = config.history_points
+    first = start_time - (points - 1) * STEP
     started = time.perf_counter()
-    values, incident = synthetic(count, HISTORY_POINTS + live, first)
+    values, incident = synthetic(count, points + live, first)
     history, replay = [], []
     for i in range(count):
         labels = {"detector": detector_name(i // config.series), "pod": f"p{i % config.series}"}
-        h, r = split_for_replay(METRIC, labels, values[i], live_from=HISTORY_POINTS, start_time=start_time,
+        h, r = split_for_replay(METRIC, labels, values[i], live_from=points, start_time=start_time,
                                 spacing=STEP)
         history.append(h)
         replay.append(r)
-    print(f"generated {count} series x {HISTORY_POINTS} history + {live} live points "
+    print(f"generated {count} series x {points} history + {live} live points "
           f"({int(incident.sum())} with incidents) in {time.perf_counter() - started:.1f}s", flush=True)
     with ReplayExporter(replay, start_time, STEP) as exporter:
         started = time.perf_counter()
         del values
         with PrometheusServer(history, scrape_targets=[exporter.target], scrape_interval=config.scrape_interval,
                               ready_timeout=600) as prometheus:
-            print(f"Prometheus up with {count * HISTORY_POINTS} backfilled samples (counts verified) in "
+            print(f"Prometheus up with {count * points} backfilled samples (counts verified) in "
                   f"{time.perf_counter() - started:.1f}s; waiting for live samples", flush=True)
             del history
             prometheus.wait_for_targets(deadline=120)
@@ -1143,6 +1146,9 @@ def parse(argv: Sequence[str] | None) -> Config:
     p.add_argument("--restart", action="store_true",
                    help="after each window, restart the operator and time its way back: all evaluated, then steady")
     p.add_argument("--operator-arg", action="append", default=[], help="extra `vigil run` argument (repeatable)")
+    p.add_argument("--history", type=int, default=HISTORY_POINTS,
+                   help=f"backfilled points per series at 1m (default {HISTORY_POINTS}; the model's whole window "
+                        "is 2016: each detector's first fetch then reads full windows, as with a week at 5m)")
     p.add_argument("--keep", type=pathlib.Path, help="keep the run's files (each operator's log, e.g. of the process "
                                                      "restarted by --restart) in this folder instead of a temp dir")
     args = p.parse_args(argv)
@@ -1160,7 +1166,7 @@ def parse(argv: Sequence[str] | None) -> Config:
         profile=args.profile, render=tuple(args.render) if args.render else None,
         revision="" if args.render else revision(), operator_args=tuple(args.operator_arg), note=args.note,
         command="python -m bench.scale " + " ".join(argv if argv is not None else sys.argv[1:]),
-        kube=args.kube, restart=args.restart, keep=args.keep,
+        kube=args.kube, restart=args.restart, keep=args.keep, history_points=args.history,
     )
 
 
