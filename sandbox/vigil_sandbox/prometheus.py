@@ -29,7 +29,7 @@ import time
 import urllib.error
 import urllib.parse
 import urllib.request
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
@@ -48,11 +48,13 @@ __all__ = [
     "PrometheusError",
     "PrometheusServer",
     "Series",
+    "openmetrics_lines",
     "pdeathsig_preexec",
     "render_openmetrics",
     "selector",
     "validate_label_name",
     "validate_metric_name",
+    "write_openmetrics",
 ]
 
 METRIC_NAME_RE = re.compile(r"^[a-zA-Z_:][a-zA-Z0-9_:]*$")
@@ -227,8 +229,8 @@ class Series:
         return int(self.values.size)
 
 
-def render_openmetrics(history: Iterable[Series]) -> str:
-    """History as an OpenMetrics document for ``promtool``.
+def openmetrics_lines(history: Iterable[Series]) -> Iterator[str]:
+    """History as OpenMetrics lines (each ending in a newline) for ``promtool``, one series at a time.
 
     All series of one metric name are written under a single ``# TYPE`` line
     (OpenMetrics wants a metric family's samples together). Values use
@@ -237,17 +239,24 @@ def render_openmetrics(history: Iterable[Series]) -> str:
     by_name: dict[str, list[Series]] = {}
     for s in history:
         by_name.setdefault(s.name, []).append(s)
-    lines: list[str] = []
     for name, group in by_name.items():
-        lines.append(f"# TYPE {name} gauge")
+        yield f"# TYPE {name} gauge\n"
         for s in group:
             head = name + format_labels(s.labels)
-            lines.extend(
-                f"{head} {float(v)!r} {format_ms(int(ms))}"
-                for ms, v in zip(s.timestamps_ms.tolist(), s.values.tolist(), strict=True)
-            )
-    lines.append("# EOF")
-    return "\n".join(lines) + "\n"
+            for ms, v in zip(s.timestamps_ms.tolist(), s.values.tolist(), strict=True):
+                yield f"{head} {float(v)!r} {format_ms(int(ms))}\n"
+    yield "# EOF\n"
+
+
+def render_openmetrics(history: Iterable[Series]) -> str:
+    """History as one OpenMetrics document (see :func:`openmetrics_lines`)."""
+    return "".join(openmetrics_lines(history))
+
+
+def write_openmetrics(history: Iterable[Series], path: Path) -> None:
+    """History as an OpenMetrics file, written as it is rendered: 100 M samples never sit in memory as text."""
+    with path.open("w", encoding="utf-8") as out:
+        out.writelines(openmetrics_lines(history))
 
 
 def _block_duration_hours(span_s: float) -> int:
@@ -588,7 +597,7 @@ class PrometheusServer:
             return
         self._check_retention()
         om_path = self._tmp / "history.om"
-        om_path.write_text(render_openmetrics(self._history))
+        write_openmetrics(self._history, om_path)
         span = max(float(s.timestamps[-1]) for s in self._history) - min(float(s.timestamps[0]) for s in self._history)
         cmd = [
             _binary("promtool"),

@@ -143,17 +143,15 @@ def test_count_check_catches_samples_promtool_drops(monkeypatch: pytest.MonkeyPa
     """Feed promtool an out-of-order sample (it drops it silently): start() must raise."""
     now = float(math.floor(time.time()))
     series = Series("dropped_metric", {"k": "v"}, now - np.arange(9, -1, -1) * 60.0, np.arange(10.0))
-    real_render = prom.render_openmetrics
-
-    def render_with_out_of_order_sample(history: list[Series]) -> str:
-        lines = real_render(history).splitlines()
+    def write_with_out_of_order_sample(history: list[Series], path: Path) -> None:
+        lines = prom.render_openmetrics(history).splitlines()
         # lines[0] is "# TYPE"; move sample 5 to just before sample 3: still valid
         # OpenMetrics, but out of order, which promtool drops without a word.
         head, value, _ = lines[1 + 5].split(" ")
         lines[1 + 5] = f"{head} {value} {int(series.timestamps[3]) - 1}.000"
-        return "\n".join(lines) + "\n"
+        path.write_text("\n".join(lines) + "\n")
 
-    monkeypatch.setattr(prom, "render_openmetrics", render_with_out_of_order_sample)
+    monkeypatch.setattr(prom, "write_openmetrics", write_with_out_of_order_sample)
     server = PrometheusServer([series])
     try:
         with pytest.raises(BackfillError, match="wrote 10 samples, Prometheus stores 9") as info:
