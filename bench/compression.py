@@ -104,15 +104,20 @@ def measure(name: str, detectors: int, points: int, step: float, rounds: int) ->
     return {"name": name, "detectors": detectors, "points": points, "bytes": size, "median": median}
 
 
+def _ratio(a: float, b: float, digits: int = 2) -> str:
+    """``a / b`` as "1.23x", or "n/a" when ``b`` is 0 (a pass too short for /proc's 10 ms CPU ticks)."""
+    return f"{a / b:.{digits}f}x" if b > 0 else "n/a"
+
+
 def report(result: dict[str, Any]) -> str:
     none, gzip = result["median"][Compression.NONE], result["median"][Compression.GZIP]
     size = result["bytes"]
     rows = [f"| {c.value} | {size[c] / 1024:.1f} | {m['prometheus_ms']:.2f} | {m['operator_ms']:.2f} | "
             f"{result['detectors'] / m['wall_s']:.0f} |" for c, m in ((Compression.NONE, none),
                                                                       (Compression.GZIP, gzip))]
-    ratio = (f"gzip / none: Prometheus CPU {gzip['prometheus_ms'] / none['prometheus_ms']:.1f}x, operator CPU "
-             f"{gzip['operator_ms'] / none['operator_ms']:.2f}x, queries/s {none['wall_s'] / gzip['wall_s']:.2f}x, "
-             f"bytes {size[Compression.GZIP] / size[Compression.NONE]:.2f}x")
+    ratio = (f"gzip / none: Prometheus CPU {_ratio(gzip['prometheus_ms'], none['prometheus_ms'], 1)}, operator CPU "
+             f"{_ratio(gzip['operator_ms'], none['operator_ms'])}, queries/s {_ratio(none['wall_s'], gzip['wall_s'])}, "
+             f"bytes {_ratio(size[Compression.GZIP], size[Compression.NONE])}")
     return "\n".join([
         f"{result['name']} ({result['detectors']} detectors x {SERIES_PER_DETECTOR} series, one query each):", "",
         "| compression | KiB per answer | Prometheus CPU ms/query | operator CPU ms/query | queries/s |",

@@ -16,4 +16,4 @@ def test_compression_bench_measures_both_settings() -> None:
     # Both settings read every point (one_pass checks the count); only gzip shrinks the answer.
     assert result["bytes"][Compression.GZIP] < result["bytes"][Compression.NONE]
     text = compression.report(result)
-    assert "| none |" in text and "| gzip |" in text and "gzip / none: Prometheus CPU" in text
+    assert "| none |" in text and "| gzip |" in text and "gzip / none: Prometheus CPU" in text and "bytes 0." in text
