@@ -70,6 +70,13 @@ def test_run_with_a_kubeconfig_that_does_not_exist(tmp_path: pathlib.Path) -> No
     one_line_error(done, 2, "vigil run", f"kubeconfig {tmp_path / 'nope'}: no such file")
 
 
+def test_run_refuses_a_compression_it_does_not_know_from_the_environment(tmp_path: pathlib.Path) -> None:
+    """argparse checks --prometheus-compression's choices, not its default from VIGIL_PROMETHEUS_COMPRESSION."""
+    done = vigil("run", "--kubeconfig", str(tmp_path / "nope"), env={"VIGIL_PROMETHEUS_COMPRESSION": "zip"},
+                 timeout=60)
+    one_line_error(done, 2, "vigil run", "--prometheus-compression must be none or gzip, not 'zip'")
+
+
 def test_run_against_a_closed_port_exits_quickly(tmp_path: pathlib.Path) -> None:
     config, port = closed_kubeconfig(tmp_path)
     started = time.monotonic()
