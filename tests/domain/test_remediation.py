@@ -63,6 +63,12 @@ def test_stale_or_unready_detector_never_fires(overrides: dict[str, object]) -> 
     assert fire(signal(**overrides)).state == TriggerState.STALE
 
 
+def test_a_verdict_this_process_has_not_evaluated_yet_never_fires() -> None:
+    """Issue 16: after a start the status is an older process' verdict, fresh and anomalous as it looks."""
+    result = fire(signal(loading=True))
+    assert result.state == TriggerState.STALE and "history is still loading" in result.message
+
+
 def test_another_shards_detector_may_lag_by_its_heartbeat_and_no_more() -> None:
     """Another shard writes the status on a change and per heartbeat: that much extra age is expected."""
     assert fire(signal(last_evaluation=NOW - 181, lag=300)).state == TriggerState.FIRING

@@ -10,6 +10,7 @@ from __future__ import annotations
 import datetime
 import json
 import pathlib
+import socket
 import subprocess
 import sys
 import time
@@ -420,6 +421,39 @@ def test_missing_or_stale_data_never_acts(kubeapi: KubeAPIServer, operator: Oper
     assert "scale-in refused" in refused["status"]["message"]
     steady(lambda: actions(kubeapi, "missing") == [] and actions(kubeapi, "stale") == [], operator.passes, seconds=3)
     assert proxy.hits("SetDesiredCapacity") == 0 and estate.desired(moto) == 2
+
+
+def test_a_start_does_not_act_on_a_stored_verdict_before_its_own_evaluation(
+        kubeapi: KubeAPIServer, run_operator: OperatorFactory, proxy: FaultProxy, estate: Estate,
+        moto: Moto) -> None:
+    """Issue 16: after a start (an upgrade, a takeover), a detector's status is an older process' verdict.
+    Fresh and anomalous as it looks, the policy waits for this process' own first evaluation, with the
+    whole window loaded: here it never comes, because Prometheus accepts the query and does not answer."""
+    with socket.create_server(("127.0.0.1", 0)) as silent:  # accepts (the backlog), never answers
+        port = silent.getsockname()[1]
+        apply_detector(kubeapi, namespace="loading")
+        at = datetime.datetime.now(datetime.UTC)
+        now, since = (t.strftime("%Y-%m-%dT%H:%M:%SZ") for t in (at, at - datetime.timedelta(minutes=30)))
+        kubeapi.patch(*AD, "loading", "cpu", {"status": {
+            "observedGeneration": 1, "anomalous": True, "anomalousSince": since, "lastEvaluationTime": now,
+            "score": 0.99, "threshold": 0.5, "seriesCount": 1, "anomalousSeries": 1, "missingSeries": 0,
+            "series": [{"labels": {"scenario": "incident"}, "score": 0.99, "anomalous": True,
+                        "state": "Anomalous", "since": since}],
+            "conditions": [
+                {"type": t, "status": v, "reason": r, "message": "", "lastTransitionTime": now}
+                for t, v, r in (("Ready", "True", "Evaluating"), ("Degraded", "False", "AsExpected"),
+                                ("Anomalous", "True", "AnomalyDetected"))]}}, subresource="status")
+        # Ten minutes of staleness allowed: the stored verdict is fresh enough to act on, for all it says.
+        apply_policy(kubeapi, [scale(by=1)], namespace="loading",
+                     trigger={"keepFiringFor": "0s", "maxStaleness": "10m"})
+        operator = run_operator("--prometheus-url", f"http://127.0.0.1:{port}", "--prometheus-timeout", "120",
+                                "--aws-endpoint-url", proxy.url, "--no-leader-election")
+        allowed = wait_for(
+            lambda: c if (c := policy_conditions(kubeapi, "loading").get("ActionAllowed", {})).get("reason")
+            == "DetectorStale" else None, what="DetectorStale while the detector's history loads")
+        assert "has not been evaluated since this operator started" in allowed["message"]
+        steady(lambda: actions(kubeapi, "loading") == [], operator.passes, seconds=3)
+        assert proxy.hits("SetDesiredCapacity") == 0 and estate.desired(moto) == 2
 
 
 def test_restart_mid_action_neither_repeats_nor_loses(kubeapi: KubeAPIServer, run_operator: OperatorFactory,

@@ -44,6 +44,9 @@ class DetectorSignal:
     #: Seconds the copy we read may lag the detector's last evaluation. 0 when this replica evaluates it;
     #: the heartbeat when another shard does, since that shard writes only on a change and per heartbeat.
     lag: float = 0.0
+    #: This replica evaluates it but has not since it started (or took over): its window is still being
+    #: loaded, and what the status says is an older process' verdict. Never acted on (issue 16).
+    loading: bool = False
 
 
 @dataclasses.dataclass(frozen=True)
@@ -86,6 +89,9 @@ def freshness_limit(signal: DetectorSignal, max_staleness: float | None) -> floa
 
 
 def is_fresh(signal: DetectorSignal, now: float, max_staleness: float | None) -> tuple[bool, str]:
+    if signal.loading:
+        return False, (f"detector {signal.name} has not been evaluated since this operator started: "
+                       "its history is still loading")
     if not signal.ready:
         return False, f"detector {signal.name} is not Ready"
     if signal.degraded:

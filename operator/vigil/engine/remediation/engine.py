@@ -437,6 +437,9 @@ class RemediationEngine:
             # An anomalous status is rewritten at the shorter anomalous heartbeat: a dead shard's last
             # anomalous verdict goes stale within it, and is never acted on after that.
             lag=0.0 if detector.owned else (self.remote_anomalous_lag if status.anomalous else self.remote_lag),
+            # Ours, but not evaluated since we started: the status is the previous process' verdict, and no
+            # decision waits on less than this process' own first evaluation with the whole window loaded.
+            loading=detector.owned and not detector.evaluated,
         )
 
     def _alerts(self, entry: PolicyEntry, spec: RemediationPolicySpec, now: float) -> list[triggers.AlertSignal]:
