@@ -19,7 +19,7 @@ help:
 	@echo "make train     - alias of make model"
 	@echo "make bench-detection - detection benchmark only (needs ../shared/data/nab)"
 	@echo "make bench     - benchmarks (detection quality needs ../shared/data/nab)"
-	@echo "make bench-scale - scale sweep N=1000, 2000, 10000 detectors (~90 min): docs/bench/scale.{md,png,json}, README"
+	@echo "make bench-scale - scale sweep N=1000, 2000, 10000 detectors with full windows (~110 min, ~10 GB RAM for promtool): docs/bench/scale.{md,png,json}, README"
 	@echo "make bench-scale-real - the scale bench at N=2000 (N=...) against a real kube-apiserver + etcd: docs/bench/scale-real.{md,png,json}"
 	@echo "make bench-series-cap - RSS of one 20,000-series detector, capped and uncapped (~2 min): docs/security.md"
 	@echo "make bench-shards - one replica vs 2 shards + standbys, N=1000 (~6 min): docs/bench/shards.md"
@@ -103,7 +103,7 @@ bench-backtest: bootstrap
 
 # Real Prometheus + API emulator + `vigil run`; one command, unattended, non-zero exit on harness failure.
 bench-scale: bootstrap
-	$(PY) -m bench.scale
+	$(PY) -m bench.scale --history 2016
 	$(PY) scripts/sync-bench-docs.py --write
 
 # The same against a real kube-apiserver + etcd (tests/realkube.py): writes from its audit log, its and etcd's cost.
