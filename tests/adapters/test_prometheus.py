@@ -70,6 +70,17 @@ def test_proxy_and_ca_settings_come_from_the_environment_once(monkeypatch: pytes
 _DIRECT = urllib.request.build_opener(urllib.request.ProxyHandler({}))
 
 
+def _answer_json(handler: http.server.BaseHTTPRequestHandler, body: bytes, encoding: str | None = None) -> None:
+    """A 200 with ``body`` as Prometheus sent it (and its Content-Encoding, if any)."""
+    handler.send_response(200)
+    handler.send_header("Content-Type", "application/json")
+    if encoding:
+        handler.send_header("Content-Encoding", encoding)
+    handler.send_header("Content-Length", str(len(body)))
+    handler.end_headers()
+    handler.wfile.write(body)
+
+
 class _ForwardProxy(http.server.BaseHTTPRequestHandler):
     """An HTTP forward proxy (absolute-URI requests, RFC 9112 3.2.2) that wants Basic credentials."""
 
@@ -86,11 +97,7 @@ class _ForwardProxy(http.server.BaseHTTPRequestHandler):
             return
         with _DIRECT.open(self.path, timeout=10) as upstream:  # the proxy's own leg, direct
             body = upstream.read()
-        self.send_response(200)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
+        _answer_json(self, body)
 
     def log_message(self, *args: object) -> None:
         pass
@@ -138,13 +145,7 @@ class _Relay(http.server.BaseHTTPRequestHandler):
             body = answer.read()
             encoding = answer.headers.get("Content-Encoding")
         type(self).seen.append((asked, encoding, len(body)))
-        self.send_response(200)
-        self.send_header("Content-Type", "application/json")
-        if encoding:
-            self.send_header("Content-Encoding", encoding)
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
+        _answer_json(self, body, encoding)
 
     def log_message(self, *args: object) -> None:
         pass
